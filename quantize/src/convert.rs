@@ -1,0 +1,311 @@
+//! The conversion itself: lay out the file, then stream each tensor from the
+//! checkpoint through f32 into its target type, rows split across threads.
+
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use mote::format::config::global_tensors;
+use mote::format::tensor::{TensorRecord, RECORD_BYTES};
+use mote::format::{
+    align_up, Preamble, EXPERT_ALIGN, MAX_CONFIG_BYTES, PREAMBLE_BYTES, TENSOR_ALIGN, VERSION,
+};
+use mote::model::layout::TensorIds;
+use mote::quant::{encode_row_f32, quantize_row_f16, quantize_row_q4, quantize_row_q8, BLOCK_LEN};
+use mote::{DType, ModelConfig, TensorId};
+
+use crate::error::{io, QuantizeError};
+use crate::hf_config::read_config;
+use crate::safetensors::Checkpoint;
+use crate::sources::{find, Source};
+
+/// How to convert.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Type of the weight matrices (norms and routers stay f32).
+    pub dtype: DType,
+    /// Worker threads for quantization (0: all cores).
+    pub threads: usize,
+}
+
+/// Reported once per tensor as it is written.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    /// Tensors written so far, this one included.
+    pub done: usize,
+    /// Tensors in all.
+    pub total: usize,
+    /// The checkpoint name of the tensor just written.
+    pub source: &'a str,
+}
+
+/// What a conversion did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The config written.
+    pub config: ModelConfig,
+    /// Tensors written.
+    pub tensors: usize,
+    /// Bytes of the output file.
+    pub output_bytes: u64,
+    /// Bytes of checkpoint tensors read.
+    pub source_bytes: u64,
+    /// Tensors whose rows were zero-padded to whole blocks: (name, cols, padded cols).
+    pub padded: Vec<(String, usize, usize)>,
+    /// Things the user should know that did not stop the conversion.
+    pub warnings: Vec<String>,
+    /// Wall time of the conversion.
+    pub seconds: f64,
+}
+
+/// One tensor to write: where it comes from and where it goes.
+struct Planned {
+    record: TensorRecord,
+    source: Source,
+}
+
+/// Removes the temporary output unless the conversion committed it.
+struct TempFile {
+    path: PathBuf,
+    committed: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Converts the checkpoint folder `input` into the `.mote` file `output`.
+pub fn quantize(
+    input: &Path,
+    output: &Path,
+    options: &Options,
+    mut progress: impl FnMut(Progress<'_>),
+) -> Result<Report, QuantizeError> {
+    let start = Instant::now();
+    let mut warnings = Vec::new();
+    let config = read_config(input, &mut warnings)?;
+    let ck = Checkpoint::open(input)?;
+    let threads = match options.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+
+    // Directory order (what the runtime expects), each with its source.
+    let mut planned: Vec<Planned> = Vec::new();
+    let mut padded = Vec::new();
+    for id in TensorIds::new(&config) {
+        let source = find(&ck, &config, id)?;
+        let dtype = if id.kind.stays_f32() {
+            DType::F32
+        } else {
+            options.dtype
+        };
+        if dtype.is_quantized() && source.cols % BLOCK_LEN != 0 {
+            padded.push((
+                source.name.clone(),
+                source.cols,
+                source.cols.next_multiple_of(BLOCK_LEN),
+            ));
+        }
+        let length = dtype.row_bytes(source.cols) as u64 * source.rows as u64;
+        let record = TensorRecord {
+            id,
+            dtype,
+            rows: source.rows as u32,
+            cols: source.cols as u32,
+            crc32: 0,
+            offset: 0,
+            length,
+        };
+        planned.push(Planned { record, source });
+    }
+
+    // Header layout.
+    let mut config_buf = [0u8; MAX_CONFIG_BYTES];
+    let config_bytes = config.encode(&mut config_buf)?.to_vec();
+    let config_offset = PREAMBLE_BYTES as u64;
+    let directory_offset = align_up(config_offset + config_bytes.len() as u64, TENSOR_ALIGN);
+    let data_offset = align_up(
+        directory_offset + (planned.len() * RECORD_BYTES) as u64,
+        EXPERT_ALIGN,
+    );
+
+    // Data layout: per layer its own tensors, then each expert's group
+    // 4 KiB-aligned; then the global tensors.
+    let index = |id: TensorId| mote::model::layout::record_index(&config, id).expect("planned id");
+    let mut order: Vec<(usize, u64)> = Vec::with_capacity(planned.len()); // (index, alignment)
+    let arch = config.architecture;
+    for layer in 0..config.n_layers {
+        for &kind in arch.layer_tensors() {
+            order.push((index(TensorId::layer(kind, layer)), TENSOR_ALIGN));
+        }
+        for expert in 0..config.n_experts {
+            for (i, &kind) in arch.expert_tensors().iter().enumerate() {
+                let align = if i == 0 { EXPERT_ALIGN } else { TENSOR_ALIGN };
+                order.push((index(TensorId::expert(kind, layer, expert)), align));
+            }
+        }
+    }
+    for &kind in global_tensors(&config) {
+        order.push((index(TensorId::global(kind)), TENSOR_ALIGN));
+    }
+    let mut cursor = data_offset;
+    for &(i, align) in &order {
+        let rec = &mut planned[i].record;
+        rec.offset = align_up(cursor, align);
+        cursor = rec.offset + rec.length;
+    }
+    let data_len = cursor - data_offset;
+
+    // Write to a temporary file beside the output, then rename.
+    let file_name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = TempFile {
+        path: output.with_file_name(format!(".{file_name}.partial-{}", std::process::id())),
+        committed: false,
+    };
+    let file = File::create(&temp.path).map_err(io(&temp.path))?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let werr = io(&temp.path);
+    let mut written = 0u64;
+    let zeros = [0u8; EXPERT_ALIGN as usize];
+    let pad_to = |w: &mut BufWriter<File>, written: &mut u64, to: u64| -> std::io::Result<()> {
+        while *written < to {
+            let n = (to - *written).min(zeros.len() as u64) as usize;
+            w.write_all(&zeros[..n])?;
+            *written += n as u64;
+        }
+        Ok(())
+    };
+    let mut source_bytes = 0u64;
+    let mut raw = Vec::new();
+    let total = order.len();
+    let result: Result<(), QuantizeError> = (|| {
+        pad_to(&mut w, &mut written, data_offset).map_err(io(&temp.path))?;
+        for (done, &(i, _)) in order.iter().enumerate() {
+            let p = &mut planned[i];
+            let bytes = convert_tensor(&ck, &p.source, p.record.dtype, threads, &mut raw)?;
+            source_bytes += raw.len() as u64;
+            debug_assert_eq!(bytes.len() as u64, p.record.length);
+            p.record.crc32 = crc32fast::hash(&bytes);
+            pad_to(&mut w, &mut written, p.record.offset).map_err(io(&temp.path))?;
+            w.write_all(&bytes).map_err(io(&temp.path))?;
+            written += bytes.len() as u64;
+            progress(Progress {
+                done: done + 1,
+                total,
+                source: &p.source.name,
+            });
+        }
+        Ok(())
+    })();
+    result?;
+
+    let mut directory = Vec::with_capacity(planned.len() * RECORD_BYTES);
+    for p in &planned {
+        directory.extend_from_slice(&p.record.encode());
+    }
+    let preamble = Preamble {
+        version: VERSION,
+        config_offset,
+        config_len: config_bytes.len() as u32,
+        config_crc: crc32fast::hash(&config_bytes),
+        directory_offset,
+        tensor_count: planned.len() as u32,
+        directory_crc: crc32fast::hash(&directory),
+        data_offset,
+        data_len,
+    };
+    let mut file = w
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .map_err(io(&temp.path))?;
+    (|| {
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&preamble.encode())?;
+        file.write_all(&config_bytes)?;
+        file.seek(SeekFrom::Start(directory_offset))?;
+        file.write_all(&directory)?;
+        file.sync_all()
+    })()
+    .map_err(werr)?;
+    drop(file);
+    let mut temp = temp;
+    std::fs::rename(&temp.path, output).map_err(io(output))?;
+    temp.committed = true;
+
+    Ok(Report {
+        config,
+        tensors: planned.len(),
+        output_bytes: written,
+        source_bytes,
+        padded,
+        warnings,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Reads one source tensor into `raw` and converts it to `dtype` bytes,
+/// rows split across `threads` workers. Fails on the first NaN or infinity.
+fn convert_tensor(
+    ck: &Checkpoint,
+    src: &Source,
+    dtype: DType,
+    threads: usize,
+    raw: &mut Vec<u8>,
+) -> Result<Vec<u8>, QuantizeError> {
+    let elem = src.entry.dtype.size();
+    let in_row = src.cols * elem;
+    raw.resize(src.rows * in_row, 0);
+    ck.read(&src.entry, src.skip_bytes, raw)?;
+    let out_row = dtype.row_bytes(src.cols);
+    let mut out = vec![0u8; src.rows * out_row];
+    let rows_per = src.rows.div_ceil(threads.max(1)).max(1);
+    let results: Vec<Result<(), QuantizeError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = raw
+            .chunks(rows_per * in_row)
+            .zip(out.chunks_mut(rows_per * out_row))
+            .enumerate()
+            .map(|(chunk, (input, output))| {
+                s.spawn(move || {
+                    let mut row = vec![0.0f32; src.cols];
+                    for (r, (inp, outp)) in input
+                        .chunks_exact(in_row)
+                        .zip(output.chunks_exact_mut(out_row))
+                        .enumerate()
+                    {
+                        src.entry.dtype.to_f32(inp, &mut row);
+                        if let Some(col) = row.iter().position(|v| !v.is_finite()) {
+                            return Err(QuantizeError::NonFinite {
+                                tensor: src.name.clone(),
+                                row: chunk * rows_per + r,
+                                col,
+                                value: row[col],
+                            });
+                        }
+                        match dtype {
+                            DType::F32 => encode_row_f32(&row, outp),
+                            DType::F16 => quantize_row_f16(&row, outp),
+                            DType::Q8 => quantize_row_q8(&row, outp),
+                            DType::Q4 => quantize_row_q4(&row, outp),
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("quantize worker panicked"))
+            .collect()
+    });
+    results.into_iter().collect::<Result<(), _>>()?;
+    Ok(out)
+}

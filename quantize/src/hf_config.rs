@@ -1,0 +1,274 @@
+//! `config.json` → [`ModelConfig`]: accepts the hub's older layout
+//! (`rope_theta`, `rope_scaling` at top level) and transformers 5's
+//! (`rope_parameters`).
+
+use std::path::Path;
+
+use mote::format::config::MAX_EOS_TOKENS;
+use mote::{Architecture, ModelConfig, RopeScaling};
+use serde_json::Value;
+
+use crate::error::{io, QuantizeError};
+
+/// The `architectures` values this build converts.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["MixtralForCausalLM"];
+
+struct Fields<'a> {
+    path: &'a Path,
+    json: &'a Value,
+}
+
+impl Fields<'_> {
+    fn err(&self, message: String) -> QuantizeError {
+        QuantizeError::Config {
+            path: self.path.to_path_buf(),
+            message,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.json.get(key).filter(|v| !v.is_null())
+    }
+
+    fn u32(&self, key: &str) -> Result<u32, QuantizeError> {
+        self.opt_u32(key)?
+            .ok_or_else(|| self.err(format!("missing field \"{key}\"")))
+    }
+
+    fn opt_u32(&self, key: &str) -> Result<Option<u32>, QuantizeError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    self.err(format!(
+                        "field \"{key}\" must be a non-negative integer, found {v}"
+                    ))
+                }),
+        }
+    }
+
+    fn opt_f32(&self, key: &str) -> Result<Option<f32>, QuantizeError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(|v| Some(v as f32))
+                .ok_or_else(|| self.err(format!("field \"{key}\" must be a number, found {v}"))),
+        }
+    }
+}
+
+/// Reads and checks `dir/config.json`. Warnings about settings that do not
+/// change the computation mote does are pushed to `warnings`.
+pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig, QuantizeError> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let json: Value = serde_json::from_str(&text).map_err(|source| QuantizeError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    let f = Fields {
+        path: &path,
+        json: &json,
+    };
+
+    let arch_name = json
+        .get("architectures")
+        .and_then(Value::as_array)
+        .and_then(|a| a.first())
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| {
+            json.get("model_type")
+                .and_then(Value::as_str)
+                .map(|t| format!("model_type {t}"))
+        })
+        .unwrap_or_else(|| "none given".to_string());
+    let architecture = match arch_name.as_str() {
+        "MixtralForCausalLM" | "model_type mixtral" => Architecture::Mixtral,
+        _ => {
+            return Err(QuantizeError::UnsupportedArchitecture {
+                path,
+                found: arch_name,
+                supported: SUPPORTED_ARCHITECTURES,
+            })
+        }
+    };
+
+    if let Some(act) = f.get("hidden_act").and_then(Value::as_str) {
+        if act != "silu" {
+            return Err(f.err(format!(
+                "hidden_act {act:?} is not supported (mote runs silu experts)"
+            )));
+        }
+    }
+    let hidden_size = f.u32("hidden_size")?;
+    let n_heads = f.u32("num_attention_heads")?;
+    let n_kv_heads = f.opt_u32("num_key_value_heads")?.unwrap_or(n_heads);
+    let head_dim = match f.opt_u32("head_dim")? {
+        Some(d) => d,
+        None if n_heads > 0 && hidden_size % n_heads == 0 => hidden_size / n_heads,
+        None => {
+            return Err(f.err(
+                "hidden_size is not a multiple of num_attention_heads and no head_dim".into(),
+            ))
+        }
+    };
+
+    // Rope: transformers 5 nests it in rope_parameters; older configs keep
+    // rope_theta and rope_scaling at top level.
+    let rope_params = f.get("rope_parameters").filter(|v| v.is_object());
+    let rope_scaling_obj = rope_params.or_else(|| f.get("rope_scaling").filter(|v| v.is_object()));
+    let rope_theta = match rope_params
+        .and_then(|p| p.get("rope_theta"))
+        .and_then(Value::as_f64)
+    {
+        Some(t) => t as f32,
+        None => f.opt_f32("rope_theta")?.unwrap_or(1e6),
+    };
+    let rope_scaling = match rope_scaling_obj {
+        None => RopeScaling::None,
+        Some(obj) => {
+            let kind = obj
+                .get("rope_type")
+                .or_else(|| obj.get("type"))
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            match kind {
+                "default" => RopeScaling::None,
+                "linear" => {
+                    let factor = obj.get("factor").and_then(Value::as_f64).ok_or_else(|| {
+                        f.err("linear rope scaling needs a numeric \"factor\"".into())
+                    })?;
+                    RopeScaling::Linear { factor: factor as f32 }
+                }
+                other => {
+                    return Err(f.err(format!(
+                        "rope scaling type {other:?} is not supported for this architecture (supported: default, linear)"
+                    )))
+                }
+            }
+        }
+    };
+    if let Some(w) = f.opt_u32("sliding_window")? {
+        warnings.push(format!(
+            "config.json sets sliding_window {w}: mote attends over the whole context, which matches \
+             transformers only for contexts up to {w} tokens"
+        ));
+    }
+
+    let mut eos_token_ids = heapless::Vec::<u32, MAX_EOS_TOKENS>::new();
+    match f.get("eos_token_id") {
+        None => {}
+        Some(Value::Array(ids)) => {
+            for id in ids {
+                let id = id.as_u64().and_then(|v| u32::try_from(v).ok());
+                let id = id.ok_or_else(|| f.err("eos_token_id entries must be integers".into()))?;
+                eos_token_ids.push(id).map_err(|_| {
+                    f.err(format!("more than {MAX_EOS_TOKENS} eos_token_id values"))
+                })?;
+            }
+        }
+        Some(_) => {
+            let _ = eos_token_ids.push(f.u32("eos_token_id")?);
+        }
+    }
+
+    let config = ModelConfig {
+        architecture,
+        vocab_size: f.u32("vocab_size")?,
+        hidden_size,
+        n_layers: f.u32("num_hidden_layers")?,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        expert_ffn_size: f.u32("intermediate_size")?,
+        n_experts: f.u32("num_local_experts")?,
+        n_experts_per_token: f.u32("num_experts_per_tok")?,
+        norm_eps: f.opt_f32("rms_norm_eps")?.unwrap_or(1e-5),
+        rope_theta,
+        rope_scaling,
+        max_position: f.opt_u32("max_position_embeddings")?.unwrap_or(4096),
+        bos_token_id: f.opt_u32("bos_token_id")?,
+        eos_token_ids,
+        tied_embeddings: f
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    };
+    config.validate().map_err(|e| f.err(e.to_string()))?;
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, json: &str) {
+        std::fs::write(dir.join("config.json"), json).unwrap();
+    }
+
+    const BASE: &str = r#""architectures": ["MixtralForCausalLM"], "vocab_size": 100, "hidden_size": 64,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 80,
+        "num_local_experts": 4, "num_experts_per_tok": 2, "rms_norm_eps": 1e-6"#;
+
+    #[test]
+    fn reads_hub_and_transformers5_rope_layouts_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &format!(
+                "{{{BASE}, \"rope_theta\": 5e5, \"rope_scaling\": null, \"eos_token_id\": [2, 7]}}"
+            ),
+        );
+        let a = read_config(dir.path(), &mut Vec::new()).unwrap();
+        write(dir.path(), &format!("{{{BASE}, \"rope_parameters\": {{\"rope_theta\": 5e5, \"rope_type\": \"default\"}}, \"eos_token_id\": [2, 7]}}"));
+        let b = read_config(dir.path(), &mut Vec::new()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.rope_theta, 5e5);
+        assert_eq!(a.head_dim, 16);
+        assert_eq!(&a.eos_token_ids[..], &[2, 7]);
+    }
+
+    #[test]
+    fn unsupported_architecture_lists_the_supported_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), r#"{"architectures": ["BertModel"]}"#);
+        let e = read_config(dir.path(), &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("BertModel") && e.contains("MixtralForCausalLM"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_rope_scaling_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &format!("{{{BASE}, \"rope_scaling\": {{\"type\": \"dynamic\", \"factor\": 2.0}}}}"),
+        );
+        let e = read_config(dir.path(), &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dynamic"), "{e}");
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            r#"{"architectures": ["MixtralForCausalLM"], "vocab_size": 10}"#,
+        );
+        let e = read_config(dir.path(), &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hidden_size"), "{e}");
+    }
+}

@@ -1,0 +1,235 @@
+//! Reading safetensors checkpoints, single-file or sharded, without mapping
+//! or loading whole files: each shard's JSON header is parsed once, then
+//! tensors are read with positional reads, one at a time.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use serde_json::Value;
+
+use crate::error::{io, QuantizeError};
+
+/// Element types read from checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceDType {
+    /// IEEE f32.
+    F32,
+    /// IEEE f16.
+    F16,
+    /// bfloat16.
+    BF16,
+}
+
+impl SourceDType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            SourceDType::F32 => 4,
+            SourceDType::F16 | SourceDType::BF16 => 2,
+        }
+    }
+
+    /// Converts little-endian elements to f32.
+    pub fn to_f32(self, bytes: &[u8], out: &mut [f32]) {
+        match self {
+            SourceDType::F32 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            SourceDType::F16 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+                }
+            }
+            SourceDType::BF16 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+                }
+            }
+        }
+    }
+}
+
+/// One tensor in a shard.
+#[derive(Debug, Clone)]
+pub struct TensorEntry {
+    /// Index of the shard file in [`Checkpoint::files`].
+    pub file: usize,
+    /// Element type.
+    pub dtype: SourceDType,
+    /// Shape, outermost first.
+    pub shape: Vec<usize>,
+    /// Absolute offset of the first byte in the shard.
+    pub offset: u64,
+}
+
+/// The tensors of a checkpoint folder, by name.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// Shard paths and open handles.
+    pub files: Vec<(PathBuf, File)>,
+    /// Every tensor by its checkpoint name.
+    pub tensors: HashMap<String, TensorEntry>,
+}
+
+/// Largest safetensors JSON header accepted (the format's own limit).
+const MAX_HEADER_BYTES: u64 = 100 << 20;
+
+impl Checkpoint {
+    /// Opens `model.safetensors.index.json` (sharded) or `model.safetensors` in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, QuantizeError> {
+        let index = dir.join("model.safetensors.index.json");
+        let shards: Vec<PathBuf> = if index.exists() {
+            let text = std::fs::read_to_string(&index).map_err(io(&index))?;
+            let json: Value =
+                serde_json::from_str(&text).map_err(|source| QuantizeError::Json {
+                    path: index.clone(),
+                    source,
+                })?;
+            let map = json
+                .get("weight_map")
+                .and_then(Value::as_object)
+                .ok_or_else(|| QuantizeError::Safetensors {
+                    path: index.clone(),
+                    message: "no \"weight_map\" object".into(),
+                })?;
+            let mut names: Vec<&str> = Vec::new();
+            for file in map.values() {
+                let file = file.as_str().ok_or_else(|| QuantizeError::Safetensors {
+                    path: index.clone(),
+                    message: "weight_map values must be file names".into(),
+                })?;
+                if Path::new(file).is_absolute() || file.split(['/', '\\']).any(|c| c == "..") {
+                    return Err(QuantizeError::Safetensors {
+                        path: index.clone(),
+                        message: format!("shard {file:?} is outside the checkpoint folder"),
+                    });
+                }
+                if !names.contains(&file) {
+                    names.push(file);
+                }
+            }
+            names.sort_unstable();
+            names.into_iter().map(|n| dir.join(n)).collect()
+        } else {
+            let single = dir.join("model.safetensors");
+            if !single.exists() {
+                return Err(QuantizeError::Io {
+                    path: single,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no model.safetensors or model.safetensors.index.json in the folder",
+                    ),
+                });
+            }
+            vec![single]
+        };
+        let mut ck = Checkpoint {
+            files: Vec::new(),
+            tensors: HashMap::new(),
+        };
+        for path in shards {
+            ck.add_shard(path)?;
+        }
+        Ok(ck)
+    }
+
+    fn add_shard(&mut self, path: PathBuf) -> Result<(), QuantizeError> {
+        use std::os::unix::fs::FileExt;
+        let file = File::open(&path).map_err(io(&path))?;
+        let file_len = file.metadata().map_err(io(&path))?.len();
+        let bad = |message: String| QuantizeError::Safetensors {
+            path: path.clone(),
+            message,
+        };
+        let mut len = [0u8; 8];
+        if file_len < 8 {
+            return Err(bad(format!(
+                "file is {file_len} bytes, too short for a safetensors header"
+            )));
+        }
+        file.read_exact_at(&mut len, 0).map_err(io(&path))?;
+        let header_len = u64::from_le_bytes(len);
+        if header_len > MAX_HEADER_BYTES || 8 + header_len > file_len {
+            return Err(bad(format!(
+                "header length {header_len} does not fit the file ({file_len} bytes)"
+            )));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        file.read_exact_at(&mut header, 8).map_err(io(&path))?;
+        let json: Value =
+            serde_json::from_slice(&header).map_err(|source| QuantizeError::Json {
+                path: path.clone(),
+                source,
+            })?;
+        let obj = json
+            .as_object()
+            .ok_or_else(|| bad("header is not a JSON object".into()))?;
+        let data_start = 8 + header_len;
+        let file_index = self.files.len();
+        for (name, info) in obj {
+            if name == "__metadata__" {
+                continue;
+            }
+            let dtype_str = info.get("dtype").and_then(Value::as_str).unwrap_or("?");
+            let dtype = match dtype_str {
+                "F32" => SourceDType::F32,
+                "F16" => SourceDType::F16,
+                "BF16" => SourceDType::BF16,
+                other => {
+                    return Err(QuantizeError::DType {
+                        tensor: name.clone(),
+                        found: other.to_string(),
+                    })
+                }
+            };
+            let shape: Vec<usize> = info
+                .get("shape")
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().map(|v| v.as_u64().map(|v| v as usize)).collect())
+                .ok_or_else(|| bad(format!("tensor {name}: missing or bad \"shape\"")))?;
+            let offsets: Vec<u64> = info
+                .get("data_offsets")
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().map(Value::as_u64).collect())
+                .filter(|v: &Vec<u64>| v.len() == 2)
+                .ok_or_else(|| bad(format!("tensor {name}: missing or bad \"data_offsets\"")))?;
+            let (begin, end) = (offsets[0], offsets[1]);
+            let elems = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+            let want = elems.and_then(|n| n.checked_mul(dtype.size() as u64));
+            if begin > end || Some(end - begin) != want || data_start + end > file_len {
+                return Err(bad(format!(
+                    "tensor {name}: data_offsets {begin}..{end} do not match shape {shape:?} of {dtype_str} \
+                     within the file ({file_len} bytes)"
+                )));
+            }
+            self.tensors.insert(
+                name.clone(),
+                TensorEntry {
+                    file: file_index,
+                    dtype,
+                    shape,
+                    offset: data_start + begin,
+                },
+            );
+        }
+        self.files.push((path, file));
+        Ok(())
+    }
+
+    /// Reads `len` bytes of tensor `entry` starting `skip` bytes into it.
+    pub fn read(
+        &self,
+        entry: &TensorEntry,
+        skip: u64,
+        dst: &mut [u8],
+    ) -> Result<(), QuantizeError> {
+        use std::os::unix::fs::FileExt;
+        let (path, file) = &self.files[entry.file];
+        file.read_exact_at(dst, entry.offset + skip)
+            .map_err(io(path))
+    }
+}

@@ -1,0 +1,146 @@
+//! Where each mote tensor comes from in a Hugging Face checkpoint: the names
+//! each family uses, per-expert or fused, and which rows of a fused tensor
+//! belong to one expert's matrix.
+
+use mote::format::config::expected_shape;
+use mote::{Architecture, ModelConfig, TensorId, TensorKind};
+
+use crate::error::QuantizeError;
+use crate::safetensors::{Checkpoint, TensorEntry};
+
+/// The checkpoint bytes of one mote tensor: rows `row_start..row_start+rows`
+/// of slice `expert` (fused 3-D tensors) or of the whole 2-D tensor.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Checkpoint tensor name.
+    pub name: String,
+    /// The tensor's entry.
+    pub entry: TensorEntry,
+    /// Byte offset of the first row used, from the tensor's start.
+    pub skip_bytes: u64,
+    /// Rows used.
+    pub rows: usize,
+    /// Row length.
+    pub cols: usize,
+}
+
+/// A candidate name and, for fused tensors, (expert, first row).
+struct Candidate {
+    name: String,
+    fused: Option<(usize, usize)>,
+}
+
+fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
+    let plain = |name: String| Candidate { name, fused: None };
+    let Architecture::Mixtral = config.architecture else {
+        return Vec::new();
+    };
+    let l = id.layer;
+    let e = id.expert;
+    let f = config.expert_ffn_size as usize;
+    match id.kind {
+        TensorKind::TokenEmbedding => vec![plain("model.embed_tokens.weight".into())],
+        TensorKind::OutputNorm => vec![plain("model.norm.weight".into())],
+        TensorKind::LmHead => vec![plain("lm_head.weight".into())],
+        TensorKind::AttnNorm => vec![plain(format!("model.layers.{l}.input_layernorm.weight"))],
+        TensorKind::FfnNorm => vec![plain(format!(
+            "model.layers.{l}.post_attention_layernorm.weight"
+        ))],
+        TensorKind::AttnQ => vec![plain(format!("model.layers.{l}.self_attn.q_proj.weight"))],
+        TensorKind::AttnK => vec![plain(format!("model.layers.{l}.self_attn.k_proj.weight"))],
+        TensorKind::AttnV => vec![plain(format!("model.layers.{l}.self_attn.v_proj.weight"))],
+        TensorKind::AttnO => vec![plain(format!("model.layers.{l}.self_attn.o_proj.weight"))],
+        TensorKind::Router => vec![
+            plain(format!("model.layers.{l}.block_sparse_moe.gate.weight")),
+            plain(format!("model.layers.{l}.mlp.gate.weight")),
+        ],
+        TensorKind::ExpertGate | TensorKind::ExpertUp | TensorKind::ExpertDown => {
+            let (w, fused, row) = match id.kind {
+                TensorKind::ExpertGate => ("w1", "gate_up_proj", 0),
+                TensorKind::ExpertUp => ("w3", "gate_up_proj", f),
+                _ => ("w2", "down_proj", 0),
+            };
+            vec![
+                plain(format!(
+                    "model.layers.{l}.block_sparse_moe.experts.{e}.{w}.weight"
+                )),
+                Candidate {
+                    name: format!("model.layers.{l}.mlp.experts.{fused}"),
+                    fused: Some((e as usize, row)),
+                },
+            ]
+        }
+    }
+}
+
+/// Finds the source of `id` and checks its shape against the config.
+pub fn find(ck: &Checkpoint, config: &ModelConfig, id: TensorId) -> Result<Source, QuantizeError> {
+    let [rows, cols] = expected_shape(config, id.kind).map(|d| d as usize);
+    let cands = candidates(config, id);
+    for c in &cands {
+        let Some(entry) = ck.tensors.get(&c.name) else {
+            continue;
+        };
+        let shape = &entry.shape;
+        let elem = entry.dtype.size() as u64;
+        return match c.fused {
+            None => {
+                // Norms are 1-D in checkpoints and [1, hidden] in mote.
+                let ok = if rows == 1 {
+                    shape[..] == [cols]
+                } else {
+                    shape[..] == [rows, cols]
+                };
+                if !ok {
+                    let expected = if rows == 1 {
+                        vec![cols]
+                    } else {
+                        vec![rows, cols]
+                    };
+                    return Err(QuantizeError::Shape {
+                        tensor: c.name.clone(),
+                        expected,
+                        found: shape.clone(),
+                    });
+                }
+                Ok(Source {
+                    name: c.name.clone(),
+                    entry: entry.clone(),
+                    skip_bytes: 0,
+                    rows,
+                    cols,
+                })
+            }
+            Some((expert, row)) => {
+                let per_expert_rows = match id.kind {
+                    TensorKind::ExpertDown => rows,
+                    _ => 2 * rows,
+                };
+                let expected = vec![config.n_experts as usize, per_expert_rows, cols];
+                if *shape != expected {
+                    return Err(QuantizeError::Shape {
+                        tensor: c.name.clone(),
+                        expected,
+                        found: shape.clone(),
+                    });
+                }
+                let skip_rows = (expert * per_expert_rows + row) as u64;
+                Ok(Source {
+                    name: format!("{}[{expert}][{row}..{}]", c.name, row + rows),
+                    entry: entry.clone(),
+                    skip_bytes: skip_rows * cols as u64 * elem,
+                    rows,
+                    cols,
+                })
+            }
+        };
+    }
+    Err(QuantizeError::MissingTensor {
+        name: id.to_string(),
+        looked_for: cands
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}

@@ -1,0 +1,286 @@
+//! The model configuration stored in the file: dimensions, routing and rope,
+//! one description of the architecture's choices that both the quantizer and
+//! the runtime read. Serialised with postcard (compact, no_std, no heap).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::format::tensor::TensorKind;
+
+/// Most experts per layer this build plans for (fixed-capacity routing lists).
+pub const MAX_EXPERTS: u32 = 256;
+/// Most experts chosen per token.
+pub const MAX_EXPERTS_PER_TOKEN: u32 = 16;
+/// Most end-of-sequence token ids a config may list.
+pub const MAX_EOS_TOKENS: usize = 8;
+
+/// The model family: decides which tensors each layer has and how the layer
+/// computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Architecture {
+    /// Mixtral: pre-norm attention with GQA and half-rotation rope, then a
+    /// softmax top-k router over SwiGLU experts with renormalised weights.
+    Mixtral,
+}
+
+impl Architecture {
+    /// The name `mote inspect` prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Mixtral => "mixtral",
+        }
+    }
+
+    /// Tensors each layer has once (not per expert), in forward order.
+    pub fn layer_tensors(self) -> &'static [TensorKind] {
+        match self {
+            Architecture::Mixtral => &[
+                TensorKind::AttnNorm,
+                TensorKind::AttnQ,
+                TensorKind::AttnK,
+                TensorKind::AttnV,
+                TensorKind::AttnO,
+                TensorKind::FfnNorm,
+                TensorKind::Router,
+            ],
+        }
+    }
+
+    /// Tensors each expert has, in the order they are stored (one contiguous group).
+    pub fn expert_tensors(self) -> &'static [TensorKind] {
+        match self {
+            Architecture::Mixtral => &[
+                TensorKind::ExpertGate,
+                TensorKind::ExpertUp,
+                TensorKind::ExpertDown,
+            ],
+        }
+    }
+}
+
+/// How rope positions are scaled for longer contexts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RopeScaling {
+    /// Plain rope.
+    None,
+    /// Positions divided by `factor` (transformers' `"linear"`).
+    Linear {
+        /// The divisor.
+        factor: f32,
+    },
+}
+
+/// Everything the runtime needs to know about a model besides its tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Model family.
+    pub architecture: Architecture,
+    /// Number of token ids.
+    pub vocab_size: u32,
+    /// Width of the residual stream.
+    pub hidden_size: u32,
+    /// Number of transformer layers.
+    pub n_layers: u32,
+    /// Query heads.
+    pub n_heads: u32,
+    /// Key/value heads (grouped-query attention when fewer than `n_heads`).
+    pub n_kv_heads: u32,
+    /// Width of one head.
+    pub head_dim: u32,
+    /// Hidden width of one expert's SwiGLU.
+    pub expert_ffn_size: u32,
+    /// Routed experts per layer.
+    pub n_experts: u32,
+    /// Experts chosen per token.
+    pub n_experts_per_token: u32,
+    /// RMSNorm epsilon.
+    pub norm_eps: f32,
+    /// Rope base frequency.
+    pub rope_theta: f32,
+    /// Rope position scaling.
+    pub rope_scaling: RopeScaling,
+    /// Context length the model was trained for (informational; the session
+    /// plans its own `max_context`).
+    pub max_position: u32,
+    /// Beginning-of-sequence token, if the model has one.
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence tokens: generation stops at any of them.
+    pub eos_token_ids: heapless::Vec<u32, MAX_EOS_TOKENS>,
+    /// True when the logits reuse the embedding table (no `lm_head` tensor).
+    pub tied_embeddings: bool,
+}
+
+impl ModelConfig {
+    /// Query projection width (`n_heads * head_dim`).
+    pub fn q_dim(&self) -> usize {
+        self.n_heads as usize * self.head_dim as usize
+    }
+
+    /// Key/value projection width (`n_kv_heads * head_dim`).
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads as usize * self.head_dim as usize
+    }
+
+    /// True if `token` ends generation.
+    pub fn is_eos(&self, token: u32) -> bool {
+        self.eos_token_ids.contains(&token)
+    }
+
+    /// Checks that the dimensions are usable: nonzero, consistent and within
+    /// this build's fixed capacities.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |reason| Err(Error::BadConfig { reason });
+        if self.vocab_size == 0 || self.hidden_size == 0 || self.n_layers == 0 {
+            return bad("vocab_size, hidden_size and n_layers must be nonzero");
+        }
+        if self.n_heads == 0 || self.n_kv_heads == 0 || self.head_dim == 0 {
+            return bad("n_heads, n_kv_heads and head_dim must be nonzero");
+        }
+        if self.n_heads % self.n_kv_heads != 0 {
+            return bad("n_heads must be a multiple of n_kv_heads");
+        }
+        if self.head_dim % 2 != 0 {
+            return bad("head_dim must be even for rope");
+        }
+        if self.expert_ffn_size == 0 || self.n_experts == 0 {
+            return bad("expert_ffn_size and n_experts must be nonzero");
+        }
+        if self.n_experts > MAX_EXPERTS {
+            return bad("more experts per layer than this build supports (256)");
+        }
+        if self.n_experts_per_token == 0
+            || self.n_experts_per_token > self.n_experts
+            || self.n_experts_per_token > MAX_EXPERTS_PER_TOKEN
+        {
+            return bad("n_experts_per_token must be in 1..=min(n_experts, 16)");
+        }
+        // Bound every dimension so sizes computed from them cannot overflow.
+        let limit = 1 << 24;
+        if [
+            self.vocab_size,
+            self.hidden_size,
+            self.head_dim,
+            self.expert_ffn_size,
+        ]
+        .iter()
+        .any(|&d| d > limit)
+            || self.n_layers > 4096
+            || self.n_heads > 4096
+        {
+            return bad("a dimension is implausibly large");
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
+            return bad("norm_eps must be finite and non-negative");
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return bad("rope_theta must be finite and positive");
+        }
+        if let RopeScaling::Linear { factor } = self.rope_scaling {
+            if !(factor.is_finite() && factor > 0.0) {
+                return bad("linear rope scaling factor must be finite and positive");
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes the config into `buf`, returning the bytes written.
+    pub fn encode<'b>(&self, buf: &'b mut [u8]) -> Result<&'b mut [u8], Error> {
+        postcard::to_slice(self, buf).map_err(|_| Error::BadConfig {
+            reason: "config does not fit in 4096 bytes",
+        })
+    }
+
+    /// Decodes and validates a config.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let (config, rest): (ModelConfig, _) =
+            postcard::take_from_bytes(bytes).map_err(|_| Error::BadConfig {
+                reason: "config bytes do not decode",
+            })?;
+        if !rest.is_empty() {
+            return Err(Error::BadConfig {
+                reason: "trailing bytes after the config",
+            });
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// `[rows, cols]` a tensor of `kind` must have under `config`.
+pub fn expected_shape(config: &ModelConfig, kind: TensorKind) -> [u32; 2] {
+    let h = config.hidden_size;
+    let q = config.n_heads * config.head_dim;
+    let kv = config.n_kv_heads * config.head_dim;
+    let f = config.expert_ffn_size;
+    match kind {
+        TensorKind::TokenEmbedding | TensorKind::LmHead => [config.vocab_size, h],
+        TensorKind::OutputNorm | TensorKind::AttnNorm | TensorKind::FfnNorm => [1, h],
+        TensorKind::AttnQ => [q, h],
+        TensorKind::AttnK | TensorKind::AttnV => [kv, h],
+        TensorKind::AttnO => [h, q],
+        TensorKind::Router => [config.n_experts, h],
+        TensorKind::ExpertGate | TensorKind::ExpertUp => [f, h],
+        TensorKind::ExpertDown => [h, f],
+    }
+}
+
+/// Global (non-layer) tensors of a model, in directory order.
+pub fn global_tensors(config: &ModelConfig) -> &'static [TensorKind] {
+    if config.tied_embeddings {
+        &[TensorKind::TokenEmbedding, TensorKind::OutputNorm]
+    } else {
+        &[
+            TensorKind::TokenEmbedding,
+            TensorKind::OutputNorm,
+            TensorKind::LmHead,
+        ]
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn tiny_config() -> ModelConfig {
+    ModelConfig {
+        architecture: Architecture::Mixtral,
+        vocab_size: 64,
+        hidden_size: 32,
+        n_layers: 2,
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 8,
+        expert_ffn_size: 40,
+        n_experts: 4,
+        n_experts_per_token: 2,
+        norm_eps: 1e-5,
+        rope_theta: 10000.0,
+        rope_scaling: RopeScaling::None,
+        max_position: 128,
+        bos_token_id: Some(1),
+        eos_token_ids: heapless::Vec::from_slice(&[2]).unwrap(),
+        tied_embeddings: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trips() {
+        let c = tiny_config();
+        let mut buf = [0u8; 512];
+        let n = c.encode(&mut buf).unwrap().len();
+        assert_eq!(ModelConfig::decode(&buf[..n]).unwrap(), c);
+    }
+
+    #[test]
+    fn config_rejects_bad_dims() {
+        let mut c = tiny_config();
+        c.n_experts_per_token = 5;
+        assert!(matches!(c.validate(), Err(Error::BadConfig { .. })));
+        let mut c = tiny_config();
+        c.n_kv_heads = 3;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,169 @@
+//! Reference kernels: plain Rust, no `unsafe`, every target. Fast kernels
+//! must match these (integer sums exactly, floats within a stated tolerance).
+#![deny(unsafe_code)]
+
+use half::f16;
+
+use crate::quant::{block_scale, BLOCK_LEN, Q4_BLOCK_BYTES, Q8_BLOCK_BYTES};
+
+/// int8 weight blocks · int8 activation blocks.
+pub fn dot_q8(row: &[u8], qs: &[i8], scales: &[f32]) -> f32 {
+    let mut acc = 0.0f32;
+    for ((block, xq), &dx) in row
+        .chunks_exact(Q8_BLOCK_BYTES)
+        .zip(qs.chunks_exact(BLOCK_LEN))
+        .zip(scales)
+    {
+        let mut sum = 0i32;
+        for (&w, &x) in block[2..].iter().zip(xq) {
+            sum += (w as i8 as i32) * (x as i32);
+        }
+        acc += block_scale(block) * dx * sum as f32;
+    }
+    acc
+}
+
+/// int4 weight blocks · int8 activation blocks.
+pub fn dot_q4(row: &[u8], qs: &[i8], scales: &[f32]) -> f32 {
+    let mut acc = 0.0f32;
+    for ((block, xq), &dx) in row
+        .chunks_exact(Q4_BLOCK_BYTES)
+        .zip(qs.chunks_exact(BLOCK_LEN))
+        .zip(scales)
+    {
+        let mut sum = 0i32;
+        for (j, &b) in block[2..].iter().enumerate() {
+            sum += ((b & 0x0f) as i32 - 8) * xq[j] as i32;
+            sum += ((b >> 4) as i32 - 8) * xq[j + BLOCK_LEN / 2] as i32;
+        }
+        acc += block_scale(block) * dx * sum as f32;
+    }
+    acc
+}
+
+/// Little-endian f16 weights · f32 activations.
+pub fn dot_f16(row: &[u8], x: &[f32]) -> f32 {
+    row.chunks_exact(2)
+        .zip(x)
+        .map(|(w, &x)| f16::from_bits(u16::from_le_bytes([w[0], w[1]])).to_f32() * x)
+        .sum()
+}
+
+/// Little-endian f32 weights · f32 activations.
+pub fn dot_f32(row: &[u8], x: &[f32]) -> f32 {
+    row.chunks_exact(4)
+        .zip(x)
+        .map(|(w, &x)| f32::from_le_bytes([w[0], w[1], w[2], w[3]]) * x)
+        .sum()
+}
+
+/// Reads element `i` of a little-endian f32 tensor.
+#[inline]
+pub fn f32_at(bytes: &[u8], i: usize) -> f32 {
+    f32::from_le_bytes([
+        bytes[4 * i],
+        bytes[4 * i + 1],
+        bytes[4 * i + 2],
+        bytes[4 * i + 3],
+    ])
+}
+
+/// `out = x / rms(x) * weight`, with `weight` as little-endian f32 bytes.
+pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[u8], eps: f32) {
+    let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let inv = 1.0 / libm::sqrtf(ss + eps);
+    for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+        *o = v * inv * f32_at(weight, i);
+    }
+}
+
+/// In-place softmax.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = libm::expf(*v - max);
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// `gate = silu(gate) * up`, the SwiGLU activation.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + libm::expf(-*g)) * u;
+    }
+}
+
+/// Rotates each head of `x` by position angles, Hugging Face half-rotation
+/// layout: element `i` pairs with `i + head_dim / 2`. `inv_freq` has
+/// `head_dim / 2` entries; `pos` is already scaled.
+pub fn rope(x: &mut [f32], head_dim: usize, pos: f32, inv_freq: &[f32]) {
+    let half = head_dim / 2;
+    for head in x.chunks_exact_mut(head_dim) {
+        for (i, &f) in inv_freq.iter().enumerate() {
+            let (sin, cos) = libm::sincosf(pos * f);
+            let (a, b) = (head[i], head[i + half]);
+            head[i] = a * cos - b * sin;
+            head[i + half] = b * cos + a * sin;
+        }
+    }
+}
+
+/// `y += a * x`.
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    y.iter_mut().zip(x).for_each(|(y, &x)| *y += a * x);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{
+        dequantize_row_q4, dequantize_row_q8, quantize_activations, quantize_row_q4,
+        quantize_row_q8,
+    };
+
+    fn float_dot_of_dequantized(deq: &[f32], qs: &[i8], scales: &[f32]) -> f32 {
+        deq.iter()
+            .enumerate()
+            .map(|(i, w)| w * qs[i] as f32 * scales[i / 32])
+            .sum()
+    }
+
+    #[test]
+    fn int_dots_equal_the_float_dot_of_dequantized_values() {
+        let n = 96;
+        let w: [f32; 96] = core::array::from_fn(|i| ((i * 37 % 23) as f32 - 11.0) * 0.1);
+        let x: [f32; 96] = core::array::from_fn(|i| ((i * 13 % 17) as f32 - 8.0) * 0.3);
+        let (mut qs, mut sc) = ([0i8; 96], [0.0f32; 3]);
+        quantize_activations(&x, &mut qs, &mut sc);
+        let mut b8 = [0u8; 3 * Q8_BLOCK_BYTES];
+        quantize_row_q8(&w, &mut b8);
+        let mut d8 = [0.0f32; 96];
+        dequantize_row_q8(&b8, &mut d8);
+        let want = float_dot_of_dequantized(&d8[..n], &qs, &sc);
+        assert!((dot_q8(&b8, &qs, &sc) - want).abs() < 1e-3 * want.abs().max(1.0));
+        let mut b4 = [0u8; 3 * Q4_BLOCK_BYTES];
+        quantize_row_q4(&w, &mut b4);
+        let mut d4 = [0.0f32; 96];
+        dequantize_row_q4(&b4, &mut d4);
+        let want = float_dot_of_dequantized(&d4, &qs, &sc);
+        assert!((dot_q4(&b4, &qs, &sc) - want).abs() < 1e-3 * want.abs().max(1.0));
+    }
+
+    #[test]
+    fn softmax_sums_to_one_and_survives_large_inputs() {
+        let mut x = [1000.0f32, 1001.0, 999.0];
+        softmax(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[1] > x[0] && x[0] > x[2]);
+    }
+
+    #[test]
+    fn rope_at_position_zero_is_identity() {
+        let mut x = [1.0f32, 2.0, 3.0, 4.0];
+        rope(&mut x, 4, 0.0, &[1.0, 0.01]);
+        assert_eq!(x, [1.0, 2.0, 3.0, 4.0]);
+    }
+}

@@ -1,0 +1,177 @@
+//! Memory, planned once before anything runs: pure arithmetic over the
+//! config and the limits. [`Plan::arena_bytes`] is every byte a
+//! [`Session`](crate::Session) will use; a budget that cannot hold it is an
+//! error here, stating the bytes missing, never a failure mid-generation.
+
+use core::mem::size_of;
+
+use crate::arena::{buffer_bytes, BUFFER_ALIGN};
+use crate::error::Error;
+use crate::format::config::ModelConfig;
+use crate::model::Model;
+use crate::quant::BLOCK_LEN;
+use crate::session::WeightRef;
+use crate::storage::Storage;
+
+/// What the caller allows a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes the arena may take (`None`: no limit).
+    pub memory_budget_bytes: Option<u64>,
+    /// Most tokens (prompt + generated) a session holds in its KV cache.
+    pub max_context: u32,
+    /// Worker threads (std builds); 1 runs everything on the caller's thread.
+    pub threads: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_budget_bytes: None,
+            max_context: 2048,
+            threads: 1,
+        }
+    }
+}
+
+/// Sizes of every session buffer, in elements. The session carves them in
+/// this order; the plan adds up their bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buffers {
+    /// Residual stream, normed copy, attention output, MoE output (each `hidden`).
+    pub hidden: usize,
+    /// Query and attention-context width.
+    pub q_dim: usize,
+    /// Key/value width.
+    pub kv_dim: usize,
+    /// Expert hidden width.
+    pub ffn: usize,
+    /// Largest matrix input, rounded up to whole blocks (int8 activations).
+    pub act_len: usize,
+    /// Router logits.
+    pub experts: usize,
+    /// Attention scores (one per cached position).
+    pub scores: usize,
+    /// Output logits.
+    pub vocab: usize,
+    /// Rope inverse frequencies.
+    pub rope: usize,
+    /// KV cache entries per K or V: layers × context × kv_dim.
+    pub kv_cache: usize,
+    /// Tensor table entries.
+    pub tensors: usize,
+}
+
+impl Buffers {
+    /// Buffer sizes for `config` with a context of `max_context` tokens.
+    pub fn new(config: &ModelConfig, max_context: u32) -> Self {
+        let hidden = config.hidden_size as usize;
+        let q_dim = config.q_dim();
+        let ffn = config.expert_ffn_size as usize;
+        let widest = hidden.max(q_dim).max(ffn);
+        Buffers {
+            hidden,
+            q_dim,
+            kv_dim: config.kv_dim(),
+            ffn,
+            act_len: widest.div_ceil(BLOCK_LEN) * BLOCK_LEN,
+            experts: config.n_experts as usize,
+            scores: max_context as usize,
+            vocab: config.vocab_size as usize,
+            rope: config.head_dim as usize / 2,
+            kv_cache: config.n_layers as usize * max_context as usize * config.kv_dim(),
+            tensors: crate::model::layout::tensor_count(config),
+        }
+    }
+
+    /// Bytes of the KV cache (K and V, f32).
+    pub fn kv_cache_bytes(&self) -> usize {
+        2 * buffer_bytes::<f32>(self.kv_cache)
+    }
+
+    /// Bytes of activations, int8 activations, scores, logits and the tensor table.
+    pub fn scratch_bytes(&self) -> usize {
+        let act_blocks = self.act_len / BLOCK_LEN;
+        4 * buffer_bytes::<f32>(self.hidden)
+            + 2 * buffer_bytes::<f32>(self.q_dim)
+            + 2 * buffer_bytes::<f32>(self.kv_dim)
+            + 2 * buffer_bytes::<f32>(self.ffn)
+            + 2 * (buffer_bytes::<i8>(self.act_len) + buffer_bytes::<f32>(act_blocks))
+            + buffer_bytes::<f32>(self.experts)
+            + buffer_bytes::<f32>(self.scores)
+            + buffer_bytes::<f32>(self.vocab)
+            + buffer_bytes::<f32>(self.rope)
+            + buffer_bytes::<WeightRef>(self.tensors)
+    }
+}
+
+/// The memory plan of one session: fixed before it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// The limits it was made for.
+    pub limits: Limits,
+    /// Buffer sizes.
+    pub buffers: Buffers,
+    /// Bytes of weights copied into the arena (0 when used in place).
+    pub resident_weight_bytes: usize,
+    /// True when weights are read in place from addressable storage.
+    pub weights_in_place: bool,
+}
+
+impl Plan {
+    /// Plans a session of `model` under `limits`.
+    pub fn new<S: Storage>(model: &Model<S>, limits: &Limits) -> Result<Self, Error> {
+        if limits.max_context == 0 {
+            return Err(Error::BadLimits {
+                reason: "max_context must be at least 1",
+            });
+        }
+        if limits.threads == 0 {
+            return Err(Error::BadLimits {
+                reason: "threads must be at least 1",
+            });
+        }
+        let weights_in_place = model.storage().as_slice().is_some();
+        let resident_weight_bytes = if weights_in_place {
+            0
+        } else {
+            usize::try_from(model.weight_bytes()).map_err(|_| Error::BadLimits {
+                reason: "weights do not fit in this address space",
+            })?
+        };
+        let plan = Plan {
+            limits: *limits,
+            buffers: Buffers::new(model.config(), limits.max_context),
+            resident_weight_bytes,
+            weights_in_place,
+        };
+        if let Some(budget) = limits.memory_budget_bytes {
+            let needed = plan.arena_bytes() as u64;
+            if needed > budget {
+                return Err(Error::BudgetTooSmall { needed, budget });
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Bytes of the KV cache.
+    pub fn kv_cache_bytes(&self) -> usize {
+        self.buffers.kv_cache_bytes()
+    }
+
+    /// Bytes of scratch buffers.
+    pub fn scratch_bytes(&self) -> usize {
+        self.buffers.scratch_bytes()
+    }
+
+    /// Total bytes the caller must hand to [`Session::new`](crate::Session::new)
+    /// (one alignment's slack included, so any start address works).
+    pub fn arena_bytes(&self) -> usize {
+        BUFFER_ALIGN
+            + buffer_bytes::<u8>(self.resident_weight_bytes)
+            + self.kv_cache_bytes()
+            + self.scratch_bytes()
+    }
+}
+
+const _: () = assert!(size_of::<WeightRef>() <= BUFFER_ALIGN);

@@ -1,0 +1,215 @@
+//! The numbers: block-quantized weight formats and how f32 values become them.
+//!
+//! Weights are quantized row by row in blocks of [`BLOCK_LEN`] consecutive
+//! values; a row whose length is not a multiple of the block is padded with
+//! zeros in its last block. Both formats are symmetric with one f16 scale a
+//! block, stored little-endian in front of the values:
+//!
+//! - int8 (`Q8`, 34 bytes): `d = max|x| / 127`, `q = round(x / d)` in −127..=127.
+//! - int4 (`Q4`, 18 bytes): `d = m / −8` where `m` is the value of largest
+//!   magnitude (sign kept), `q = round(x / d)` clamped to −8..=7, stored as
+//!   `q + 8`; byte `j` holds element `j` in its low nibble and element
+//!   `j + 16` in its high nibble.
+//!
+//! `round` is half away from zero, and `x / d` divides by the f16-rounded
+//! scale, so dequantizing gives exactly `f16(d) * q`. Activations are
+//! quantized to int8 blocks with an f32 scale ([`quantize_activations`]) so
+//! that dot products run on integers.
+
+use half::f16;
+
+/// Values per quantization block.
+pub const BLOCK_LEN: usize = 32;
+/// Bytes of one int8 block: f16 scale + 32 × i8.
+pub const Q8_BLOCK_BYTES: usize = 2 + BLOCK_LEN;
+/// Bytes of one int4 block: f16 scale + 16 bytes of nibbles.
+pub const Q4_BLOCK_BYTES: usize = 2 + BLOCK_LEN / 2;
+
+/// Rounds half away from zero (the rule the reference simulation uses too).
+#[inline]
+pub fn round_half_away(x: f32) -> f32 {
+    libm::roundf(x)
+}
+
+/// Quantizes one row to int8 blocks. `out` must be `DType::Q8.row_bytes(row.len())` long.
+pub fn quantize_row_q8(row: &[f32], out: &mut [u8]) {
+    debug_assert_eq!(out.len(), row.len().div_ceil(BLOCK_LEN) * Q8_BLOCK_BYTES);
+    for (block, dst) in row
+        .chunks(BLOCK_LEN)
+        .zip(out.chunks_exact_mut(Q8_BLOCK_BYTES))
+    {
+        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d16 = f16::from_f32(amax / 127.0);
+        let d = d16.to_f32();
+        dst[..2].copy_from_slice(&d16.to_bits().to_le_bytes());
+        let qs = &mut dst[2..];
+        qs.fill(0);
+        if d != 0.0 {
+            for (q, &v) in qs.iter_mut().zip(block) {
+                *q = round_half_away(v / d).clamp(-127.0, 127.0) as i8 as u8;
+            }
+        }
+    }
+}
+
+/// Quantizes one row to int4 blocks. `out` must be `DType::Q4.row_bytes(row.len())` long.
+pub fn quantize_row_q4(row: &[f32], out: &mut [u8]) {
+    debug_assert_eq!(out.len(), row.len().div_ceil(BLOCK_LEN) * Q4_BLOCK_BYTES);
+    for (block, dst) in row
+        .chunks(BLOCK_LEN)
+        .zip(out.chunks_exact_mut(Q4_BLOCK_BYTES))
+    {
+        let mut m = 0.0f32;
+        for &v in block {
+            if v.abs() > m.abs() {
+                m = v;
+            }
+        }
+        let d16 = f16::from_f32(m / -8.0);
+        let d = d16.to_f32();
+        dst[..2].copy_from_slice(&d16.to_bits().to_le_bytes());
+        let mut q = [8u8; BLOCK_LEN]; // padding and zero scales store 0 as 8
+        if d != 0.0 {
+            for (q, &v) in q.iter_mut().zip(block) {
+                *q = (round_half_away(v / d).clamp(-8.0, 7.0) as i8 + 8) as u8;
+            }
+        }
+        for j in 0..BLOCK_LEN / 2 {
+            dst[2 + j] = q[j] | (q[j + BLOCK_LEN / 2] << 4);
+        }
+    }
+}
+
+/// Converts one row to little-endian f16. `out` must be `2 * row.len()` long.
+pub fn quantize_row_f16(row: &[f32], out: &mut [u8]) {
+    for (v, dst) in row.iter().zip(out.chunks_exact_mut(2)) {
+        dst.copy_from_slice(&f16::from_f32(*v).to_bits().to_le_bytes());
+    }
+}
+
+/// Writes one row as little-endian f32. `out` must be `4 * row.len()` long.
+pub fn encode_row_f32(row: &[f32], out: &mut [u8]) {
+    for (v, dst) in row.iter().zip(out.chunks_exact_mut(4)) {
+        dst.copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Reads the f16 scale at the front of a block.
+#[inline]
+pub fn block_scale(block: &[u8]) -> f32 {
+    f16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32()
+}
+
+/// Dequantizes one int8 row (`out.len()` logical values) from its blocks.
+pub fn dequantize_row_q8(row: &[u8], out: &mut [f32]) {
+    for (block, dst) in row
+        .chunks_exact(Q8_BLOCK_BYTES)
+        .zip(out.chunks_mut(BLOCK_LEN))
+    {
+        let d = block_scale(block);
+        for (o, &q) in dst.iter_mut().zip(&block[2..]) {
+            *o = d * (q as i8) as f32;
+        }
+    }
+}
+
+/// Dequantizes one int4 row (`out.len()` logical values) from its blocks.
+pub fn dequantize_row_q4(row: &[u8], out: &mut [f32]) {
+    for (block, dst) in row
+        .chunks_exact(Q4_BLOCK_BYTES)
+        .zip(out.chunks_mut(BLOCK_LEN))
+    {
+        let d = block_scale(block);
+        for (i, o) in dst.iter_mut().enumerate() {
+            let byte = block[2 + i % (BLOCK_LEN / 2)];
+            let nibble = if i < BLOCK_LEN / 2 {
+                byte & 0x0f
+            } else {
+                byte >> 4
+            };
+            *o = d * (nibble as i32 - 8) as f32;
+        }
+    }
+}
+
+/// Quantizes activations to int8 blocks with an f32 scale each:
+/// `d = max|x| / 127`, `q = round(x * 127 / max|x|)`. `qs` holds
+/// `blocks * 32` values (the tail of the last block is zeroed), `scales` one
+/// per block.
+pub fn quantize_activations(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
+    let blocks = x.len().div_ceil(BLOCK_LEN);
+    debug_assert!(qs.len() >= blocks * BLOCK_LEN && scales.len() >= blocks);
+    for ((block, q), d) in x
+        .chunks(BLOCK_LEN)
+        .zip(qs.chunks_exact_mut(BLOCK_LEN))
+        .zip(scales)
+    {
+        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        *d = amax / 127.0;
+        let id = if amax == 0.0 { 0.0 } else { 127.0 / amax };
+        q.fill(0);
+        for (q, &v) in q.iter_mut().zip(block) {
+            *q = round_half_away(v * id) as i8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_round_trip_is_within_half_a_step() {
+        let row: [f32; 40] = core::array::from_fn(|i| (i as f32 - 17.0) * 0.37);
+        let mut bytes = [0u8; 2 * Q8_BLOCK_BYTES];
+        quantize_row_q8(&row, &mut bytes);
+        let mut back = [0.0f32; 40];
+        dequantize_row_q8(&bytes, &mut back);
+        for (block, (a, b)) in row.chunks(32).zip(back.chunks(32)).enumerate() {
+            let step = block_scale(&bytes[block * Q8_BLOCK_BYTES..]);
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= step * 0.5 + 1e-6, "{x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn q4_keeps_the_extreme_exactly_and_packs_nibbles() {
+        let mut row = [0.0f32; 32];
+        row[0] = -4.0; // largest magnitude: d = 0.5, q = -8
+        row[16] = 3.5; // q = 7 in the high nibble of byte 0
+        row[5] = 0.25; // exactly half a step: rounds away from zero to q = 1
+        let mut bytes = [0u8; Q4_BLOCK_BYTES];
+        quantize_row_q4(&row, &mut bytes);
+        assert_eq!(block_scale(&bytes), 0.5);
+        assert_eq!(bytes[2], 15 << 4); // q[0] + 8 = 0 low, q[16] + 8 = 15 high
+        assert_eq!(bytes[2 + 5] & 0x0f, 9);
+        let mut back = [0.0f32; 32];
+        dequantize_row_q4(&bytes, &mut back);
+        assert_eq!((back[0], back[16], back[5], back[1]), (-4.0, 3.5, 0.5, 0.0));
+    }
+
+    #[test]
+    fn zero_blocks_quantize_to_zero() {
+        let row = [0.0f32; 33];
+        let mut b8 = [0xffu8; 2 * Q8_BLOCK_BYTES];
+        quantize_row_q8(&row, &mut b8);
+        assert!(b8.iter().all(|&b| b == 0));
+        let mut b4 = [0u8; 2 * Q4_BLOCK_BYTES];
+        quantize_row_q4(&row, &mut b4);
+        let mut back = [1.0f32; 33];
+        dequantize_row_q4(&b4, &mut back);
+        assert!(back.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn activations_saturate_at_127() {
+        let x: [f32; 35] = core::array::from_fn(|i| i as f32 - 20.0);
+        let mut qs = [0i8; 64];
+        let mut d = [0.0f32; 2];
+        quantize_activations(&x, &mut qs, &mut d);
+        assert_eq!(qs[0], -127);
+        assert_eq!(qs[34], 127);
+        assert!(qs[35..].iter().all(|&q| q == 0));
+    }
+}

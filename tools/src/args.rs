@@ -1,0 +1,182 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run int4/int8-quantized Mixture-of-Experts models.
+#[derive(Debug, Parser)]
+#[command(name = "mote", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Convert a Hugging Face checkpoint folder into a .mote file.
+    Quantize(QuantizeArgs),
+    /// Print the logits for a token sequence as JSON.
+    Logits(LogitsArgs),
+    /// Generate tokens greedily and print their ids as JSON.
+    Generate(GenerateArgs),
+    /// Print a file's config, tensor directory and memory plan.
+    Inspect(InspectArgs),
+}
+
+/// Weight types for `mote quantize`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum WeightType {
+    F32,
+    F16,
+    Int8,
+    Int4,
+}
+
+impl From<WeightType> for mote::DType {
+    fn from(t: WeightType) -> Self {
+        match t {
+            WeightType::F32 => mote::DType::F32,
+            WeightType::F16 => mote::DType::F16,
+            WeightType::Int8 => mote::DType::Q8,
+            WeightType::Int4 => mote::DType::Q4,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// Folder with config.json and model.safetensors (or a sharded index).
+    pub input: PathBuf,
+    /// Output .mote file.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Type of the weight matrices; norms and routers stay f32.
+    #[arg(long, value_enum, default_value = "int4")]
+    pub dtype: WeightType,
+    /// Worker threads (default: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// No progress on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Options shared by the commands that load a model.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The .mote file.
+    pub model: PathBuf,
+    /// Most bytes the session may use (e.g. 64MiB, 1.5GiB, 300000).
+    #[arg(long, value_parser = parse_bytes)]
+    pub memory_budget: Option<u64>,
+    /// Skip checking the tensors' CRC32s at load.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogitsArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Comma-separated token ids.
+    #[arg(long, value_parser = parse_tokens)]
+    pub tokens: TokenList,
+    /// One row of logits per position instead of only the last.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Comma-separated prompt token ids.
+    #[arg(long, value_parser = parse_tokens)]
+    pub tokens: TokenList,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 16)]
+    pub max_tokens: u32,
+    /// Keep going past the model's end-of-sequence token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Context length to plan for.
+    #[arg(long, default_value_t = 2048)]
+    pub max_context: u32,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Token ids from the command line.
+#[derive(Debug, Clone)]
+pub struct TokenList(pub Vec<u32>);
+
+fn parse_tokens(s: &str) -> Result<TokenList, String> {
+    let ids: Result<Vec<u32>, String> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<u32>()
+                .map_err(|_| format!("invalid token id {t:?}"))
+        })
+        .collect();
+    let ids = ids?;
+    if ids.is_empty() {
+        return Err("no token ids given".into());
+    }
+    Ok(TokenList(ids))
+}
+
+/// Parses a byte count: a plain number or one with a KiB/MiB/GiB (or K/M/G,
+/// KB/MB/GB as powers of 1000) suffix.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    let bytes = value * mult;
+    if !(bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64) {
+        return Err(format!("invalid size {s:?}"));
+    }
+    Ok(bytes as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_bytes("300000"), Ok(300000));
+        assert!(parse_bytes("12 parsecs").is_err());
+    }
+
+    #[test]
+    fn token_lists_reject_junk() {
+        assert_eq!(parse_tokens("1, 2,3").unwrap().0, vec![1, 2, 3]);
+        assert!(parse_tokens("1,x").is_err());
+        assert!(parse_tokens("").is_err());
+    }
+}

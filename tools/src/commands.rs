@@ -1,0 +1,238 @@
+//! The commands: thin shells over `mote` and `mote-quantize` that turn
+//! results into JSON or text and errors into context.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::{Context, Result};
+use mote::{Limits, MmapStorage, Model, Plan, Session};
+use serde_json::json;
+
+use crate::args::{Cli, Command, GenerateArgs, InspectArgs, LoadArgs, LogitsArgs, QuantizeArgs};
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Quantize(a) => quantize(a),
+        Command::Logits(a) => logits(a),
+        Command::Generate(a) => generate(a),
+        Command::Inspect(a) => inspect(a),
+    }
+}
+
+fn quantize(a: QuantizeArgs) -> Result<()> {
+    let options = mote_quantize::Options {
+        dtype: a.dtype.into(),
+        threads: a.threads,
+    };
+    let tty = std::io::stderr().is_terminal();
+    let report = mote_quantize::quantize(&a.input, &a.output, &options, |p| {
+        if !a.quiet && tty {
+            eprint!("\r\x1b[2K[{}/{}] {}", p.done, p.total, p.source);
+        }
+    })
+    .with_context(|| format!("quantize {}", a.input.display()))?;
+    if !a.quiet {
+        if tty {
+            eprintln!();
+        }
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
+        for (name, cols, padded) in &report.padded {
+            eprintln!(
+                "note: {name}: rows of {cols} values padded to {padded} (whole 32-value blocks)"
+            );
+        }
+        eprintln!(
+            "wrote {} ({} tensors, {:.1} MiB from {:.1} MiB of weights) in {:.2} s",
+            a.output.display(),
+            report.tensors,
+            report.output_bytes as f64 / (1 << 20) as f64,
+            report.source_bytes as f64 / (1 << 20) as f64,
+            report.seconds
+        );
+    }
+    Ok(())
+}
+
+fn open(load: &LoadArgs) -> Result<Model<MmapStorage>> {
+    let path = &load.model;
+    let storage = MmapStorage::open(path).with_context(|| format!("{}", path.display()))?;
+    let model = Model::open(storage).with_context(|| format!("{}", path.display()))?;
+    if !load.no_verify {
+        model
+            .verify_checksums()
+            .with_context(|| format!("{}", path.display()))?;
+    }
+    Ok(model)
+}
+
+fn limits(load: &LoadArgs, max_context: u32) -> Limits {
+    Limits {
+        memory_budget_bytes: load.memory_budget,
+        max_context,
+        threads: 1,
+    }
+}
+
+fn print_json(value: &serde_json::Value) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn logits(a: LogitsArgs) -> Result<()> {
+    let model = open(&a.load)?;
+    let tokens = &a.tokens.0;
+    let plan = Plan::new(&model, &limits(&a.load, tokens.len() as u32))?;
+    let mut arena = vec![0u8; plan.arena_bytes()];
+    let mut session = Session::new(&model, &plan, &mut arena)?;
+    let mut rows: Vec<Vec<f32>> = Vec::new();
+    if a.all {
+        for &t in tokens {
+            rows.push(session.step(t)?.to_vec());
+        }
+    } else {
+        rows.push(session.prefill(tokens)?.to_vec());
+    }
+    print_json(&json!({ "logits": rows }))
+}
+
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    let model = open(&a.load)?;
+    let prompt = &a.tokens.0;
+    let context = prompt.len() as u32 + a.max_tokens;
+    let plan = Plan::new(&model, &limits(&a.load, context))?;
+    let mut arena = vec![0u8; plan.arena_bytes()];
+    let mut session = Session::new(&model, &plan, &mut arena)?;
+    let mut out = Vec::new();
+    let mut next = argmax(session.prefill(prompt)?);
+    for i in 0..a.max_tokens {
+        out.push(next);
+        if (!a.ignore_eos && model.config().is_eos(next)) || i + 1 == a.max_tokens {
+            break;
+        }
+        next = argmax(session.step(next)?);
+    }
+    print_json(&json!({ "tokens": out }))
+}
+
+fn inspect(a: InspectArgs) -> Result<()> {
+    let model = open(&a.load)?;
+    let c = model.config();
+    let plan = Plan::new(&model, &limits(&a.load, a.max_context))?;
+    let kernels = mote::kernels::Kernels::detect();
+    let mut tensors = Vec::new();
+    for i in 0..model.tensor_count() {
+        tensors.push(model.record(i)?);
+    }
+    if a.json {
+        let dir: Vec<_> = tensors
+            .iter()
+            .map(|r| {
+                json!({
+                    "name": r.id.to_string(), "kind": r.id.kind.name(),
+                    "layer": (r.id.layer != mote::format::tensor::NONE).then_some(r.id.layer),
+                    "expert": (r.id.expert != mote::format::tensor::NONE).then_some(r.id.expert),
+                    "dtype": r.dtype.name(), "shape": [r.rows, r.cols],
+                    "offset": r.offset, "bytes": r.length, "crc32": r.crc32,
+                })
+            })
+            .collect();
+        return print_json(&json!({
+            "config": {
+                "architecture": c.architecture.name(), "vocab_size": c.vocab_size, "hidden_size": c.hidden_size,
+                "n_layers": c.n_layers, "n_heads": c.n_heads, "n_kv_heads": c.n_kv_heads, "head_dim": c.head_dim,
+                "expert_ffn_size": c.expert_ffn_size, "n_experts": c.n_experts,
+                "n_experts_per_token": c.n_experts_per_token, "norm_eps": c.norm_eps, "rope_theta": c.rope_theta,
+                "rope_scaling": format!("{:?}", c.rope_scaling), "max_position": c.max_position,
+                "bos_token_id": c.bos_token_id, "eos_token_ids": &c.eos_token_ids[..],
+                "tied_embeddings": c.tied_embeddings,
+            },
+            "file_bytes": mote::Storage::len(model.storage()),
+            "weight_bytes": model.weight_bytes(),
+            "tensors": dir,
+            "plan": {
+                "max_context": a.max_context, "memory_budget_bytes": a.load.memory_budget,
+                "weights_in_place": plan.weights_in_place, "resident_weight_bytes": plan.resident_weight_bytes,
+                "kv_cache_bytes": plan.kv_cache_bytes(), "scratch_bytes": plan.scratch_bytes(),
+                "arena_bytes": plan.arena_bytes(),
+            },
+            "kernels": kernels.name,
+        }));
+    }
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{}", a.load.model.display())?;
+    writeln!(o, "  architecture      {}", c.architecture.name())?;
+    writeln!(o, "  layers            {}", c.n_layers)?;
+    writeln!(o, "  hidden            {}", c.hidden_size)?;
+    writeln!(
+        o,
+        "  heads (kv)        {} ({}) x {}",
+        c.n_heads, c.n_kv_heads, c.head_dim
+    )?;
+    writeln!(
+        o,
+        "  experts           {} x ffn {}, top {}",
+        c.n_experts, c.expert_ffn_size, c.n_experts_per_token
+    )?;
+    writeln!(o, "  vocab             {}", c.vocab_size)?;
+    writeln!(
+        o,
+        "  rope              theta {} {:?}",
+        c.rope_theta, c.rope_scaling
+    )?;
+    writeln!(o, "  norm eps          {}", c.norm_eps)?;
+    writeln!(
+        o,
+        "  bos / eos         {:?} / {:?}",
+        c.bos_token_id,
+        &c.eos_token_ids[..]
+    )?;
+    writeln!(o, "  tied embeddings   {}", c.tied_embeddings)?;
+    writeln!(
+        o,
+        "\ntensors ({}, {:.2} MiB)",
+        tensors.len(),
+        model.weight_bytes() as f64 / (1 << 20) as f64
+    )?;
+    writeln!(
+        o,
+        "  {:<34} {:>6} {:>13} {:>12} {:>10}  crc32",
+        "name", "dtype", "shape", "offset", "bytes"
+    )?;
+    for r in &tensors {
+        writeln!(
+            o,
+            "  {:<34} {:>6} {:>13} {:>12} {:>10}  {:08x}",
+            r.id.to_string(),
+            r.dtype.name(),
+            format!("{}x{}", r.rows, r.cols),
+            r.offset,
+            r.length,
+            r.crc32
+        )?;
+    }
+    writeln!(o, "\nmemory plan (max context {})", a.max_context)?;
+    let weights = if plan.weights_in_place {
+        "in place (memory-mapped)"
+    } else {
+        "copied into the arena"
+    };
+    writeln!(o, "  weights           {weights}")?;
+    writeln!(o, "  kv cache          {} bytes", plan.kv_cache_bytes())?;
+    writeln!(o, "  scratch           {} bytes", plan.scratch_bytes())?;
+    writeln!(o, "  arena total       {} bytes", plan.arena_bytes())?;
+    writeln!(o, "  kernels           {}", kernels.name)?;
+    Ok(())
+}
