@@ -155,3 +155,47 @@ pub fn top1_agreement(reference: &[Vec<f32>], test: &[Vec<f32>]) -> f64 {
         .count();
     same as f64 / reference.len() as f64
 }
+
+/// A tensor to write into a test checkpoint: name, shape and f32 values.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
+/// Reads every tensor of a checkpoint folder as f32, sorted by name.
+pub fn read_checkpoint(dir: &Path) -> Vec<NamedTensor> {
+    let ck = mote_quantize::Checkpoint::open(dir).expect("open checkpoint");
+    let mut out: Vec<NamedTensor> = ck
+        .tensors
+        .iter()
+        .map(|(name, entry)| {
+            let n: usize = entry.shape.iter().product();
+            let mut raw = vec![0u8; n * entry.dtype.size()];
+            ck.read(entry, 0, &mut raw).expect("read tensor");
+            let mut values = vec![0.0f32; n];
+            entry.dtype.to_f32(&raw, &mut values);
+            (name.clone(), entry.shape.clone(), values)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Writes `tensors` as one f32 `model.safetensors` in `dir`.
+pub fn write_safetensors(dir: &Path, tensors: &[NamedTensor]) {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, shape, values) in tensors {
+        let end = offset + values.len() * 4;
+        header.insert(
+            name.clone(),
+            serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, end] }),
+        );
+        offset = end;
+    }
+    let mut json = serde_json::to_vec(&header).expect("header");
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&json);
+    for (_, _, values) in tensors {
+        bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    std::fs::write(dir.join("model.safetensors"), bytes).expect("write safetensors");
+}

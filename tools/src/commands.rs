@@ -37,9 +37,17 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
         for w in &report.warnings {
             eprintln!("warning: {w}");
         }
-        for (name, cols, padded) in &report.padded {
+        // Padding is per tensor; say it once per distinct row length.
+        let mut shapes: Vec<(usize, usize)> = report.padded.iter().map(|p| (p.1, p.2)).collect();
+        shapes.sort_unstable();
+        shapes.dedup();
+        for (cols, padded) in shapes {
+            let names: Vec<&str> =
+                report.padded.iter().filter(|p| (p.1, p.2) == (cols, padded)).map(|p| p.0.as_str()).collect();
             eprintln!(
-                "note: {name}: rows of {cols} values padded to {padded} (whole 32-value blocks)"
+                "note: {} tensor(s) with rows of {cols} values padded to {padded} (whole 32-value blocks), e.g. {}",
+                names.len(),
+                names[0]
             );
         }
         eprintln!(

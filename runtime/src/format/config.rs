@@ -168,6 +168,7 @@ impl ModelConfig {
         .any(|&d| d > limit)
             || self.n_layers > 4096
             || self.n_heads > 4096
+            || self.n_heads as u64 * self.head_dim as u64 > limit as u64
         {
             return bad("a dimension is implausibly large");
         }

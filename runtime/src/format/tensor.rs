@@ -143,10 +143,17 @@ impl DType {
         }
     }
 
-    /// Bytes of a `rows × cols` tensor, or `None` on overflow.
+    /// Bytes of a `rows × cols` tensor, or `None` on overflow. Computed in
+    /// u64 so that shapes read from a file cannot overflow on 32-bit targets.
     pub fn tensor_bytes(self, rows: u64, cols: u64) -> Option<u64> {
-        let cols = usize::try_from(cols).ok()?;
-        (self.row_bytes(cols) as u64).checked_mul(rows)
+        let blocks = cols.div_ceil(BLOCK_LEN as u64);
+        let row = match self {
+            DType::F32 => cols.checked_mul(4)?,
+            DType::F16 => cols.checked_mul(2)?,
+            DType::Q8 => blocks * Q8_BLOCK_BYTES as u64,
+            DType::Q4 => blocks * Q4_BLOCK_BYTES as u64,
+        };
+        row.checked_mul(rows)
     }
 
     /// True for the block-quantized integer types.

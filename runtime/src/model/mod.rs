@@ -74,18 +74,6 @@ impl<S: Storage> Model<S> {
         }
         let config = ModelConfig::decode(config_bytes)?;
 
-        // Data region.
-        if preamble.data_offset % EXPERT_ALIGN != 0 {
-            return Err(Error::BadPreamble {
-                reason: "data offset is not 4096-byte aligned",
-            });
-        }
-        check_section(
-            Section::Data,
-            preamble.data_offset,
-            preamble.data_len,
-            file_len,
-        )?;
 
         // Directory: CRC first (a corrupted record is reported as corruption),
         // then each record against the layout the config implies.
@@ -105,6 +93,19 @@ impl<S: Storage> Model<S> {
             Section::Directory,
             preamble.directory_offset,
             dir_len,
+            file_len,
+        )?;
+        // Data region (after the directory: a file cut inside the
+        // directory is reported as such).
+        if preamble.data_offset % EXPERT_ALIGN != 0 {
+            return Err(Error::BadPreamble {
+                reason: "data offset is not 4096-byte aligned",
+            });
+        }
+        check_section(
+            Section::Data,
+            preamble.data_offset,
+            preamble.data_len,
             file_len,
         )?;
         let model = Model {
