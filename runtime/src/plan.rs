@@ -134,9 +134,18 @@ impl Plan {
         // Every buffer size must fit this target's address space (32-bit MCUs).
         let c = model.config();
         let kv = c.n_layers as u64 * limits.max_context as u64 * c.kv_dim() as u64;
-        let widest = [c.vocab_size, c.hidden_size, c.expert_ffn_size, c.n_heads.saturating_mul(c.head_dim)];
-        if kv.saturating_mul(8) > isize::MAX as u64 || widest.iter().any(|&d| d as u64 * 64 > isize::MAX as u64) {
-            return Err(Error::BadLimits { reason: "buffers for this context do not fit the address space" });
+        let widest = [
+            c.vocab_size,
+            c.hidden_size,
+            c.expert_ffn_size,
+            c.n_heads.saturating_mul(c.head_dim),
+        ];
+        if kv.saturating_mul(8) > isize::MAX as u64
+            || widest.iter().any(|&d| d as u64 * 64 > isize::MAX as u64)
+        {
+            return Err(Error::BadLimits {
+                reason: "buffers for this context do not fit the address space",
+            });
         }
         let weights_in_place = model.storage().as_slice().is_some();
         let resident_weight_bytes = if weights_in_place {

@@ -65,10 +65,22 @@ fn truncation_at_every_section_boundary_is_reported_for_that_section() {
     for &(cut, want) in cases {
         let err = open(&bytes[..cut as usize]).expect_err("truncated file opened");
         let got = match err {
-            Error::Truncated { section: Section::Preamble, .. } => "preamble",
-            Error::Truncated { section: Section::Config, .. } => "config",
-            Error::Truncated { section: Section::Directory, .. } => "directory",
-            Error::Truncated { section: Section::Data, .. } => "data",
+            Error::Truncated {
+                section: Section::Preamble,
+                ..
+            } => "preamble",
+            Error::Truncated {
+                section: Section::Config,
+                ..
+            } => "config",
+            Error::Truncated {
+                section: Section::Directory,
+                ..
+            } => "directory",
+            Error::Truncated {
+                section: Section::Data,
+                ..
+            } => "data",
             other => panic!("cut at {cut}: unexpected error {other}"),
         };
         assert_eq!(got, want, "cut at {cut}: {err}");
@@ -91,7 +103,10 @@ fn a_future_version_is_refused_by_number() {
     bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
     assert_eq!(
         open(&bytes).err(),
-        Some(Error::UnsupportedVersion { found: 2, supported: 1 })
+        Some(Error::UnsupportedVersion {
+            found: 2,
+            supported: 1
+        })
     );
 }
 
@@ -100,9 +115,14 @@ fn a_tensor_offset_past_the_end_names_the_tensor() {
     let mut bytes = file().to_vec();
     let len = bytes.len() as u64;
     // Record 1 is layer 0's attn_q.
-    edit_record(&mut bytes, 1, |r| r.offset = len.next_multiple_of(64) + 4096);
+    edit_record(&mut bytes, 1, |r| {
+        r.offset = len.next_multiple_of(64) + 4096
+    });
     match open(&bytes) {
-        Err(Error::Truncated { section: Section::Tensor(id), .. }) => {
+        Err(Error::Truncated {
+            section: Section::Tensor(id),
+            ..
+        }) => {
             assert_eq!(id, TensorId::layer(TensorKind::AttnQ, 0))
         }
         other => panic!("expected a truncated tensor, got {other:?}"),
@@ -128,19 +148,37 @@ fn crc_mismatches_are_caught_in_config_directory_and_data() {
 
     let mut bytes = file().to_vec();
     bytes[p.config_offset as usize + 3] ^= 0x40;
-    assert!(matches!(open(&bytes), Err(Error::Checksum { section: Section::Config, .. })));
+    assert!(matches!(
+        open(&bytes),
+        Err(Error::Checksum {
+            section: Section::Config,
+            ..
+        })
+    ));
 
     let mut bytes = file().to_vec();
     bytes[p.directory_offset as usize + 70] ^= 0x01;
-    assert!(matches!(open(&bytes), Err(Error::Checksum { section: Section::Directory, .. })));
+    assert!(matches!(
+        open(&bytes),
+        Err(Error::Checksum {
+            section: Section::Directory,
+            ..
+        })
+    ));
 
     let mut bytes = file().to_vec();
     let model = open(file()).unwrap();
-    let victim = model.tensor(TensorId::expert(TensorKind::ExpertUp, 1, 5)).unwrap();
+    let victim = model
+        .tensor(TensorId::expert(TensorKind::ExpertUp, 1, 5))
+        .unwrap();
     bytes[victim.offset as usize + 10] ^= 0x10;
     let model = open(&bytes).expect("data corruption is found by verification, not open");
     match model.verify_checksums() {
-        Err(Error::Checksum { section: Section::Tensor(id), expected, found }) => {
+        Err(Error::Checksum {
+            section: Section::Tensor(id),
+            expected,
+            found,
+        }) => {
             assert_eq!(id, victim.id);
             assert_eq!(expected, victim.crc32);
             assert_ne!(found, expected);
@@ -156,7 +194,16 @@ fn corrupted_records_never_panic() {
     // record is still valid, the session runs.
     let model = open(file()).unwrap();
     let count = model.tensor_count();
-    let values = [0u64, 1, 63, 64, 4096, u32::MAX as u64, u64::MAX - 63, file().len() as u64];
+    let values = [
+        0u64,
+        1,
+        63,
+        64,
+        4096,
+        u32::MAX as u64,
+        u64::MAX - 63,
+        file().len() as u64,
+    ];
     for index in [0, 1, 7, count / 2, count - 1] {
         for (field, &v) in (0..5).flat_map(|f| values.iter().map(move |v| (f, v))) {
             let mut bytes = file().to_vec();
@@ -168,7 +215,14 @@ fn corrupted_records_never_panic() {
                 _ => r.id.layer = v as u32,
             });
             if let Ok(model) = open(&bytes) {
-                let plan = Plan::new(&model, &Limits { max_context: 2, ..Limits::default() }).unwrap();
+                let plan = Plan::new(
+                    &model,
+                    &Limits {
+                        max_context: 2,
+                        ..Limits::default()
+                    },
+                )
+                .unwrap();
                 let mut arena = vec![0u8; plan.arena_bytes()];
                 let mut s = Session::new(&model, &plan, &mut arena).unwrap();
                 s.step(1).unwrap();
@@ -181,36 +235,91 @@ fn corrupted_records_never_panic() {
 fn token_ids_and_context_are_checked_before_any_work() {
     let model = open(file()).unwrap();
     let vocab = model.config().vocab_size;
-    let plan = Plan::new(&model, &Limits { max_context: 4, ..Limits::default() }).unwrap();
+    let plan = Plan::new(
+        &model,
+        &Limits {
+            max_context: 4,
+            ..Limits::default()
+        },
+    )
+    .unwrap();
     let mut arena = vec![0u8; plan.arena_bytes()];
     let mut s = Session::new(&model, &plan, &mut arena).unwrap();
 
-    assert_eq!(s.step(vocab).err(), Some(Error::TokenOutOfRange { token: vocab, vocab_size: vocab }));
-    assert_eq!(s.prefill(&[1, 2, vocab + 7]).err(), Some(Error::TokenOutOfRange { token: vocab + 7, vocab_size: vocab }));
-    assert_eq!(s.position(), 0, "a rejected prompt must not advance the session");
-    assert_eq!(s.prefill(&[1, 2, 3, 4, 5]).err(), Some(Error::ContextFull { position: 4, max_context: 4 }));
+    assert_eq!(
+        s.step(vocab).err(),
+        Some(Error::TokenOutOfRange {
+            token: vocab,
+            vocab_size: vocab
+        })
+    );
+    assert_eq!(
+        s.prefill(&[1, 2, vocab + 7]).err(),
+        Some(Error::TokenOutOfRange {
+            token: vocab + 7,
+            vocab_size: vocab
+        })
+    );
+    assert_eq!(
+        s.position(),
+        0,
+        "a rejected prompt must not advance the session"
+    );
+    assert_eq!(
+        s.prefill(&[1, 2, 3, 4, 5]).err(),
+        Some(Error::ContextFull {
+            position: 4,
+            max_context: 4
+        })
+    );
     assert_eq!(s.position(), 0);
     assert_eq!(s.prefill(&[]).err(), Some(Error::EmptyPrompt));
 
     s.prefill(&[1, 2, 3, 4]).unwrap();
-    assert_eq!(s.step(5).err(), Some(Error::ContextFull { position: 4, max_context: 4 }));
+    assert_eq!(
+        s.step(5).err(),
+        Some(Error::ContextFull {
+            position: 4,
+            max_context: 4
+        })
+    );
 }
 
 #[test]
 fn arena_and_budget_shortfalls_say_how_many_bytes() {
     let model = open(file()).unwrap();
-    let plan = Plan::new(&model, &Limits { max_context: 16, ..Limits::default() }).unwrap();
+    let plan = Plan::new(
+        &model,
+        &Limits {
+            max_context: 16,
+            ..Limits::default()
+        },
+    )
+    .unwrap();
     let needed = plan.arena_bytes();
     let mut arena = vec![0u8; needed - 1];
     assert!(matches!(
         Session::new(&model, &plan, &mut arena),
         Err(Error::ArenaTooSmall { needed: n, provided: p }) if n == needed && p == needed - 1
     ));
-    let limits = Limits { max_context: 16, memory_budget_bytes: Some(1000), ..Limits::default() };
+    let limits = Limits {
+        max_context: 16,
+        memory_budget_bytes: Some(1000),
+        ..Limits::default()
+    };
     match Plan::new(&model, &limits) {
-        Err(e @ Error::BudgetTooSmall { needed: n, budget: 1000 }) => {
+        Err(
+            e @ Error::BudgetTooSmall {
+                needed: n,
+                budget: 1000,
+            },
+        ) => {
             assert_eq!(n, needed as u64);
-            assert!(e.to_string().contains(&format!("{} bytes missing", n - 1000)), "{e}");
+            assert!(
+                e.to_string()
+                    .contains(&format!("{} bytes missing", n - 1000)),
+                "{e}"
+            );
         }
         other => panic!("expected BudgetTooSmall, got {other:?}"),
     }

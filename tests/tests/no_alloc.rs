@@ -61,7 +61,10 @@ fn prefill_and_32_steps_allocate_nothing() {
     for dtype in [DType::F32, DType::F16, DType::Q8, DType::Q4] {
         let file = convert("mixtral-tiny", "f32", dtype);
         let model = Model::open(SliceStorage::new(&file)).unwrap();
-        let limits = Limits { max_context: (r.prompt.len() + 32) as u32, ..Limits::default() };
+        let limits = Limits {
+            max_context: (r.prompt.len() + 32) as u32,
+            ..Limits::default()
+        };
         let plan = Plan::new(&model, &limits).unwrap();
         let mut arena = vec![0u8; plan.arena_bytes()];
         let mut session = Session::new(&model, &plan, &mut arena).unwrap();

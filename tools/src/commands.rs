@@ -42,8 +42,12 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
         shapes.sort_unstable();
         shapes.dedup();
         for (cols, padded) in shapes {
-            let names: Vec<&str> =
-                report.padded.iter().filter(|p| (p.1, p.2) == (cols, padded)).map(|p| p.0.as_str()).collect();
+            let names: Vec<&str> = report
+                .padded
+                .iter()
+                .filter(|p| (p.1, p.2) == (cols, padded))
+                .map(|p| p.0.as_str())
+                .collect();
             eprintln!(
                 "note: {} tensor(s) with rows of {cols} values padded to {padded} (whole 32-value blocks), e.g. {}",
                 names.len(),

@@ -74,7 +74,6 @@ impl<S: Storage> Model<S> {
         }
         let config = ModelConfig::decode(config_bytes)?;
 
-
         // Directory: CRC first (a corrupted record is reported as corruption),
         // then each record against the layout the config implies.
         let count = preamble.tensor_count as u64;
