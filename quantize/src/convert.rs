@@ -172,32 +172,36 @@ pub fn quantize(
         committed: false,
     };
     let file = File::create(&temp.path).map_err(io(&temp.path))?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let w = BufWriter::with_capacity(1 << 20, file);
     let werr = io(&temp.path);
-    let mut written = 0u64;
-    let zeros = [0u8; EXPERT_ALIGN as usize];
-    let pad_to = |w: &mut BufWriter<File>, written: &mut u64, to: u64| -> std::io::Result<()> {
-        while *written < to {
-            let n = (to - *written).min(zeros.len() as u64) as usize;
-            w.write_all(&zeros[..n])?;
-            *written += n as u64;
-        }
-        Ok(())
-    };
+    let mut w = w;
+    // Workers convert one tensor at a time; a writer thread writes the
+    // previous tensor meanwhile (a channel of depth 1 bounds memory to about
+    // three tensors).
     let mut source_bytes = 0u64;
-    let mut raw = Vec::new();
     let total = order.len();
-    let result: Result<(), QuantizeError> = (|| {
-        pad_to(&mut w, &mut written, data_offset).map_err(io(&temp.path))?;
+    let temp_path = temp.path.clone();
+    let (to_writer, from_main) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(1);
+    let writer = std::thread::spawn(move || -> Result<BufWriter<File>, QuantizeError> {
+        let mut written = 0u64;
+        pad_to(&mut w, &mut written, data_offset).map_err(io(&temp_path))?;
+        for (offset, bytes) in from_main {
+            pad_to(&mut w, &mut written, offset).map_err(io(&temp_path))?;
+            w.write_all(&bytes).map_err(io(&temp_path))?;
+            written += bytes.len() as u64;
+        }
+        Ok(w)
+    });
+    let converted: Result<(), QuantizeError> = (|| {
         for (done, &(i, _)) in order.iter().enumerate() {
             let p = &mut planned[i];
-            let bytes = convert_tensor(&ck, &p.source, p.record.dtype, threads, &mut raw)?;
-            source_bytes += raw.len() as u64;
+            let (bytes, crc) = convert_tensor(&ck, &p.source, p.record.dtype, threads)?;
+            source_bytes += (p.source.rows * p.source.cols * p.source.entry.dtype.size()) as u64;
             debug_assert_eq!(bytes.len() as u64, p.record.length);
-            p.record.crc32 = crc32fast::hash(&bytes);
-            pad_to(&mut w, &mut written, p.record.offset).map_err(io(&temp.path))?;
-            w.write_all(&bytes).map_err(io(&temp.path))?;
-            written += bytes.len() as u64;
+            p.record.crc32 = crc;
+            if to_writer.send((p.record.offset, bytes)).is_err() {
+                break; // the writer failed; its error is reported below
+            }
             progress(Progress {
                 done: done + 1,
                 total,
@@ -206,7 +210,11 @@ pub fn quantize(
         }
         Ok(())
     })();
-    result?;
+    drop(to_writer);
+    let w = writer.join().expect("writer thread panicked");
+    converted?;
+    let w = w?;
+    let written = data_offset + data_len;
 
     let mut directory = Vec::with_capacity(planned.len() * RECORD_BYTES);
     for p in &planned {
@@ -252,32 +260,47 @@ pub fn quantize(
     })
 }
 
-/// Reads one source tensor into `raw` and converts it to `dtype` bytes,
-/// rows split across `threads` workers. Fails on the first NaN or infinity.
+/// Writes zeros until `written` reaches `to`.
+fn pad_to(w: &mut impl Write, written: &mut u64, to: u64) -> std::io::Result<()> {
+    const ZEROS: [u8; EXPERT_ALIGN as usize] = [0; EXPERT_ALIGN as usize];
+    while *written < to {
+        let n = (to - *written).min(ZEROS.len() as u64) as usize;
+        w.write_all(&ZEROS[..n])?;
+        *written += n as u64;
+    }
+    Ok(())
+}
+
+/// Converts one source tensor to `dtype` bytes and their CRC32. Rows are
+/// split across `threads` workers, each reading, converting and
+/// checksumming its own rows. Fails on the first NaN or infinity.
 fn convert_tensor(
     ck: &Checkpoint,
     src: &Source,
     dtype: DType,
     threads: usize,
-    raw: &mut Vec<u8>,
-) -> Result<Vec<u8>, QuantizeError> {
-    let elem = src.entry.dtype.size();
-    let in_row = src.cols * elem;
-    raw.resize(src.rows * in_row, 0);
-    ck.read(&src.entry, src.skip_bytes, raw)?;
+) -> Result<(Vec<u8>, u32), QuantizeError> {
+    let in_row = (src.cols * src.entry.dtype.size()) as u64;
     let out_row = dtype.row_bytes(src.cols);
     let mut out = vec![0u8; src.rows * out_row];
     let rows_per = src.rows.div_ceil(threads.max(1)).max(1);
-    let results: Vec<Result<(), QuantizeError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = raw
-            .chunks(rows_per * in_row)
-            .zip(out.chunks_mut(rows_per * out_row))
+    let results: Vec<Result<(u32, u64), QuantizeError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = out
+            .chunks_mut(rows_per * out_row)
             .enumerate()
-            .map(|(chunk, (input, output))| {
+            .map(|(chunk, output)| {
                 s.spawn(move || {
+                    let first_row = chunk * rows_per;
+                    let rows = output.len() / out_row;
+                    let mut raw = vec![0u8; rows * in_row as usize];
+                    ck.read(
+                        &src.entry,
+                        src.skip_bytes + first_row as u64 * in_row,
+                        &mut raw,
+                    )?;
                     let mut row = vec![0.0f32; src.cols];
-                    for (r, (inp, outp)) in input
-                        .chunks_exact(in_row)
+                    for (r, (inp, outp)) in raw
+                        .chunks_exact(in_row as usize)
                         .zip(output.chunks_exact_mut(out_row))
                         .enumerate()
                     {
@@ -285,7 +308,7 @@ fn convert_tensor(
                         if let Some(col) = row.iter().position(|v| !v.is_finite()) {
                             return Err(QuantizeError::NonFinite {
                                 tensor: src.name.clone(),
-                                row: chunk * rows_per + r,
+                                row: first_row + r,
                                 col,
                                 value: row[col],
                             });
@@ -297,7 +320,7 @@ fn convert_tensor(
                             DType::Q4 => quantize_row_q4(&row, outp),
                         }
                     }
-                    Ok(())
+                    Ok((crc32fast::hash(output), output.len() as u64))
                 })
             })
             .collect();
@@ -306,6 +329,10 @@ fn convert_tensor(
             .map(|h| h.join().expect("quantize worker panicked"))
             .collect()
     });
-    results.into_iter().collect::<Result<(), _>>()?;
-    Ok(out)
+    let mut crc = crc32fast::Hasher::new();
+    for r in results {
+        let (chunk_crc, len) = r?;
+        crc.combine(&crc32fast::Hasher::new_with_initial_len(chunk_crc, len));
+    }
+    Ok((out, crc.finalize()))
 }

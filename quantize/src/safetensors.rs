@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use half::{bf16, f16};
+use half::f16;
 use serde_json::Value;
 
 use crate::error::{io, QuantizeError};
@@ -45,8 +45,9 @@ impl SourceDType {
                 }
             }
             SourceDType::BF16 => {
+                // bf16 is the top half of an f32: exact, NaN stays NaN.
                 for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *o = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+                    *o = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16);
                 }
             }
         }

@@ -25,10 +25,36 @@ pub const Q8_BLOCK_BYTES: usize = 2 + BLOCK_LEN;
 /// Bytes of one int4 block: f16 scale + 16 bytes of nibbles.
 pub const Q4_BLOCK_BYTES: usize = 2 + BLOCK_LEN / 2;
 
-/// Rounds half away from zero (the rule the reference simulation uses too).
+/// Rounds half away from zero (the rule the reference simulation uses too)
+/// to an integer, for |x| < 2^22. Built from adds, compares and bit moves
+/// so that it vectorizes (a saturating `as i32` cast does not).
+#[inline(always)]
+pub fn round_half_away(x: f32) -> i32 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23: adding it leaves integers in the mantissa
+    let a = x.abs();
+    let r = (a + SHIFT) - SHIFT; // nearest, ties to even
+    let r = if a - r >= 0.5 { r + 1.0 } else { r }; // ties away from zero
+    let i = (r + SHIFT).to_bits() as i32 - SHIFT.to_bits() as i32;
+    if x < 0.0 {
+        -i
+    } else {
+        i
+    }
+}
+
+/// One block's values, zero-padded to a whole block (fixed size, so the
+/// loops below unroll and vectorize).
 #[inline]
-pub fn round_half_away(x: f32) -> f32 {
-    libm::roundf(x)
+fn padded_block(block: &[f32]) -> [f32; BLOCK_LEN] {
+    let mut x = [0.0f32; BLOCK_LEN];
+    x[..block.len()].copy_from_slice(block);
+    x
+}
+
+#[inline]
+fn max_abs(x: &[f32; BLOCK_LEN]) -> f32 {
+    x.iter()
+        .fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m })
 }
 
 /// Quantizes one row to int8 blocks. `out` must be `DType::Q8.row_bytes(row.len())` long.
@@ -38,17 +64,17 @@ pub fn quantize_row_q8(row: &[f32], out: &mut [u8]) {
         .chunks(BLOCK_LEN)
         .zip(out.chunks_exact_mut(Q8_BLOCK_BYTES))
     {
-        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let d16 = f16::from_f32(amax / 127.0);
+        let x = padded_block(block);
+        let d16 = f16::from_f32(max_abs(&x) / 127.0);
         let d = d16.to_f32();
         dst[..2].copy_from_slice(&d16.to_bits().to_le_bytes());
-        let qs = &mut dst[2..];
-        qs.fill(0);
+        let mut q = [0u8; BLOCK_LEN];
         if d != 0.0 {
-            for (q, &v) in qs.iter_mut().zip(block) {
-                *q = round_half_away(v / d).clamp(-127.0, 127.0) as i8 as u8;
+            for (q, &v) in q.iter_mut().zip(&x) {
+                *q = round_half_away((v / d).clamp(-127.0, 127.0)) as u8;
             }
         }
+        dst[2..].copy_from_slice(&q);
     }
 }
 
@@ -59,19 +85,17 @@ pub fn quantize_row_q4(row: &[f32], out: &mut [u8]) {
         .chunks(BLOCK_LEN)
         .zip(out.chunks_exact_mut(Q4_BLOCK_BYTES))
     {
-        let mut m = 0.0f32;
-        for &v in block {
-            if v.abs() > m.abs() {
-                m = v;
-            }
-        }
+        let x = padded_block(block);
+        let amax = max_abs(&x);
+        // The value of largest magnitude, sign kept (first on ties).
+        let m = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0);
         let d16 = f16::from_f32(m / -8.0);
         let d = d16.to_f32();
         dst[..2].copy_from_slice(&d16.to_bits().to_le_bytes());
-        let mut q = [8u8; BLOCK_LEN]; // padding and zero scales store 0 as 8
+        let mut q = [8u8; BLOCK_LEN]; // zero scales store 0 as 8
         if d != 0.0 {
-            for (q, &v) in q.iter_mut().zip(block) {
-                *q = (round_half_away(v / d).clamp(-8.0, 7.0) as i8 + 8) as u8;
+            for (q, &v) in q.iter_mut().zip(&x) {
+                *q = (round_half_away((v / d).clamp(-8.0, 7.0)) + 8) as u8;
             }
         }
         for j in 0..BLOCK_LEN / 2 {
@@ -187,6 +211,27 @@ mod tests {
         let mut back = [0.0f32; 32];
         dequantize_row_q4(&bytes, &mut back);
         assert_eq!((back[0], back[16], back[5], back[1]), (-4.0, 3.5, 0.5, 0.0));
+    }
+
+    #[test]
+    fn rounding_is_half_away_from_zero() {
+        for (x, want) in [
+            (0.5, 1),
+            (-0.5, -1),
+            (0.49999997, 0),
+            (1.5, 2),
+            (-2.5, -3),
+            (126.6, 127),
+            (-0.0, 0),
+        ] {
+            assert_eq!(round_half_away(x), want, "{x}");
+        }
+        // Agrees with libm on a dense sweep, halves included.
+        let mut x = -200.0f32;
+        while x < 200.0 {
+            assert_eq!(round_half_away(x), libm::roundf(x) as i32, "{x}");
+            x += 0.03125 * 0.999;
+        }
     }
 
     #[test]
