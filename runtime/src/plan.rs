@@ -96,7 +96,7 @@ impl Buffers {
             + 2 * buffer_bytes::<f32>(self.q_dim)
             + 2 * buffer_bytes::<f32>(self.kv_dim)
             + 2 * buffer_bytes::<f32>(self.ffn)
-            + 2 * (buffer_bytes::<i8>(self.act_len) + buffer_bytes::<f32>(act_blocks))
+            + 2 * (buffer_bytes::<i8>(self.act_len) + 2 * buffer_bytes::<f32>(act_blocks))
             + buffer_bytes::<f32>(self.experts)
             + buffer_bytes::<f32>(self.scores)
             + buffer_bytes::<f32>(self.vocab)

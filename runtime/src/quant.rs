@@ -3,13 +3,19 @@
 //! Weights are quantized row by row in blocks of [`BLOCK_LEN`] consecutive
 //! values; a row whose length is not a multiple of the block is padded with
 //! zeros in its last block. Both formats are symmetric with one f16 scale a
-//! block, stored little-endian in front of the values:
+//! block. A row stores all its scales first, then all its blocks' values
+//! (planar: SIMD kernels load 16 scales with one instruction):
 //!
-//! - int8 (`Q8`, 34 bytes): `d = max|x| / 127`, `q = round(x / d)` in −127..=127.
-//! - int4 (`Q4`, 18 bytes): `d = m / −8` where `m` is the value of largest
-//!   magnitude (sign kept), `q = round(x / d)` clamped to −8..=7, stored as
-//!   `q + 8`; byte `j` holds element `j` in its low nibble and element
-//!   `j + 16` in its high nibble.
+//! ```text
+//! row = [d_0 .. d_{n-1}: n × f16 LE][values of block 0][values of block 1] ...
+//! ```
+//!
+//! - int8 (`Q8`, 2 + 32 bytes a block): `d = max|x| / 127`, `q = round(x / d)`
+//!   in −127..=127, one i8 each.
+//! - int4 (`Q4`, 2 + 16 bytes a block): `d = m / −8` where `m` is the value of
+//!   largest magnitude (sign kept), `q = round(x / d)` clamped to −8..=7,
+//!   stored as `q + 8`; byte `j` of a block holds element `j` in its low
+//!   nibble and element `j + 16` in its high nibble.
 //!
 //! `round` is half away from zero, and `x / d` divides by the f16-rounded
 //! scale, so dequantizing gives exactly `f16(d) * q`. Activations are
@@ -21,9 +27,25 @@ use half::f16;
 /// Values per quantization block.
 pub const BLOCK_LEN: usize = 32;
 /// Bytes of one int8 block: f16 scale + 32 × i8.
-pub const Q8_BLOCK_BYTES: usize = 2 + BLOCK_LEN;
+pub const Q8_BLOCK_BYTES: usize = 2 + Q8_VALUE_BYTES;
 /// Bytes of one int4 block: f16 scale + 16 bytes of nibbles.
-pub const Q4_BLOCK_BYTES: usize = 2 + BLOCK_LEN / 2;
+pub const Q4_BLOCK_BYTES: usize = 2 + Q4_VALUE_BYTES;
+/// Value bytes of one int8 block.
+pub const Q8_VALUE_BYTES: usize = BLOCK_LEN;
+/// Value bytes of one int4 block.
+pub const Q4_VALUE_BYTES: usize = BLOCK_LEN / 2;
+
+/// Splits a quantized row of `blocks` blocks into its scales and values.
+#[inline]
+pub fn split_row(row: &[u8], blocks: usize) -> (&[u8], &[u8]) {
+    row.split_at(2 * blocks)
+}
+
+/// Scale `b` of a row's scale section.
+#[inline]
+pub fn scale_at(scales: &[u8], b: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([scales[2 * b], scales[2 * b + 1]])).to_f32()
+}
 
 /// Rounds half away from zero (the rule the reference simulation uses too)
 /// to an integer, for |x| < 2^22. Built from adds, compares and bit moves
@@ -59,31 +81,37 @@ fn max_abs(x: &[f32; BLOCK_LEN]) -> f32 {
 
 /// Quantizes one row to int8 blocks. `out` must be `DType::Q8.row_bytes(row.len())` long.
 pub fn quantize_row_q8(row: &[f32], out: &mut [u8]) {
-    debug_assert_eq!(out.len(), row.len().div_ceil(BLOCK_LEN) * Q8_BLOCK_BYTES);
-    for (block, dst) in row
+    let blocks = row.len().div_ceil(BLOCK_LEN);
+    debug_assert_eq!(out.len(), blocks * Q8_BLOCK_BYTES);
+    let (scales, values) = out.split_at_mut(2 * blocks);
+    for ((block, d_out), dst) in row
         .chunks(BLOCK_LEN)
-        .zip(out.chunks_exact_mut(Q8_BLOCK_BYTES))
+        .zip(scales.chunks_exact_mut(2))
+        .zip(values.chunks_exact_mut(Q8_VALUE_BYTES))
     {
         let x = padded_block(block);
         let d16 = f16::from_f32(max_abs(&x) / 127.0);
         let d = d16.to_f32();
-        dst[..2].copy_from_slice(&d16.to_bits().to_le_bytes());
+        d_out.copy_from_slice(&d16.to_bits().to_le_bytes());
         let mut q = [0u8; BLOCK_LEN];
         if d != 0.0 {
             for (q, &v) in q.iter_mut().zip(&x) {
                 *q = round_half_away((v / d).clamp(-127.0, 127.0)) as u8;
             }
         }
-        dst[2..].copy_from_slice(&q);
+        dst.copy_from_slice(&q);
     }
 }
 
 /// Quantizes one row to int4 blocks. `out` must be `DType::Q4.row_bytes(row.len())` long.
 pub fn quantize_row_q4(row: &[f32], out: &mut [u8]) {
-    debug_assert_eq!(out.len(), row.len().div_ceil(BLOCK_LEN) * Q4_BLOCK_BYTES);
-    for (block, dst) in row
+    let blocks = row.len().div_ceil(BLOCK_LEN);
+    debug_assert_eq!(out.len(), blocks * Q4_BLOCK_BYTES);
+    let (scales, values) = out.split_at_mut(2 * blocks);
+    for ((block, d_out), dst) in row
         .chunks(BLOCK_LEN)
-        .zip(out.chunks_exact_mut(Q4_BLOCK_BYTES))
+        .zip(scales.chunks_exact_mut(2))
+        .zip(values.chunks_exact_mut(Q4_VALUE_BYTES))
     {
         let x = padded_block(block);
         let amax = max_abs(&x);
@@ -91,15 +119,15 @@ pub fn quantize_row_q4(row: &[f32], out: &mut [u8]) {
         let m = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0);
         let d16 = f16::from_f32(m / -8.0);
         let d = d16.to_f32();
-        dst[..2].copy_from_slice(&d16.to_bits().to_le_bytes());
+        d_out.copy_from_slice(&d16.to_bits().to_le_bytes());
         let mut q = [8u8; BLOCK_LEN]; // zero scales store 0 as 8
         if d != 0.0 {
             for (q, &v) in q.iter_mut().zip(&x) {
                 *q = (round_half_away((v / d).clamp(-8.0, 7.0)) + 8) as u8;
             }
         }
-        for j in 0..BLOCK_LEN / 2 {
-            dst[2 + j] = q[j] | (q[j + BLOCK_LEN / 2] << 4);
+        for j in 0..Q4_VALUE_BYTES {
+            dst[j] = q[j] | (q[j + Q4_VALUE_BYTES] << 4);
         }
     }
 }
@@ -118,35 +146,35 @@ pub fn encode_row_f32(row: &[f32], out: &mut [u8]) {
     }
 }
 
-/// Reads the f16 scale at the front of a block.
-#[inline]
-pub fn block_scale(block: &[u8]) -> f32 {
-    f16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32()
-}
-
-/// Dequantizes one int8 row (`out.len()` logical values) from its blocks.
+/// Dequantizes one int8 row (`out.len()` logical values).
 pub fn dequantize_row_q8(row: &[u8], out: &mut [f32]) {
-    for (block, dst) in row
-        .chunks_exact(Q8_BLOCK_BYTES)
+    let blocks = out.len().div_ceil(BLOCK_LEN);
+    let (scales, values) = split_row(row, blocks);
+    for (b, (block, dst)) in values
+        .chunks_exact(Q8_VALUE_BYTES)
         .zip(out.chunks_mut(BLOCK_LEN))
+        .enumerate()
     {
-        let d = block_scale(block);
-        for (o, &q) in dst.iter_mut().zip(&block[2..]) {
+        let d = scale_at(scales, b);
+        for (o, &q) in dst.iter_mut().zip(block) {
             *o = d * (q as i8) as f32;
         }
     }
 }
 
-/// Dequantizes one int4 row (`out.len()` logical values) from its blocks.
+/// Dequantizes one int4 row (`out.len()` logical values).
 pub fn dequantize_row_q4(row: &[u8], out: &mut [f32]) {
-    for (block, dst) in row
-        .chunks_exact(Q4_BLOCK_BYTES)
+    let blocks = out.len().div_ceil(BLOCK_LEN);
+    let (scales, values) = split_row(row, blocks);
+    for (b, (block, dst)) in values
+        .chunks_exact(Q4_VALUE_BYTES)
         .zip(out.chunks_mut(BLOCK_LEN))
+        .enumerate()
     {
-        let d = block_scale(block);
+        let d = scale_at(scales, b);
         for (i, o) in dst.iter_mut().enumerate() {
-            let byte = block[2 + i % (BLOCK_LEN / 2)];
-            let nibble = if i < BLOCK_LEN / 2 {
+            let byte = block[i % Q4_VALUE_BYTES];
+            let nibble = if i < Q4_VALUE_BYTES {
                 byte & 0x0f
             } else {
                 byte >> 4
@@ -159,22 +187,28 @@ pub fn dequantize_row_q4(row: &[u8], out: &mut [f32]) {
 /// Quantizes activations to int8 blocks with an f32 scale each:
 /// `d = max|x| / 127`, `q = round(x * 127 / max|x|)`. `qs` holds
 /// `blocks * 32` values (the tail of the last block is zeroed), `scales` one
-/// per block.
-pub fn quantize_activations(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
+/// per block, and `sums` one per block: `d * Σq`, which lets int4 kernels
+/// work on the stored unsigned nibbles and subtract `8 * d_w * sums[b]` once.
+pub fn quantize_activations(x: &[f32], qs: &mut [i8], scales: &mut [f32], sums: &mut [f32]) {
     let blocks = x.len().div_ceil(BLOCK_LEN);
-    debug_assert!(qs.len() >= blocks * BLOCK_LEN && scales.len() >= blocks);
-    for ((block, q), d) in x
+    debug_assert!(qs.len() >= blocks * BLOCK_LEN && scales.len() >= blocks && sums.len() >= blocks);
+    for (((block, q), d), s) in x
         .chunks(BLOCK_LEN)
         .zip(qs.chunks_exact_mut(BLOCK_LEN))
         .zip(scales)
+        .zip(sums)
     {
-        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let v = padded_block(block);
+        let amax = max_abs(&v);
         *d = amax / 127.0;
         let id = if amax == 0.0 { 0.0 } else { 127.0 / amax };
-        q.fill(0);
-        for (q, &v) in q.iter_mut().zip(block) {
-            *q = round_half_away(v * id) as i8;
+        let mut sum = 0i32;
+        for (q, &v) in q.iter_mut().zip(&v) {
+            let r = round_half_away(v * id);
+            *q = r as i8;
+            sum += r;
         }
+        *s = *d * sum as f32;
     }
 }
 
@@ -190,7 +224,7 @@ mod tests {
         let mut back = [0.0f32; 40];
         dequantize_row_q8(&bytes, &mut back);
         for (block, (a, b)) in row.chunks(32).zip(back.chunks(32)).enumerate() {
-            let step = block_scale(&bytes[block * Q8_BLOCK_BYTES..]);
+            let step = scale_at(&bytes, block);
             for (x, y) in a.iter().zip(b) {
                 assert!((x - y).abs() <= step * 0.5 + 1e-6, "{x} vs {y}");
             }
@@ -205,7 +239,7 @@ mod tests {
         row[5] = 0.25; // exactly half a step: rounds away from zero to q = 1
         let mut bytes = [0u8; Q4_BLOCK_BYTES];
         quantize_row_q4(&row, &mut bytes);
-        assert_eq!(block_scale(&bytes), 0.5);
+        assert_eq!(scale_at(&bytes, 0), 0.5);
         assert_eq!(bytes[2], 15 << 4); // q[0] + 8 = 0 low, q[16] + 8 = 15 high
         assert_eq!(bytes[2 + 5] & 0x0f, 9);
         let mut back = [0.0f32; 32];
@@ -251,8 +285,10 @@ mod tests {
     fn activations_saturate_at_127() {
         let x: [f32; 35] = core::array::from_fn(|i| i as f32 - 20.0);
         let mut qs = [0i8; 64];
-        let mut d = [0.0f32; 2];
-        quantize_activations(&x, &mut qs, &mut d);
+        let (mut d, mut sums) = ([0.0f32; 2], [0.0f32; 2]);
+        quantize_activations(&x, &mut qs, &mut d, &mut sums);
+        let q_sum: i32 = qs[..32].iter().map(|&q| q as i32).sum();
+        assert_eq!(sums[0], d[0] * q_sum as f32);
         assert_eq!(qs[0], -127);
         assert_eq!(qs[34], 127);
         assert!(qs[35..].iter().all(|&q| q == 0));

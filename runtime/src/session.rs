@@ -36,6 +36,7 @@ impl WeightRef {
 struct QuantBuf<'a> {
     qs: &'a mut [i8],
     scales: &'a mut [f32],
+    sums: &'a mut [f32],
 }
 
 /// A running generation over one model.
@@ -139,10 +140,12 @@ impl<'a, S: Storage> Session<'a, S> {
             act: QuantBuf {
                 qs: arena.take(b.act_len, 0i8)?,
                 scales: arena.take(act_blocks, 0.0f32)?,
+                sums: arena.take(act_blocks, 0.0f32)?,
             },
             act_h: QuantBuf {
                 qs: arena.take(b.act_len, 0i8)?,
                 scales: arena.take(act_blocks, 0.0f32)?,
+                sums: arena.take(act_blocks, 0.0f32)?,
             },
             router: arena.take(b.experts, 0.0f32)?,
             scores: arena.take(b.scores, 0.0f32)?,
@@ -287,12 +290,18 @@ impl<'a, S: Storage> Session<'a, S> {
         };
         let head = self.weight(TensorId::global(head));
         if head.dtype.is_quantized() {
-            (self.kernels.quantize_activations)(self.xn, self.act.qs, self.act.scales);
+            (self.kernels.quantize_activations)(
+                self.xn,
+                self.act.qs,
+                self.act.scales,
+                self.act.sums,
+            );
         }
         let acts = Activations {
             f32s: self.xn,
             qs: self.act.qs,
             scales: self.act.scales,
+            sums: self.act.sums,
         };
         self.kernels.matvec(&head, &acts, self.logits);
         self.pos += 1;
@@ -309,12 +318,18 @@ impl<'a, S: Storage> Session<'a, S> {
         let wo = self.weight(TensorId::layer(TensorKind::AttnO, layer));
         let any_int = wq.dtype.is_quantized() || wk.dtype.is_quantized() || wv.dtype.is_quantized();
         if any_int {
-            (self.kernels.quantize_activations)(self.xn, self.act.qs, self.act.scales);
+            (self.kernels.quantize_activations)(
+                self.xn,
+                self.act.qs,
+                self.act.scales,
+                self.act.sums,
+            );
         }
         let acts = Activations {
             f32s: self.xn,
             qs: self.act.qs,
             scales: self.act.scales,
+            sums: self.act.sums,
         };
         self.kernels.matvec(&wq, &acts, self.q);
         self.kernels.matvec(&wk, &acts, self.k);
@@ -351,12 +366,18 @@ impl<'a, S: Storage> Session<'a, S> {
         }
 
         if wo.dtype.is_quantized() {
-            (self.kernels.quantize_activations)(self.ctx, self.act.qs, self.act.scales);
+            (self.kernels.quantize_activations)(
+                self.ctx,
+                self.act.qs,
+                self.act.scales,
+                self.act.sums,
+            );
         }
         let acts = Activations {
             f32s: self.ctx,
             qs: self.act.qs,
             scales: self.act.scales,
+            sums: self.act.sums,
         };
         self.kernels.matvec(&wo, &acts, self.attn);
         self.x
@@ -374,6 +395,7 @@ impl<'a, S: Storage> Session<'a, S> {
             f32s: self.xn,
             qs: self.act.qs,
             scales: self.act.scales,
+            sums: self.act.sums,
         };
         self.kernels.matvec(&router, &acts, self.router);
         scalar::softmax(self.router);
@@ -400,7 +422,12 @@ impl<'a, S: Storage> Session<'a, S> {
             .dtype
             .is_quantized();
         if any_int {
-            (self.kernels.quantize_activations)(self.xn, self.act.qs, self.act.scales);
+            (self.kernels.quantize_activations)(
+                self.xn,
+                self.act.qs,
+                self.act.scales,
+                self.act.sums,
+            );
         }
         self.moe.fill(0.0);
         for &(expert, p) in &chosen {
@@ -411,17 +438,24 @@ impl<'a, S: Storage> Session<'a, S> {
                 f32s: self.xn,
                 qs: self.act.qs,
                 scales: self.act.scales,
+                sums: self.act.sums,
             };
             self.kernels.matvec(&wg, &acts, self.gate);
             self.kernels.matvec(&wu, &acts, self.up);
             scalar::silu_mul(self.gate, self.up);
             if wd.dtype.is_quantized() {
-                (self.kernels.quantize_activations)(self.gate, self.act_h.qs, self.act_h.scales);
+                (self.kernels.quantize_activations)(
+                    self.gate,
+                    self.act_h.qs,
+                    self.act_h.scales,
+                    self.act_h.sums,
+                );
             }
             let hacts = Activations {
                 f32s: self.gate,
                 qs: self.act_h.qs,
                 scales: self.act_h.scales,
+                sums: self.act_h.sums,
             };
             self.kernels.matvec(&wd, &hacts, self.attn);
             scalar::axpy(self.moe, p / total, self.attn);

@@ -22,6 +22,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Print a file's config, tensor directory and memory plan.
     Inspect(InspectArgs),
+    /// Measure load time, prefill and decode speed, and peak memory.
+    Bench(BenchArgs),
 }
 
 /// Weight types for `mote quantize`.
@@ -63,7 +65,7 @@ pub struct QuantizeArgs {
 }
 
 /// Options shared by the commands that load a model.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
     /// The .mote file.
     pub model: PathBuf,
@@ -110,6 +112,24 @@ pub struct InspectArgs {
     #[arg(long, default_value_t = 2048)]
     pub max_context: u32,
     /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Prompt length processed as one prefill.
+    #[arg(long, default_value_t = 128)]
+    pub prompt_tokens: u32,
+    /// Tokens decoded one at a time after the prompt.
+    #[arg(long, default_value_t = 128)]
+    pub gen_tokens: u32,
+    /// Worker threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: u32,
+    /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
 }

@@ -7,7 +7,9 @@ use anyhow::{Context, Result};
 use mote::{Limits, MmapStorage, Model, Plan, Session};
 use serde_json::json;
 
-use crate::args::{Cli, Command, GenerateArgs, InspectArgs, LoadArgs, LogitsArgs, QuantizeArgs};
+use crate::args::{
+    BenchArgs, Cli, Command, GenerateArgs, InspectArgs, LoadArgs, LogitsArgs, QuantizeArgs,
+};
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -15,6 +17,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logits(a) => logits(a),
         Command::Generate(a) => generate(a),
         Command::Inspect(a) => inspect(a),
+        Command::Bench(a) => bench(a),
     }
 }
 
@@ -246,5 +249,114 @@ fn inspect(a: InspectArgs) -> Result<()> {
     writeln!(o, "  scratch           {} bytes", plan.scratch_bytes())?;
     writeln!(o, "  arena total       {} bytes", plan.arena_bytes())?;
     writeln!(o, "  kernels           {}", kernels.name)?;
+    Ok(())
+}
+
+/// Peak resident set size of this process in MiB (Linux: VmHWM).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Bytes of weights one decoded token reads: every non-expert tensor, the
+/// routed experts' matrices (average expert size × top-k per layer), one
+/// embedding row.
+fn bytes_per_token<S: mote::Storage>(model: &Model<S>) -> Result<u64> {
+    let c = model.config();
+    let mut dense = 0u64;
+    let mut experts = 0u64;
+    for i in 0..model.tensor_count() {
+        let r = model.record(i)?;
+        match r.id.kind {
+            k if k.is_expert() => experts += r.length,
+            mote::TensorKind::TokenEmbedding => dense += r.length / r.rows as u64,
+            _ => dense += r.length,
+        }
+    }
+    if c.tied_embeddings {
+        let emb = model.tensor(mote::TensorId::global(mote::TensorKind::TokenEmbedding))?;
+        dense += emb.length;
+    }
+    let per_expert = experts / (c.n_layers as u64 * c.n_experts as u64);
+    Ok(dense + per_expert * c.n_layers as u64 * c.n_experts_per_token as u64)
+}
+
+fn bench(a: BenchArgs) -> Result<()> {
+    use std::time::Instant;
+    let t0 = Instant::now();
+    let model = open(&LoadArgs {
+        no_verify: true,
+        ..a.load.clone()
+    })?;
+    let vocab = model.config().vocab_size;
+    let context = a.prompt_tokens + a.gen_tokens;
+    let limits = Limits {
+        memory_budget_bytes: a.load.memory_budget,
+        max_context: context.max(1),
+        threads: a.threads,
+    };
+    let plan = Plan::new(&model, &limits)?;
+    let mut arena = vec![0u8; plan.arena_bytes()];
+    let mut session = Session::new(&model, &plan, &mut arena)?;
+    let load_s = t0.elapsed().as_secs_f64();
+
+    // The same token sequences as ../shared/bench/bench_llamacpp.py.
+    let prompt: Vec<u32> = std::iter::once(1)
+        .chain((0..a.prompt_tokens.saturating_sub(1)).map(|i| 300 + (i * 7919) % 20000))
+        .map(|t| t % vocab)
+        .collect();
+    let t = Instant::now();
+    if !prompt.is_empty() {
+        session.prefill(&prompt)?;
+    }
+    let prefill_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for i in 0..a.gen_tokens {
+        session.step((400 + (i as u64 * 104729 % 20000) as u32) % vocab)?;
+    }
+    let decode_s = t.elapsed().as_secs_f64();
+
+    let prefill_tok_s = a.prompt_tokens as f64 / prefill_s;
+    let decode_tok_s = a.gen_tokens as f64 / decode_s;
+    let bytes = bytes_per_token(&model)?;
+    let gb_s = bytes as f64 * decode_tok_s / 1e9;
+    let kernels = session.kernels().name;
+    let rss = peak_rss_mib();
+    if a.json {
+        return print_json(&json!({
+            "tool": "mote", "model": a.load.model.display().to_string(), "threads": a.threads,
+            "load_s": load_s, "prefill_tok_s": prefill_tok_s, "decode_tok_s": decode_tok_s,
+            "peak_rss_mib": rss, "weight_bytes_per_token": bytes, "decode_weight_gb_s": gb_s,
+            "kernels": kernels, "arena_bytes": plan.arena_bytes(),
+        }));
+    }
+    let mut o = std::io::stdout().lock();
+    writeln!(
+        o,
+        "{}  (threads {}, kernels {kernels})",
+        a.load.model.display(),
+        a.threads
+    )?;
+    writeln!(o, "  load            {load_s:.3} s")?;
+    writeln!(
+        o,
+        "  prefill         {prefill_tok_s:.1} tok/s ({} tokens)",
+        a.prompt_tokens
+    )?;
+    writeln!(
+        o,
+        "  decode          {decode_tok_s:.1} tok/s ({} tokens)",
+        a.gen_tokens
+    )?;
+    writeln!(
+        o,
+        "  weights/token   {:.1} MiB, {gb_s:.1} GB/s",
+        bytes as f64 / (1 << 20) as f64
+    )?;
+    if let Some(rss) = rss {
+        writeln!(o, "  peak RSS        {rss:.1} MiB")?;
+    }
     Ok(())
 }

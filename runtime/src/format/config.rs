@@ -138,10 +138,10 @@ impl ModelConfig {
         if self.n_heads == 0 || self.n_kv_heads == 0 || self.head_dim == 0 {
             return bad("n_heads, n_kv_heads and head_dim must be nonzero");
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad("n_heads must be a multiple of n_kv_heads");
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad("head_dim must be even for rope");
         }
         if self.expert_ffn_size == 0 || self.n_experts == 0 {

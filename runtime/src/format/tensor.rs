@@ -319,7 +319,7 @@ impl TensorRecord {
         if dtype.tensor_bytes(rec.rows.into(), rec.cols.into()) != Some(rec.length) {
             return Err("length does not match dtype and shape");
         }
-        if rec.offset % 64 != 0 {
+        if !rec.offset.is_multiple_of(64) {
             return Err("data offset is not 64-byte aligned");
         }
         if kind.is_expert() != (rec.id.expert != NONE) {

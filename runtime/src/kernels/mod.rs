@@ -6,6 +6,8 @@
 //! Setting `MOTE_KERNELS=scalar` (std builds) forces the reference for A/B runs.
 
 pub mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
 
 use crate::format::tensor::DType;
 
@@ -35,22 +37,21 @@ impl<'a> Matrix<'a> {
 /// weights, int8 blocks for quantized weights.
 #[derive(Debug, Clone, Copy)]
 pub struct Activations<'a> {
-    /// The f32 values.
+    /// The f32 values (the matrix's `cols` of them).
     pub f32s: &'a [f32],
     /// int8 values, `32 * blocks` of them (zero padded).
     pub qs: &'a [i8],
-    /// One scale per block.
+    /// One scale per block (exactly the matrix's blocks).
     pub scales: &'a [f32],
+    /// Per block, `scale * Σ qs` (see [`crate::quant::quantize_activations`]).
+    pub sums: &'a [f32],
 }
 
-/// int8 × int8 block dot product: `row` is int8 blocks, the activation int8 blocks.
-pub type DotQ8Fn = fn(row: &[u8], qs: &[i8], scales: &[f32]) -> f32;
-/// int4 × int8 block dot product.
-pub type DotQ4Fn = fn(row: &[u8], qs: &[i8], scales: &[f32]) -> f32;
-/// Float weights (f32 or f16 bytes) dotted with f32 activations.
-pub type DotFloatFn = fn(row: &[u8], x: &[f32]) -> f32;
-/// Activation quantizer: f32 → int8 blocks with f32 scales.
-pub type QuantizeActsFn = fn(x: &[f32], qs: &mut [i8], scales: &mut [f32]);
+/// Matrix-vector product over a run of rows: `w` holds `out.len()` rows of
+/// `row_bytes` bytes each; `out[r] = row r · x`.
+pub type MatvecFn = fn(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]);
+/// Activation quantizer: f32 → int8 blocks with f32 scales and scaled sums.
+pub type QuantizeActsFn = fn(x: &[f32], qs: &mut [i8], scales: &mut [f32], sums: &mut [f32]);
 
 /// The kernels a session uses, filled once.
 #[derive(Debug, Clone, Copy)]
@@ -58,13 +59,13 @@ pub struct Kernels {
     /// Which implementation was chosen, for `mote inspect` / `mote bench`.
     pub name: &'static str,
     /// int8 weights.
-    pub dot_q8: DotQ8Fn,
+    pub matvec_q8: MatvecFn,
     /// int4 weights.
-    pub dot_q4: DotQ4Fn,
+    pub matvec_q4: MatvecFn,
     /// f16 weights.
-    pub dot_f16: DotFloatFn,
+    pub matvec_f16: MatvecFn,
     /// f32 weights.
-    pub dot_f32: DotFloatFn,
+    pub matvec_f32: MatvecFn,
     /// Activation quantizer.
     pub quantize_activations: QuantizeActsFn,
 }
@@ -74,45 +75,179 @@ impl Kernels {
     pub fn scalar() -> Self {
         Kernels {
             name: "scalar",
-            dot_q8: scalar::dot_q8,
-            dot_q4: scalar::dot_q4,
-            dot_f16: scalar::dot_f16,
-            dot_f32: scalar::dot_f32,
+            matvec_q8: scalar::matvec_q8,
+            matvec_q4: scalar::matvec_q4,
+            matvec_f16: scalar::matvec_f16,
+            matvec_f32: scalar::matvec_f32,
             quantize_activations: crate::quant::quantize_activations,
         }
     }
 
-    /// The best kernels for this CPU. Only the scalar table exists yet.
+    /// The best kernels for this CPU: the scalar table with entries
+    /// replaced by each ISA module whose features are present. With `std`,
+    /// `MOTE_KERNELS=scalar` forces the reference.
     pub fn detect() -> Self {
-        Self::scalar()
+        let table = Self::scalar();
+        #[cfg(feature = "std")]
+        if std::env::var_os("MOTE_KERNELS").is_some_and(|v| v == "scalar") {
+            return table;
+        }
+        #[cfg(target_arch = "x86_64")]
+        let table = x86::upgrade(table);
+        table
     }
 
-    /// `out[r] = dot(w.row(r), x)` for every row.
+    /// The matvec for weights of `dtype`.
+    pub fn matvec_fn(&self, dtype: DType) -> MatvecFn {
+        match dtype {
+            DType::Q8 => self.matvec_q8,
+            DType::Q4 => self.matvec_q4,
+            DType::F16 => self.matvec_f16,
+            DType::F32 => self.matvec_f32,
+        }
+    }
+
+    /// `out = w · x` over all rows, on the calling thread.
     pub fn matvec(&self, w: &Matrix<'_>, x: &Activations<'_>, out: &mut [f32]) {
         debug_assert_eq!(out.len(), w.rows);
-        let blocks = w.cols.div_ceil(crate::quant::BLOCK_LEN);
-        let (qs, scales) = (
-            &x.qs[..blocks * crate::quant::BLOCK_LEN],
-            &x.scales[..blocks],
-        );
-        let xf = &x.f32s[..w.cols];
-        match w.dtype {
-            DType::Q8 => out
-                .iter_mut()
-                .enumerate()
-                .for_each(|(r, o)| *o = (self.dot_q8)(w.row(r), qs, scales)),
-            DType::Q4 => out
-                .iter_mut()
-                .enumerate()
-                .for_each(|(r, o)| *o = (self.dot_q4)(w.row(r), qs, scales)),
-            DType::F16 => out
-                .iter_mut()
-                .enumerate()
-                .for_each(|(r, o)| *o = (self.dot_f16)(w.row(r), xf)),
-            DType::F32 => out
-                .iter_mut()
-                .enumerate()
-                .for_each(|(r, o)| *o = (self.dot_f32)(w.row(r), xf)),
+        let x = x.for_cols(w.cols);
+        (self.matvec_fn(w.dtype))(w.data, w.dtype.row_bytes(w.cols), &x, out)
+    }
+}
+
+impl<'a> Activations<'a> {
+    /// The prefix that a matrix of `cols` columns reads.
+    pub fn for_cols(&self, cols: usize) -> Activations<'a> {
+        let blocks = cols.div_ceil(crate::quant::BLOCK_LEN);
+        Activations {
+            f32s: &self.f32s[..cols],
+            qs: &self.qs[..blocks * crate::quant::BLOCK_LEN],
+            scales: &self.scales[..blocks],
+            sums: &self.sums[..blocks],
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    extern crate std;
+    use std::vec;
+
+    use super::*;
+    use crate::quant::{
+        encode_row_f32, quantize_activations, quantize_row_f16, quantize_row_q4, quantize_row_q8,
+        BLOCK_LEN,
+    };
+
+    /// xorshift64*: deterministic, dependency-free test randomness.
+    pub(crate) struct Rng(pub u64);
+
+    impl Rng {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        /// Uniform in [-1, 1).
+        pub(crate) fn unit(&mut self) -> f32 {
+            (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        }
+    }
+
+    /// Row patterns that stress the kernels: random, all-zero, one huge
+    /// value, all at the positive or negative extreme, tiny.
+    fn fill(rng: &mut Rng, pattern: usize, out: &mut [f32]) {
+        let scale = [1.0, 0.0, 1.0, 1.0, 1.0, 1e-6][pattern % 6];
+        let middle = out.len() / 2;
+        for (i, v) in out.iter_mut().enumerate() {
+            *v = match pattern % 6 {
+                2 if i == middle => 1000.0,
+                3 => 7.5,
+                4 => -7.5,
+                _ => rng.unit() * scale * 3.0,
+            };
+        }
+    }
+
+    /// Runs every matvec of `fast` against the scalar table on awkward
+    /// shapes; integer sums must agree, so only float summation order may
+    /// differ: within 1e-5 of Σ|w·x|.
+    pub(crate) fn compare_with_scalar(fast: &Kernels) {
+        let scalar = Kernels::scalar();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let sizes = [
+            1usize, 5, 31, 32, 33, 63, 64, 65, 96, 100, 127, 128, 129, 255, 500, 512, 513, 1024,
+            1040, 2816, 4099,
+        ];
+        for &cols in &sizes {
+            for pattern in 0..6 {
+                let rows = 1 + (cols + pattern) % 4;
+                let blocks = cols.div_ceil(BLOCK_LEN);
+                let mut w = vec![0.0f32; rows * cols];
+                for r in 0..rows {
+                    fill(&mut rng, pattern + r, &mut w[r * cols..(r + 1) * cols]);
+                }
+                let mut x = vec![0.0f32; cols];
+                fill(&mut rng, (pattern * 7 + 1) % 6, &mut x);
+                let mut qs = vec![0i8; blocks * BLOCK_LEN];
+                let (mut sc, mut sums) = (vec![0.0f32; blocks], vec![0.0f32; blocks]);
+                (fast.quantize_activations)(&x, &mut qs, &mut sc, &mut sums);
+                let (mut qs2, mut sc2, mut sums2) = (qs.clone(), sc.clone(), sums.clone());
+                quantize_activations(&x, &mut qs2, &mut sc2, &mut sums2);
+                assert_eq!(
+                    (&qs, &sc, &sums),
+                    (&qs2, &sc2, &sums2),
+                    "activation quantizer, cols {cols}"
+                );
+                let acts = Activations {
+                    f32s: &x,
+                    qs: &qs,
+                    scales: &sc,
+                    sums: &sums,
+                };
+                for dtype in [DType::Q4, DType::Q8, DType::F16, DType::F32] {
+                    let rb = dtype.row_bytes(cols);
+                    let mut bytes = vec![0u8; rows * rb];
+                    for r in 0..rows {
+                        let (src, dst) = (
+                            &w[r * cols..(r + 1) * cols],
+                            &mut bytes[r * rb..(r + 1) * rb],
+                        );
+                        match dtype {
+                            DType::Q4 => quantize_row_q4(src, dst),
+                            DType::Q8 => quantize_row_q8(src, dst),
+                            DType::F16 => quantize_row_f16(src, dst),
+                            DType::F32 => encode_row_f32(src, dst),
+                        }
+                    }
+                    let m = Matrix {
+                        dtype,
+                        rows,
+                        cols,
+                        data: &bytes,
+                    };
+                    let (mut want, mut got) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+                    scalar.matvec(&m, &acts, &mut want);
+                    fast.matvec(&m, &acts, &mut got);
+                    for r in 0..rows {
+                        let row = &w[r * cols..(r + 1) * cols];
+                        let magnitude: f32 = row.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
+                        let tol = 2e-5 * magnitude + 1e-20;
+                        assert!(
+                            (want[r] - got[r]).abs() <= tol,
+                            "{} {dtype} cols {cols} pattern {pattern} row {r}: scalar {} vs {} (tol {tol})",
+                            fast.name, want[r], got[r]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn detected_kernels_match_scalar() {
+        compare_with_scalar(&Kernels::detect());
     }
 }

@@ -4,45 +4,51 @@
 
 use half::f16;
 
-use crate::quant::{block_scale, BLOCK_LEN, Q4_BLOCK_BYTES, Q8_BLOCK_BYTES};
+use super::Activations;
+use crate::quant::{scale_at, split_row, BLOCK_LEN, Q4_VALUE_BYTES, Q8_VALUE_BYTES};
 
-/// int8 weight blocks · int8 activation blocks.
-pub fn dot_q8(row: &[u8], qs: &[i8], scales: &[f32]) -> f32 {
+/// int8 weight row · int8 activation blocks.
+pub fn dot_q8(row: &[u8], x: &Activations<'_>) -> f32 {
+    let blocks = x.scales.len();
+    let (scales, values) = split_row(row, blocks);
     let mut acc = 0.0f32;
-    for ((block, xq), &dx) in row
-        .chunks_exact(Q8_BLOCK_BYTES)
-        .zip(qs.chunks_exact(BLOCK_LEN))
-        .zip(scales)
+    for (b, (w, xq)) in values
+        .chunks_exact(Q8_VALUE_BYTES)
+        .zip(x.qs.chunks_exact(BLOCK_LEN))
+        .enumerate()
     {
         let mut sum = 0i32;
-        for (&w, &x) in block[2..].iter().zip(xq) {
+        for (&w, &x) in w.iter().zip(xq) {
             sum += (w as i8 as i32) * (x as i32);
         }
-        acc += block_scale(block) * dx * sum as f32;
+        acc += scale_at(scales, b) * x.scales[b] * sum as f32;
     }
     acc
 }
 
-/// int4 weight blocks · int8 activation blocks.
-pub fn dot_q4(row: &[u8], qs: &[i8], scales: &[f32]) -> f32 {
+/// int4 weight row · int8 activation blocks.
+pub fn dot_q4(row: &[u8], x: &Activations<'_>) -> f32 {
+    let blocks = x.scales.len();
+    let (scales, values) = split_row(row, blocks);
     let mut acc = 0.0f32;
-    for ((block, xq), &dx) in row
-        .chunks_exact(Q4_BLOCK_BYTES)
-        .zip(qs.chunks_exact(BLOCK_LEN))
-        .zip(scales)
+    for (b, (w, xq)) in values
+        .chunks_exact(Q4_VALUE_BYTES)
+        .zip(x.qs.chunks_exact(BLOCK_LEN))
+        .enumerate()
     {
         let mut sum = 0i32;
-        for (j, &b) in block[2..].iter().enumerate() {
-            sum += ((b & 0x0f) as i32 - 8) * xq[j] as i32;
-            sum += ((b >> 4) as i32 - 8) * xq[j + BLOCK_LEN / 2] as i32;
+        for (j, &byte) in w.iter().enumerate() {
+            sum += ((byte & 0x0f) as i32 - 8) * xq[j] as i32;
+            sum += ((byte >> 4) as i32 - 8) * xq[j + Q4_VALUE_BYTES] as i32;
         }
-        acc += block_scale(block) * dx * sum as f32;
+        acc += scale_at(scales, b) * x.scales[b] * sum as f32;
     }
     acc
 }
 
 /// Little-endian f16 weights · f32 activations.
-pub fn dot_f16(row: &[u8], x: &[f32]) -> f32 {
+pub fn dot_f16(row: &[u8], x: &Activations<'_>) -> f32 {
+    let x = x.f32s;
     row.chunks_exact(2)
         .zip(x)
         .map(|(w, &x)| f16::from_bits(u16::from_le_bytes([w[0], w[1]])).to_f32() * x)
@@ -50,11 +56,45 @@ pub fn dot_f16(row: &[u8], x: &[f32]) -> f32 {
 }
 
 /// Little-endian f32 weights · f32 activations.
-pub fn dot_f32(row: &[u8], x: &[f32]) -> f32 {
+pub fn dot_f32(row: &[u8], x: &Activations<'_>) -> f32 {
+    let x = x.f32s;
     row.chunks_exact(4)
         .zip(x)
         .map(|(w, &x)| f32::from_le_bytes([w[0], w[1], w[2], w[3]]) * x)
         .sum()
+}
+
+/// `out[r] = dot(row r of w, x)` for the rows in `w` (each `row_bytes` long).
+pub fn matvec(
+    dot: fn(&[u8], &Activations<'_>) -> f32,
+    w: &[u8],
+    row_bytes: usize,
+    x: &Activations<'_>,
+    out: &mut [f32],
+) {
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(row_bytes)) {
+        *o = dot(row, x);
+    }
+}
+
+/// Scalar int8 matvec.
+pub fn matvec_q8(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
+    matvec(dot_q8, w, row_bytes, x, out)
+}
+
+/// Scalar int4 matvec.
+pub fn matvec_q4(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
+    matvec(dot_q4, w, row_bytes, x, out)
+}
+
+/// Scalar f16 matvec.
+pub fn matvec_f16(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
+    matvec(dot_f16, w, row_bytes, x, out)
+}
+
+/// Scalar f32 matvec.
+pub fn matvec_f32(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
+    matvec(dot_f32, w, row_bytes, x, out)
 }
 
 /// Reads element `i` of a little-endian f32 tensor.
@@ -121,35 +161,39 @@ mod tests {
     use super::*;
     use crate::quant::{
         dequantize_row_q4, dequantize_row_q8, quantize_activations, quantize_row_q4,
-        quantize_row_q8,
+        quantize_row_q8, Q4_BLOCK_BYTES, Q8_BLOCK_BYTES,
     };
-
-    fn float_dot_of_dequantized(deq: &[f32], qs: &[i8], scales: &[f32]) -> f32 {
-        deq.iter()
-            .enumerate()
-            .map(|(i, w)| w * qs[i] as f32 * scales[i / 32])
-            .sum()
-    }
 
     #[test]
     fn int_dots_equal_the_float_dot_of_dequantized_values() {
-        let n = 96;
         let w: [f32; 96] = core::array::from_fn(|i| ((i * 37 % 23) as f32 - 11.0) * 0.1);
         let x: [f32; 96] = core::array::from_fn(|i| ((i * 13 % 17) as f32 - 8.0) * 0.3);
-        let (mut qs, mut sc) = ([0i8; 96], [0.0f32; 3]);
-        quantize_activations(&x, &mut qs, &mut sc);
+        let (mut qs, mut sc, mut sums) = ([0i8; 96], [0.0f32; 3], [0.0f32; 3]);
+        quantize_activations(&x, &mut qs, &mut sc, &mut sums);
+        let acts = Activations {
+            f32s: &x,
+            qs: &qs,
+            scales: &sc,
+            sums: &sums,
+        };
+        let reference = |deq: &[f32]| -> f32 {
+            deq.iter()
+                .enumerate()
+                .map(|(i, w)| w * qs[i] as f32 * sc[i / 32])
+                .sum()
+        };
         let mut b8 = [0u8; 3 * Q8_BLOCK_BYTES];
         quantize_row_q8(&w, &mut b8);
         let mut d8 = [0.0f32; 96];
         dequantize_row_q8(&b8, &mut d8);
-        let want = float_dot_of_dequantized(&d8[..n], &qs, &sc);
-        assert!((dot_q8(&b8, &qs, &sc) - want).abs() < 1e-3 * want.abs().max(1.0));
+        let want = reference(&d8);
+        assert!((dot_q8(&b8, &acts) - want).abs() < 1e-3 * want.abs().max(1.0));
         let mut b4 = [0u8; 3 * Q4_BLOCK_BYTES];
         quantize_row_q4(&w, &mut b4);
         let mut d4 = [0.0f32; 96];
         dequantize_row_q4(&b4, &mut d4);
-        let want = float_dot_of_dequantized(&d4, &qs, &sc);
-        assert!((dot_q4(&b4, &qs, &sc) - want).abs() < 1e-3 * want.abs().max(1.0));
+        let want = reference(&d4);
+        assert!((dot_q4(&b4, &acts) - want).abs() < 1e-3 * want.abs().max(1.0));
     }
 
     #[test]

@@ -1,0 +1,315 @@
+//! x86-64 kernels: AVX-512 (F, BW, VL, VNNI) with F16C and FMA.
+//!
+//! int4 rows: the 16 nibble bytes of a block hold elements 0..16 (low
+//! nibbles) and 16..32 (high). Four blocks load as one 64-byte vector; the
+//! activation halves are permuted to match, and `vpdpbusd` multiplies the
+//! unsigned nibbles (stored `q + 8`) with the signed activations. The `+ 8`
+//! is removed once per row with the per-block activation sums. int8 rows
+//! use `vpdpbusd` on |w| and the activations negated where w < 0. Scales are
+//! planar in the row, so 16 of them convert with one `vcvtph2ps`.
+//!
+//! Every function here is reached only through [`upgrade`], which installs
+//! it after checking the CPU's features; tests compare each with `scalar`.
+
+use core::arch::x86_64::*;
+
+use super::{Activations, Kernels};
+use crate::quant::{BLOCK_LEN, Q4_BLOCK_BYTES, Q4_VALUE_BYTES, Q8_BLOCK_BYTES, Q8_VALUE_BYTES};
+
+/// True when the CPU has everything the AVX-512 kernels use.
+fn has_avx512_vnni() -> bool {
+    cfg_if::cfg_if! {
+        if #[cfg(feature = "std")] {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("f16c")
+                && std::arch::is_x86_feature_detected!("fma")
+        } else {
+            cfg!(all(
+                target_feature = "avx512f",
+                target_feature = "avx512bw",
+                target_feature = "avx512vl",
+                target_feature = "avx512vnni",
+                target_feature = "f16c",
+                target_feature = "fma"
+            ))
+        }
+    }
+}
+
+/// Replaces the entries this CPU can run faster.
+pub fn upgrade(mut k: Kernels) -> Kernels {
+    if has_avx512_vnni() {
+        k.name = "x86-avx512vnni";
+        k.matvec_q4 = matvec_q4_avx512;
+        k.matvec_q8 = matvec_q8_avx512;
+        k.matvec_f16 = matvec_f16_avx512;
+        k.matvec_f32 = matvec_f32_avx512;
+    }
+    k
+}
+
+/// Checks the shapes every kernel relies on for its pointer arithmetic.
+fn check(
+    w: &[u8],
+    row_bytes: usize,
+    x: &Activations<'_>,
+    out: &[f32],
+    block_bytes: usize,
+) -> usize {
+    let blocks = x.scales.len();
+    assert!(
+        row_bytes == blocks * block_bytes
+            && x.qs.len() >= blocks * BLOCK_LEN
+            && x.sums.len() >= blocks
+            && w.len() >= out.len() * row_bytes,
+        "matvec shapes disagree"
+    );
+    blocks
+}
+
+/// Mask of the first `n` of 64 byte lanes.
+#[inline(always)]
+fn byte_mask(n: usize) -> __mmask64 {
+    if n >= 64 {
+        !0
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
+/// Mask of the first `n` of 16 lanes.
+#[inline(always)]
+fn lane_mask(n: usize) -> __mmask16 {
+    if n >= 16 {
+        !0
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+/// Lane indices that spread block scales `4k..4k+4` over the four 128-bit
+/// lanes of a 4-block int4 step.
+static SPREAD4: [[i32; 16]; 4] = {
+    let mut t = [[0i32; 16]; 4];
+    let mut k = 0;
+    while k < 4 {
+        let mut l = 0;
+        while l < 16 {
+            t[k][l] = (4 * k + l / 4) as i32;
+            l += 1;
+        }
+        k += 1;
+    }
+    t
+};
+
+/// Lane indices that spread block scales `2k, 2k+1` over the two 256-bit
+/// halves of a 2-block int8 step.
+static SPREAD2: [[i32; 16]; 8] = {
+    let mut t = [[0i32; 16]; 8];
+    let mut k = 0;
+    while k < 8 {
+        let mut l = 0;
+        while l < 16 {
+            t[k][l] = (2 * k + l / 8) as i32;
+            l += 1;
+        }
+        k += 1;
+    }
+    t
+};
+
+fn matvec_q4_avx512(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
+    let blocks = check(w, row_bytes, x, out, Q4_BLOCK_BYTES);
+    // SAFETY: installed by `upgrade` only when the CPU has AVX-512 F/BW/VL/
+    // VNNI, F16C and FMA; `check` proved the buffer sizes the loads use.
+    unsafe { q4_avx512(w, row_bytes, blocks, x, out) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")]
+unsafe fn q4_avx512(
+    w: &[u8],
+    row_bytes: usize,
+    blocks: usize,
+    x: &Activations<'_>,
+    out: &mut [f32],
+) {
+    let low4 = _mm512_set1_epi8(0x0f);
+    // Qword indices that gather the first (second) halves of four blocks.
+    let idx_lo = _mm512_setr_epi64(0, 1, 4, 5, 8, 9, 12, 13);
+    let idx_hi = _mm512_setr_epi64(2, 3, 6, 7, 10, 11, 14, 15);
+    let xq = x.qs.as_ptr() as *const u8;
+    for (r, o) in out.iter_mut().enumerate() {
+        // SAFETY (whole loop body): every load is masked to the bytes of
+        // this row (`row_bytes` = 18 × blocks, inside `w` by `check`) or of
+        // the activations (32 × blocks bytes, 16 × blocks scales and sums).
+        let row = w.as_ptr().add(r * row_bytes);
+        let values = row.add(2 * blocks);
+        let mut acc = _mm512_setzero_ps();
+        let mut corr = _mm512_setzero_ps();
+        let mut g = 0;
+        while g < blocks {
+            let n = (blocks - g).min(16);
+            let m16 = lane_mask(n);
+            let dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m16, row.add(2 * g) as *const i16));
+            let dx = _mm512_maskz_loadu_ps(m16, x.scales.as_ptr().add(g));
+            let sx = _mm512_maskz_loadu_ps(m16, x.sums.as_ptr().add(g));
+            corr = _mm512_fmadd_ps(dw, sx, corr);
+            let s = _mm512_mul_ps(dw, dx);
+            let mut k = 0;
+            while 4 * k < n {
+                let b = g + 4 * k;
+                let m = (blocks - b).min(4);
+                let wv = _mm512_maskz_loadu_epi8(
+                    byte_mask(m * Q4_VALUE_BYTES),
+                    values.add(b * Q4_VALUE_BYTES) as *const i8,
+                );
+                let lo = _mm512_and_si512(wv, low4);
+                let hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
+                let xa = _mm512_maskz_loadu_epi8(
+                    byte_mask(m * BLOCK_LEN),
+                    xq.add(b * BLOCK_LEN) as *const i8,
+                );
+                let xb = _mm512_maskz_loadu_epi8(
+                    byte_mask(m.saturating_sub(2) * BLOCK_LEN),
+                    xq.add((b + 2).min(blocks) * BLOCK_LEN) as *const i8,
+                );
+                let xlo = _mm512_permutex2var_epi64(xa, idx_lo, xb);
+                let xhi = _mm512_permutex2var_epi64(xa, idx_hi, xb);
+                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xlo);
+                let dot = _mm512_dpbusd_epi32(dot, hi, xhi);
+                let sk =
+                    _mm512_permutexvar_ps(_mm512_loadu_si512(SPREAD4[k].as_ptr() as *const _), s);
+                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sk, acc);
+                k += 1;
+            }
+            g += 16;
+        }
+        *o = _mm512_reduce_add_ps(acc) - 8.0 * _mm512_reduce_add_ps(corr);
+    }
+}
+
+fn matvec_q8_avx512(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
+    let blocks = check(w, row_bytes, x, out, Q8_BLOCK_BYTES);
+    // SAFETY: as for `matvec_q4_avx512`.
+    unsafe { q8_avx512(w, row_bytes, blocks, x, out) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")]
+unsafe fn q8_avx512(
+    w: &[u8],
+    row_bytes: usize,
+    blocks: usize,
+    x: &Activations<'_>,
+    out: &mut [f32],
+) {
+    let zero = _mm512_setzero_si512();
+    let xq = x.qs.as_ptr();
+    for (r, o) in out.iter_mut().enumerate() {
+        // SAFETY (whole loop body): loads are masked to this row's bytes
+        // and to the activations' 32 × blocks values and blocks scales.
+        let row = w.as_ptr().add(r * row_bytes);
+        let values = row.add(2 * blocks) as *const i8;
+        let mut acc = _mm512_setzero_ps();
+        let mut g = 0;
+        while g < blocks {
+            let n = (blocks - g).min(16);
+            let m16 = lane_mask(n);
+            let dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m16, row.add(2 * g) as *const i16));
+            let dx = _mm512_maskz_loadu_ps(m16, x.scales.as_ptr().add(g));
+            let s = _mm512_mul_ps(dw, dx);
+            let mut k = 0;
+            while 2 * k < n {
+                let b = g + 2 * k;
+                let mask = byte_mask((blocks - b).min(2) * Q8_VALUE_BYTES);
+                let wv = _mm512_maskz_loadu_epi8(mask, values.add(b * Q8_VALUE_BYTES));
+                let xv = _mm512_maskz_loadu_epi8(mask, xq.add(b * BLOCK_LEN));
+                // w·x = |w|·(x negated where w < 0); activations are never -128.
+                let xs = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(wv), zero, xv);
+                let dot = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(wv), xs);
+                let sk =
+                    _mm512_permutexvar_ps(_mm512_loadu_si512(SPREAD2[k].as_ptr() as *const _), s);
+                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sk, acc);
+                k += 1;
+            }
+            g += 16;
+        }
+        *o = _mm512_reduce_add_ps(acc);
+    }
+}
+
+fn check_float(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &[f32], elem: usize) -> usize {
+    let cols = x.f32s.len();
+    assert!(
+        row_bytes == cols * elem && w.len() >= out.len() * row_bytes,
+        "matvec shapes disagree"
+    );
+    cols
+}
+
+fn matvec_f16_avx512(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
+    let cols = check_float(w, row_bytes, x, out, 2);
+    // SAFETY: as for `matvec_q4_avx512`.
+    unsafe { f16_avx512(w, row_bytes, cols, x.f32s, out) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c,fma")]
+unsafe fn f16_avx512(w: &[u8], row_bytes: usize, cols: usize, x: &[f32], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        // SAFETY: loads are masked to `cols` elements of this row and of x.
+        let row = w.as_ptr().add(r * row_bytes) as *const i16;
+        let mut acc = _mm512_setzero_ps();
+        let mut i = 0;
+        while i < cols {
+            let m = lane_mask(cols - i);
+            let wv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row.add(i)));
+            acc = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x.as_ptr().add(i)), acc);
+            i += 16;
+        }
+        *o = _mm512_reduce_add_ps(acc);
+    }
+}
+
+fn matvec_f32_avx512(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
+    let cols = check_float(w, row_bytes, x, out, 4);
+    // SAFETY: as for `matvec_q4_avx512`.
+    unsafe { f32_avx512(w, row_bytes, cols, x.f32s, out) }
+}
+
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn f32_avx512(w: &[u8], row_bytes: usize, cols: usize, x: &[f32], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        // SAFETY: loads are masked to `cols` elements of this row and of x.
+        let row = w.as_ptr().add(r * row_bytes) as *const f32;
+        let mut acc = _mm512_setzero_ps();
+        let mut i = 0;
+        while i < cols {
+            let m = lane_mask(cols - i);
+            acc = _mm512_fmadd_ps(
+                _mm512_maskz_loadu_ps(m, row.add(i)),
+                _mm512_maskz_loadu_ps(m, x.as_ptr().add(i)),
+                acc,
+            );
+            i += 16;
+        }
+        *o = _mm512_reduce_add_ps(acc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::tests::compare_with_scalar;
+
+    #[test]
+    fn avx512_kernels_match_scalar() {
+        if !has_avx512_vnni() {
+            std::println!("skipped: no AVX-512 VNNI on this CPU");
+            return;
+        }
+        compare_with_scalar(&upgrade(Kernels::scalar()));
+    }
+}
