@@ -26,10 +26,13 @@ pub mod error;
 pub mod format;
 pub mod kernels;
 pub mod model;
+mod parallel;
 pub mod plan;
 pub mod quant;
 pub mod session;
 pub mod storage;
+#[cfg(feature = "std")]
+mod threads;
 
 pub use error::{Error, StorageError};
 pub use format::config::{Architecture, ModelConfig, RopeScaling};

@@ -10,6 +10,7 @@ use crate::format::config::{ModelConfig, RopeScaling, MAX_EXPERTS_PER_TOKEN};
 use crate::format::tensor::{DType, TensorId, TensorKind};
 use crate::kernels::{scalar, Activations, Kernels, Matrix};
 use crate::model::{layout, Model};
+use crate::parallel::{MatvecJob, Parallel};
 use crate::plan::Plan;
 use crate::quant::{dequantize_row_q4, dequantize_row_q8, BLOCK_LEN};
 use crate::storage::Storage;
@@ -44,6 +45,7 @@ pub struct Session<'a, S: Storage> {
     model: &'a Model<S>,
     config: &'a ModelConfig,
     kernels: Kernels,
+    par: Parallel,
     /// Weight bytes: the whole file in place, or the data region copied in.
     weights: &'a [u8],
     /// File offset of `weights[0]`.
@@ -120,6 +122,7 @@ impl<'a, S: Storage> Session<'a, S> {
             model,
             config,
             kernels: Kernels::detect(),
+            par: Parallel::new(plan.limits.threads)?,
             weights,
             weights_base,
             table,
@@ -162,6 +165,11 @@ impl<'a, S: Storage> Session<'a, S> {
     /// The kernels this session chose.
     pub fn kernels(&self) -> &Kernels {
         &self.kernels
+    }
+
+    /// Threads this session computes with.
+    pub fn threads(&self) -> usize {
+        self.par.threads()
     }
 
     /// Replaces the kernel table (for A/B runs and tests).
@@ -303,7 +311,8 @@ impl<'a, S: Storage> Session<'a, S> {
             scales: self.act.scales,
             sums: self.act.sums,
         };
-        self.kernels.matvec(&head, &acts, self.logits);
+        let out = self.logits.as_mut_ptr();
+        self.par.run(&self.kernels, &[MatvecJob { w: head, x: acts, out }]);
         self.pos += 1;
         Ok(())
     }
@@ -331,9 +340,13 @@ impl<'a, S: Storage> Session<'a, S> {
             scales: self.act.scales,
             sums: self.act.sums,
         };
-        self.kernels.matvec(&wq, &acts, self.q);
-        self.kernels.matvec(&wk, &acts, self.k);
-        self.kernels.matvec(&wv, &acts, self.v);
+        let (q, k, v) = (self.q.as_mut_ptr(), self.k.as_mut_ptr(), self.v.as_mut_ptr());
+        let jobs = [
+            MatvecJob { w: wq, x: acts, out: q },
+            MatvecJob { w: wk, x: acts, out: k },
+            MatvecJob { w: wv, x: acts, out: v },
+        ];
+        self.par.run(&self.kernels, &jobs);
 
         let head_dim = c.head_dim as usize;
         scalar::rope(self.q, head_dim, pos, self.inv_freq);
@@ -379,7 +392,8 @@ impl<'a, S: Storage> Session<'a, S> {
             scales: self.act.scales,
             sums: self.act.sums,
         };
-        self.kernels.matvec(&wo, &acts, self.attn);
+        let out = self.attn.as_mut_ptr();
+        self.par.run(&self.kernels, &[MatvecJob { w: wo, x: acts, out }]);
         self.x
             .iter_mut()
             .zip(self.attn.iter())
@@ -440,8 +454,9 @@ impl<'a, S: Storage> Session<'a, S> {
                 scales: self.act.scales,
                 sums: self.act.sums,
             };
-            self.kernels.matvec(&wg, &acts, self.gate);
-            self.kernels.matvec(&wu, &acts, self.up);
+            let (gate, up) = (self.gate.as_mut_ptr(), self.up.as_mut_ptr());
+            let jobs = [MatvecJob { w: wg, x: acts, out: gate }, MatvecJob { w: wu, x: acts, out: up }];
+            self.par.run(&self.kernels, &jobs);
             scalar::silu_mul(self.gate, self.up);
             if wd.dtype.is_quantized() {
                 (self.kernels.quantize_activations)(
@@ -457,7 +472,8 @@ impl<'a, S: Storage> Session<'a, S> {
                 scales: self.act_h.scales,
                 sums: self.act_h.sums,
             };
-            self.kernels.matvec(&wd, &hacts, self.attn);
+            let out = self.attn.as_mut_ptr();
+            self.par.run(&self.kernels, &[MatvecJob { w: wd, x: hacts, out }]);
             scalar::axpy(self.moe, p / total, self.attn);
         }
         self.x

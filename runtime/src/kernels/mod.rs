@@ -5,6 +5,10 @@
 //! tested against its scalar twin. The table is chosen once per session.
 //! Setting `MOTE_KERNELS=scalar` (std builds) forces the reference for A/B runs.
 
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
+#[cfg(target_arch = "riscv64")]
+pub mod riscv;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
@@ -94,6 +98,10 @@ impl Kernels {
         }
         #[cfg(target_arch = "x86_64")]
         let table = x86::upgrade(table);
+        #[cfg(target_arch = "aarch64")]
+        let table = aarch64::upgrade(table);
+        #[cfg(target_arch = "riscv64")]
+        let table = riscv::upgrade(table);
         table
     }
 

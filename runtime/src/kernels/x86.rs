@@ -129,66 +129,69 @@ fn matvec_q4_avx512(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [
     unsafe { q4_avx512(w, row_bytes, blocks, x, out) }
 }
 
+/// Rows computed together: they share the activation loads and permutes,
+/// and give the memory system independent streams.
+const ROWS: usize = 4;
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")]
-unsafe fn q4_avx512(
-    w: &[u8],
-    row_bytes: usize,
-    blocks: usize,
-    x: &Activations<'_>,
-    out: &mut [f32],
-) {
+unsafe fn q4_avx512(w: &[u8], row_bytes: usize, blocks: usize, x: &Activations<'_>, out: &mut [f32]) {
     let low4 = _mm512_set1_epi8(0x0f);
     // Qword indices that gather the first (second) halves of four blocks.
     let idx_lo = _mm512_setr_epi64(0, 1, 4, 5, 8, 9, 12, 13);
     let idx_hi = _mm512_setr_epi64(2, 3, 6, 7, 10, 11, 14, 15);
     let xq = x.qs.as_ptr() as *const u8;
-    for (r, o) in out.iter_mut().enumerate() {
+    for (chunk, outs) in out.chunks_mut(ROWS).enumerate() {
+        let nrows = outs.len();
         // SAFETY (whole loop body): every load is masked to the bytes of
-        // this row (`row_bytes` = 18 × blocks, inside `w` by `check`) or of
-        // the activations (32 × blocks bytes, 16 × blocks scales and sums).
-        let row = w.as_ptr().add(r * row_bytes);
-        let values = row.add(2 * blocks);
-        let mut acc = _mm512_setzero_ps();
-        let mut corr = _mm512_setzero_ps();
+        // the chunk's rows (`row_bytes` = 18 × blocks each, inside `w` by
+        // `check`) or of the activations (32 × blocks bytes, blocks scales
+        // and sums). Rows past `nrows` repeat the last row (never stored).
+        let rows: [*const u8; ROWS] =
+            core::array::from_fn(|i| w.as_ptr().add((chunk * ROWS + i.min(nrows - 1)) * row_bytes));
+        let mut acc = [_mm512_setzero_ps(); ROWS];
+        let mut corr = [_mm512_setzero_ps(); ROWS];
         let mut g = 0;
         while g < blocks {
             let n = (blocks - g).min(16);
             let m16 = lane_mask(n);
-            let dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m16, row.add(2 * g) as *const i16));
             let dx = _mm512_maskz_loadu_ps(m16, x.scales.as_ptr().add(g));
             let sx = _mm512_maskz_loadu_ps(m16, x.sums.as_ptr().add(g));
-            corr = _mm512_fmadd_ps(dw, sx, corr);
-            let s = _mm512_mul_ps(dw, dx);
+            let mut s = [_mm512_setzero_ps(); ROWS];
+            for i in 0..ROWS {
+                let dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m16, rows[i].add(2 * g) as *const i16));
+                corr[i] = _mm512_fmadd_ps(dw, sx, corr[i]);
+                s[i] = _mm512_mul_ps(dw, dx);
+            }
             let mut k = 0;
             while 4 * k < n {
                 let b = g + 4 * k;
                 let m = (blocks - b).min(4);
-                let wv = _mm512_maskz_loadu_epi8(
-                    byte_mask(m * Q4_VALUE_BYTES),
-                    values.add(b * Q4_VALUE_BYTES) as *const i8,
-                );
-                let lo = _mm512_and_si512(wv, low4);
-                let hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
-                let xa = _mm512_maskz_loadu_epi8(
-                    byte_mask(m * BLOCK_LEN),
-                    xq.add(b * BLOCK_LEN) as *const i8,
-                );
+                let xa = _mm512_maskz_loadu_epi8(byte_mask(m * BLOCK_LEN), xq.add(b * BLOCK_LEN) as *const i8);
                 let xb = _mm512_maskz_loadu_epi8(
                     byte_mask(m.saturating_sub(2) * BLOCK_LEN),
                     xq.add((b + 2).min(blocks) * BLOCK_LEN) as *const i8,
                 );
                 let xlo = _mm512_permutex2var_epi64(xa, idx_lo, xb);
                 let xhi = _mm512_permutex2var_epi64(xa, idx_hi, xb);
-                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xlo);
-                let dot = _mm512_dpbusd_epi32(dot, hi, xhi);
-                let sk =
-                    _mm512_permutexvar_ps(_mm512_loadu_si512(SPREAD4[k].as_ptr() as *const _), s);
-                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sk, acc);
+                let spread = _mm512_loadu_si512(SPREAD4[k].as_ptr() as *const _);
+                let wmask = byte_mask(m * Q4_VALUE_BYTES);
+                for i in 0..ROWS {
+                    let values = rows[i].add(2 * blocks + b * Q4_VALUE_BYTES);
+                    let wv = _mm512_maskz_loadu_epi8(wmask, values as *const i8);
+                    let lo = _mm512_and_si512(wv, low4);
+                    let hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
+                    let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xlo);
+                    let dot = _mm512_dpbusd_epi32(dot, hi, xhi);
+                    let sk = _mm512_permutexvar_ps(spread, s[i]);
+                    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sk, acc[i]);
+                }
                 k += 1;
             }
             g += 16;
         }
-        *o = _mm512_reduce_add_ps(acc) - 8.0 * _mm512_reduce_add_ps(corr);
+        for (i, o) in outs.iter_mut().enumerate() {
+            *o = _mm512_reduce_add_ps(acc[i]) - 8.0 * _mm512_reduce_add_ps(corr[i]);
+        }
     }
 }
 

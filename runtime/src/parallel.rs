@@ -1,0 +1,115 @@
+//! Splitting a step's matrix-vector products across threads: each thread
+//! takes its share of every matrix's rows. Without `std` (or with one
+//! thread) everything runs on the caller's thread.
+
+use crate::error::Error;
+use crate::kernels::{Activations, Kernels, Matrix};
+
+/// One matrix-vector product of a parallel region: `out` has `w.rows` values.
+pub struct MatvecJob<'x> {
+    /// The weights.
+    pub w: Matrix<'x>,
+    /// The input.
+    pub x: Activations<'x>,
+    /// Start of the `w.rows` outputs (disjoint from every other job's).
+    pub out: *mut f32,
+}
+
+/// Work below this many weight bytes runs on one thread: waking the
+/// others costs more than it saves.
+const MIN_PARALLEL_BYTES: usize = 32 * 1024;
+
+/// The threads a session computes with.
+pub struct Parallel {
+    #[cfg(feature = "std")]
+    pool: Option<crate::threads::ThreadPool>,
+}
+
+impl core::fmt::Debug for Parallel {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Parallel({} threads)", self.threads())
+    }
+}
+
+impl Parallel {
+    /// `threads` threads in all (the caller's included).
+    pub fn new(threads: u32) -> Result<Self, Error> {
+        #[cfg(feature = "std")]
+        {
+            let pool = if threads > 1 {
+                let pool = crate::threads::ThreadPool::new(threads as usize)
+                    .map_err(|e| Error::Storage(crate::error::StorageError::Io { code: e.raw_os_error().unwrap_or(-1) }))?;
+                Some(pool)
+            } else {
+                None
+            };
+            Ok(Parallel { pool })
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            if threads > 1 {
+                return Err(Error::BadLimits { reason: "more than one thread needs the std feature" });
+            }
+            Ok(Parallel {})
+        }
+    }
+
+    /// Threads in use.
+    pub fn threads(&self) -> usize {
+        #[cfg(feature = "std")]
+        if let Some(p) = &self.pool {
+            return p.threads();
+        }
+        1
+    }
+
+    /// Runs every job, rows split across the threads.
+    pub fn run(&self, kernels: &Kernels, jobs: &[MatvecJob<'_>]) {
+        let bytes: usize = jobs.iter().map(|j| j.w.data.len()).sum();
+        #[cfg(feature = "std")]
+        if let Some(pool) = &self.pool {
+            if bytes >= MIN_PARALLEL_BYTES {
+                let jobs = SendJobs(jobs);
+                pool.run(&|t, n| run_share(kernels, jobs.get(), t, n));
+                return;
+            }
+        }
+        let _ = bytes;
+        run_share(kernels, jobs, 0, 1);
+    }
+}
+
+/// Jobs shared with the worker threads.
+struct SendJobs<'j, 'x>(&'j [MatvecJob<'x>]);
+// SAFETY: the jobs' inputs are shared reads; each thread writes only its
+// own row range of each `out` (see `run_share`), and `Parallel::run`
+// returns only after every thread finished.
+unsafe impl Sync for SendJobs<'_, '_> {}
+
+impl<'j, 'x> SendJobs<'j, 'x> {
+    fn get(&self) -> &'j [MatvecJob<'x>] {
+        self.0
+    }
+}
+
+/// Thread `t` of `n` computes its rows of every job.
+fn run_share(kernels: &Kernels, jobs: &[MatvecJob<'_>], t: usize, n: usize) {
+    for job in jobs {
+        let rows = (job.w.rows * t / n)..(job.w.rows * (t + 1) / n);
+        if rows.is_empty() {
+            continue;
+        }
+        let row_bytes = job.w.dtype.row_bytes(job.w.cols);
+        let w = Matrix {
+            dtype: job.w.dtype,
+            rows: rows.len(),
+            cols: job.w.cols,
+            data: &job.w.data[rows.start * row_bytes..rows.end * row_bytes],
+        };
+        // SAFETY: `out` points at `job.w.rows` f32s that nothing else reads
+        // or writes during the region; the row ranges of the threads are
+        // disjoint, so this slice is this thread's alone.
+        let out = unsafe { core::slice::from_raw_parts_mut(job.out.add(rows.start), rows.len()) };
+        kernels.matvec(&w, &job.x, out);
+    }
+}
