@@ -37,8 +37,11 @@ impl Parallel {
         #[cfg(feature = "std")]
         {
             let pool = if threads > 1 {
-                let pool = crate::threads::ThreadPool::new(threads as usize)
-                    .map_err(|e| Error::Storage(crate::error::StorageError::Io { code: e.raw_os_error().unwrap_or(-1) }))?;
+                let pool = crate::threads::ThreadPool::new(threads as usize).map_err(|e| {
+                    Error::Storage(crate::error::StorageError::Io {
+                        code: e.raw_os_error().unwrap_or(-1),
+                    })
+                })?;
                 Some(pool)
             } else {
                 None
@@ -48,7 +51,9 @@ impl Parallel {
         #[cfg(not(feature = "std"))]
         {
             if threads > 1 {
-                return Err(Error::BadLimits { reason: "more than one thread needs the std feature" });
+                return Err(Error::BadLimits {
+                    reason: "more than one thread needs the std feature",
+                });
             }
             Ok(Parallel {})
         }
@@ -76,6 +81,38 @@ impl Parallel {
         }
         let _ = bytes;
         run_share(kernels, jobs, 0, 1);
+    }
+}
+
+impl Parallel {
+    /// Calls `f(item)` for every item in `0..items`, each thread taking a
+    /// contiguous share.
+    pub fn for_each(&self, items: usize, f: &(dyn Fn(usize) + Sync)) {
+        let share = |t: usize, n: usize| (items * t / n..items * (t + 1) / n).for_each(f);
+        #[cfg(feature = "std")]
+        if let Some(pool) = &self.pool {
+            if items > 1 {
+                pool.run(&share);
+                return;
+            }
+        }
+        share(0, 1);
+    }
+}
+
+/// A raw pointer handed to worker threads that write disjoint parts of it.
+#[derive(Clone, Copy)]
+pub struct SharedMut<T>(pub *mut T);
+// SAFETY: only used for buffers whose parts are written by one thread each
+// (the caller's contract); the region ends before the buffer is used again.
+unsafe impl<T> Sync for SharedMut<T> {}
+// SAFETY: as above.
+unsafe impl<T> Send for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// The pointer (a method, so closures capture the whole wrapper).
+    pub fn get(self) -> *mut T {
+        self.0
     }
 }
 

@@ -50,7 +50,7 @@ pub struct Buffers {
     pub act_len: usize,
     /// Router logits.
     pub experts: usize,
-    /// Attention scores (one per cached position).
+    /// Attention scores: one per cached position for every head.
     pub scores: usize,
     /// Output logits.
     pub vocab: usize,
@@ -76,7 +76,7 @@ impl Buffers {
             ffn,
             act_len: widest.div_ceil(BLOCK_LEN) * BLOCK_LEN,
             experts: config.n_experts as usize,
-            scores: max_context as usize,
+            scores: config.n_heads as usize * max_context as usize,
             vocab: config.vocab_size as usize,
             rope: config.head_dim as usize / 2,
             kv_cache: config.n_layers as usize * max_context as usize * config.kv_dim(),

@@ -10,7 +10,7 @@ use crate::format::config::{ModelConfig, RopeScaling, MAX_EXPERTS_PER_TOKEN};
 use crate::format::tensor::{DType, TensorId, TensorKind};
 use crate::kernels::{scalar, Activations, Kernels, Matrix};
 use crate::model::{layout, Model};
-use crate::parallel::{MatvecJob, Parallel};
+use crate::parallel::{MatvecJob, Parallel, SharedMut};
 use crate::plan::Plan;
 use crate::quant::{dequantize_row_q4, dequantize_row_q8, BLOCK_LEN};
 use crate::storage::Storage;
@@ -312,7 +312,14 @@ impl<'a, S: Storage> Session<'a, S> {
             sums: self.act.sums,
         };
         let out = self.logits.as_mut_ptr();
-        self.par.run(&self.kernels, &[MatvecJob { w: head, x: acts, out }]);
+        self.par.run(
+            &self.kernels,
+            &[MatvecJob {
+                w: head,
+                x: acts,
+                out,
+            }],
+        );
         self.pos += 1;
         Ok(())
     }
@@ -340,11 +347,27 @@ impl<'a, S: Storage> Session<'a, S> {
             scales: self.act.scales,
             sums: self.act.sums,
         };
-        let (q, k, v) = (self.q.as_mut_ptr(), self.k.as_mut_ptr(), self.v.as_mut_ptr());
+        let (q, k, v) = (
+            self.q.as_mut_ptr(),
+            self.k.as_mut_ptr(),
+            self.v.as_mut_ptr(),
+        );
         let jobs = [
-            MatvecJob { w: wq, x: acts, out: q },
-            MatvecJob { w: wk, x: acts, out: k },
-            MatvecJob { w: wv, x: acts, out: v },
+            MatvecJob {
+                w: wq,
+                x: acts,
+                out: q,
+            },
+            MatvecJob {
+                w: wk,
+                x: acts,
+                out: k,
+            },
+            MatvecJob {
+                w: wv,
+                x: acts,
+                out: v,
+            },
         ];
         self.par.run(&self.kernels, &jobs);
 
@@ -358,25 +381,39 @@ impl<'a, S: Storage> Session<'a, S> {
         self.k_cache[here..here + kv_dim].copy_from_slice(self.k);
         self.v_cache[here..here + kv_dim].copy_from_slice(self.v);
 
+        // Each head attends on its own thread share; heads write disjoint
+        // parts of `ctx` and `scores`.
         let n = self.pos as usize + 1;
         let group = (c.n_heads / c.n_kv_heads) as usize;
         let scale = 1.0 / libm::sqrtf(head_dim as f32);
-        for h in 0..c.n_heads as usize {
-            let q = &self.q[h * head_dim..(h + 1) * head_dim];
+        let max_context = self.max_context as usize;
+        let k_cache: &[f32] = &self.k_cache[layer_base..];
+        let v_cache: &[f32] = &self.v_cache[layer_base..];
+        let q: &[f32] = self.q;
+        let ctx = SharedMut(self.ctx.as_mut_ptr());
+        let scores = SharedMut(self.scores.as_mut_ptr());
+        self.par.for_each(c.n_heads as usize, &|h| {
             let kv_off = (h / group) * head_dim;
-            let scores = &mut self.scores[..n];
-            for (t, s) in scores.iter_mut().enumerate() {
-                let k = &self.k_cache[layer_base + t * kv_dim + kv_off..][..head_dim];
-                *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
-            }
-            scalar::softmax(scores);
-            let out = &mut self.ctx[h * head_dim..(h + 1) * head_dim];
-            out.fill(0.0);
-            for (t, &p) in scores.iter().enumerate() {
-                let v = &self.v_cache[layer_base + t * kv_dim + kv_off..][..head_dim];
-                scalar::axpy(out, p, v);
-            }
-        }
+            // SAFETY: head h alone writes ctx[h*head_dim..][..head_dim] and
+            // scores[h*max_context..][..n]; both lie inside their buffers
+            // (q_dim = n_heads*head_dim, n_heads*max_context, n <= max_context).
+            let (out, sc) = unsafe {
+                (
+                    core::slice::from_raw_parts_mut(ctx.get().add(h * head_dim), head_dim),
+                    core::slice::from_raw_parts_mut(scores.get().add(h * max_context), n),
+                )
+            };
+            let qh = &q[h * head_dim..(h + 1) * head_dim];
+            scalar::attend(
+                qh,
+                &k_cache[kv_off..],
+                &v_cache[kv_off..],
+                kv_dim,
+                scale,
+                sc,
+                out,
+            );
+        });
 
         if wo.dtype.is_quantized() {
             (self.kernels.quantize_activations)(
@@ -393,7 +430,14 @@ impl<'a, S: Storage> Session<'a, S> {
             sums: self.act.sums,
         };
         let out = self.attn.as_mut_ptr();
-        self.par.run(&self.kernels, &[MatvecJob { w: wo, x: acts, out }]);
+        self.par.run(
+            &self.kernels,
+            &[MatvecJob {
+                w: wo,
+                x: acts,
+                out,
+            }],
+        );
         self.x
             .iter_mut()
             .zip(self.attn.iter())
@@ -455,7 +499,18 @@ impl<'a, S: Storage> Session<'a, S> {
                 sums: self.act.sums,
             };
             let (gate, up) = (self.gate.as_mut_ptr(), self.up.as_mut_ptr());
-            let jobs = [MatvecJob { w: wg, x: acts, out: gate }, MatvecJob { w: wu, x: acts, out: up }];
+            let jobs = [
+                MatvecJob {
+                    w: wg,
+                    x: acts,
+                    out: gate,
+                },
+                MatvecJob {
+                    w: wu,
+                    x: acts,
+                    out: up,
+                },
+            ];
             self.par.run(&self.kernels, &jobs);
             scalar::silu_mul(self.gate, self.up);
             if wd.dtype.is_quantized() {
@@ -473,7 +528,14 @@ impl<'a, S: Storage> Session<'a, S> {
                 sums: self.act_h.sums,
             };
             let out = self.attn.as_mut_ptr();
-            self.par.run(&self.kernels, &[MatvecJob { w: wd, x: hacts, out }]);
+            self.par.run(
+                &self.kernels,
+                &[MatvecJob {
+                    w: wd,
+                    x: hacts,
+                    out,
+                }],
+            );
             scalar::axpy(self.moe, p / total, self.attn);
         }
         self.x

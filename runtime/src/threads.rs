@@ -63,7 +63,9 @@ impl ThreadPool {
         let mut workers = Vec::with_capacity(threads - 1);
         for index in 1..threads {
             let s = Arc::clone(&shared);
-            let handle = thread::Builder::new().name(std::format!("mote-{index}")).spawn(move || worker(&s, index))?;
+            let handle = thread::Builder::new()
+                .name(std::format!("mote-{index}"))
+                .spawn(move || worker(&s, index))?;
             let t = handle.thread().clone();
             workers.push((handle, t));
         }
@@ -86,7 +88,8 @@ impl ThreadPool {
         // pending == 0), so nothing reads `job` while it is written. The
         // lifetime is erased; `run` outlives the job's use (see `Shared`).
         unsafe {
-            let ptr: *const Job = core::mem::transmute::<&(dyn Fn(usize, usize) + Sync), &'static Job>(job);
+            let ptr: *const Job =
+                core::mem::transmute::<&(dyn Fn(usize, usize) + Sync), &'static Job>(job);
             *self.shared.job.get() = Some(ptr);
         }
         self.shared.pending.store(n - 1, Ordering::Relaxed);
@@ -135,7 +138,8 @@ fn worker(s: &Shared, index: usize) {
         // `run` keeps the job alive until `pending` reaches zero.
         let job = unsafe { (*s.job.get()).map(|p| &*p) };
         if let Some(job) = job {
-            let ok = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| job(index, s.threads)));
+            let ok =
+                std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| job(index, s.threads)));
             if ok.is_err() {
                 s.panicked.store(true, Ordering::Relaxed);
             }

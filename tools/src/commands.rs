@@ -71,7 +71,8 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
 
 fn open(load: &LoadArgs) -> Result<Model<MmapStorage>> {
     let path = &load.model;
-    let storage = MmapStorage::open_populated(path).with_context(|| format!("{}", path.display()))?;
+    let storage =
+        MmapStorage::open_populated(path).with_context(|| format!("{}", path.display()))?;
     let model = Model::open(storage).with_context(|| format!("{}", path.display()))?;
     if !load.no_verify {
         model

@@ -151,6 +151,47 @@ pub fn rope(x: &mut [f32], head_dim: usize, pos: f32, inv_freq: &[f32]) {
     }
 }
 
+/// f32 dot product with 16 running sums, so it vectorizes on every target.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// One attention head over `n` cached positions: `scores[t] = q·k_t ·
+/// scale`, softmax, `out = Σ scores[t] v_t`. `k` and `v` hold position `t`'s
+/// head at `t * stride`.
+pub fn attend(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    stride: usize,
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let d = q.len();
+    for (t, s) in scores.iter_mut().enumerate() {
+        *s = dot(q, &k[t * stride..t * stride + d]) * scale;
+    }
+    softmax(scores);
+    out.fill(0.0);
+    for (t, &p) in scores.iter().enumerate() {
+        axpy(out, p, &v[t * stride..t * stride + d]);
+    }
+}
+
 /// `y += a * x`.
 pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     y.iter_mut().zip(x).for_each(|(y, &x)| *y += a * x);

@@ -134,7 +134,13 @@ fn matvec_q4_avx512(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [
 const ROWS: usize = 4;
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")]
-unsafe fn q4_avx512(w: &[u8], row_bytes: usize, blocks: usize, x: &Activations<'_>, out: &mut [f32]) {
+unsafe fn q4_avx512(
+    w: &[u8],
+    row_bytes: usize,
+    blocks: usize,
+    x: &Activations<'_>,
+    out: &mut [f32],
+) {
     let low4 = _mm512_set1_epi8(0x0f);
     // Qword indices that gather the first (second) halves of four blocks.
     let idx_lo = _mm512_setr_epi64(0, 1, 4, 5, 8, 9, 12, 13);
@@ -146,8 +152,10 @@ unsafe fn q4_avx512(w: &[u8], row_bytes: usize, blocks: usize, x: &Activations<'
         // the chunk's rows (`row_bytes` = 18 × blocks each, inside `w` by
         // `check`) or of the activations (32 × blocks bytes, blocks scales
         // and sums). Rows past `nrows` repeat the last row (never stored).
-        let rows: [*const u8; ROWS] =
-            core::array::from_fn(|i| w.as_ptr().add((chunk * ROWS + i.min(nrows - 1)) * row_bytes));
+        let rows: [*const u8; ROWS] = core::array::from_fn(|i| {
+            w.as_ptr()
+                .add((chunk * ROWS + i.min(nrows - 1)) * row_bytes)
+        });
         let mut acc = [_mm512_setzero_ps(); ROWS];
         let mut corr = [_mm512_setzero_ps(); ROWS];
         let mut g = 0;
@@ -158,7 +166,10 @@ unsafe fn q4_avx512(w: &[u8], row_bytes: usize, blocks: usize, x: &Activations<'
             let sx = _mm512_maskz_loadu_ps(m16, x.sums.as_ptr().add(g));
             let mut s = [_mm512_setzero_ps(); ROWS];
             for i in 0..ROWS {
-                let dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m16, rows[i].add(2 * g) as *const i16));
+                let dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
+                    m16,
+                    rows[i].add(2 * g) as *const i16,
+                ));
                 corr[i] = _mm512_fmadd_ps(dw, sx, corr[i]);
                 s[i] = _mm512_mul_ps(dw, dx);
             }
@@ -166,7 +177,10 @@ unsafe fn q4_avx512(w: &[u8], row_bytes: usize, blocks: usize, x: &Activations<'
             while 4 * k < n {
                 let b = g + 4 * k;
                 let m = (blocks - b).min(4);
-                let xa = _mm512_maskz_loadu_epi8(byte_mask(m * BLOCK_LEN), xq.add(b * BLOCK_LEN) as *const i8);
+                let xa = _mm512_maskz_loadu_epi8(
+                    byte_mask(m * BLOCK_LEN),
+                    xq.add(b * BLOCK_LEN) as *const i8,
+                );
                 let xb = _mm512_maskz_loadu_epi8(
                     byte_mask(m.saturating_sub(2) * BLOCK_LEN),
                     xq.add((b + 2).min(blocks) * BLOCK_LEN) as *const i8,
