@@ -3,7 +3,7 @@
 //! thread) everything runs on the caller's thread.
 
 use crate::error::Error;
-use crate::kernels::{Activations, Kernels, Matrix};
+use crate::kernels::{Activations, BatchActs, Kernels, Matrix};
 
 /// One matrix-vector product of a parallel region: `out` has `w.rows` values.
 pub struct MatvecJob<'x> {
@@ -12,6 +12,17 @@ pub struct MatvecJob<'x> {
     /// The input.
     pub x: Activations<'x>,
     /// Start of the `w.rows` outputs (disjoint from every other job's).
+    pub out: *mut f32,
+}
+
+/// One batched product of a parallel region: `out` has `x.tokens × w.rows`
+/// values, token-major.
+pub struct MatmulJob<'x> {
+    /// The weights.
+    pub w: Matrix<'x>,
+    /// The tokens' inputs.
+    pub x: BatchActs<'x>,
+    /// Start of the outputs (disjoint from every other job's).
     pub out: *mut f32,
 }
 
@@ -97,6 +108,56 @@ impl Parallel {
             }
         }
         share(0, 1);
+    }
+}
+
+impl Parallel {
+    /// Runs every batched product, each thread taking a share of the tokens
+    /// (its outputs are then one contiguous run).
+    pub fn run_batch(&self, kernels: &Kernels, jobs: &[MatmulJob<'_>]) {
+        #[cfg(feature = "std")]
+        if let Some(pool) = &self.pool {
+            if jobs.iter().any(|j| j.x.tokens > 1) {
+                let jobs = SendBatch(jobs);
+                pool.run(&|t, n| run_batch_share(kernels, jobs.get(), t, n));
+                return;
+            }
+        }
+        run_batch_share(kernels, jobs, 0, 1);
+    }
+}
+
+/// Batched jobs shared with the worker threads.
+struct SendBatch<'j, 'x>(&'j [MatmulJob<'x>]);
+// SAFETY: inputs are shared reads; each thread writes only the outputs of
+// its own tokens (see `run_batch_share`); the region ends before `run_batch` returns.
+unsafe impl Sync for SendBatch<'_, '_> {}
+
+impl<'j, 'x> SendBatch<'j, 'x> {
+    fn get(&self) -> &'j [MatmulJob<'x>] {
+        self.0
+    }
+}
+
+/// Thread `t` of `n` computes every job for its tokens.
+fn run_batch_share(kernels: &Kernels, jobs: &[MatmulJob<'_>], t: usize, n: usize) {
+    for job in jobs {
+        let tokens = (job.x.tokens * t / n)..(job.x.tokens * (t + 1) / n);
+        if tokens.is_empty() {
+            continue;
+        }
+        let rows = job.w.rows;
+        // SAFETY: `out` points at `x.tokens * rows` f32s written by this
+        // region only; token ranges of the threads are disjoint.
+        let out = unsafe {
+            core::slice::from_raw_parts_mut(job.out.add(tokens.start * rows), tokens.len() * rows)
+        };
+        let x = job.x.slice(tokens);
+        if x.tokens == 1 {
+            kernels.matvec(&job.w, &x.token(0, job.w.cols), out);
+        } else {
+            kernels.matmul(&job.w, &x, out);
+        }
     }
 }
 

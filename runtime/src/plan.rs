@@ -22,6 +22,9 @@ pub struct Limits {
     pub max_context: u32,
     /// Worker threads (std builds); 1 runs everything on the caller's thread.
     pub threads: u32,
+    /// Prompt tokens computed together by `prefill` (each weight is read
+    /// once per batch); 1 keeps scratch memory smallest.
+    pub prefill_batch: u32,
 }
 
 impl Default for Limits {
@@ -30,15 +33,18 @@ impl Default for Limits {
             memory_budget_bytes: None,
             max_context: 2048,
             threads: 1,
+            prefill_batch: 64,
         }
     }
 }
 
-/// Sizes of every session buffer, in elements. The session carves them in
-/// this order; the plan adds up their bytes.
+/// Sizes of every session buffer, in elements. The session carves them;
+/// the plan adds up their bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Buffers {
-    /// Residual stream, normed copy, attention output, MoE output (each `hidden`).
+    /// Tokens computed together in a prefill (1 for step-only sessions).
+    pub batch: usize,
+    /// Width of the residual stream.
     pub hidden: usize,
     /// Query and attention-context width.
     pub q_dim: usize,
@@ -48,8 +54,10 @@ pub struct Buffers {
     pub ffn: usize,
     /// Largest matrix input, rounded up to whole blocks (int8 activations).
     pub act_len: usize,
-    /// Router logits.
+    /// Routed experts per layer.
     pub experts: usize,
+    /// Experts chosen per token.
+    pub top_k: usize,
     /// Attention scores: one per cached position for every head.
     pub scores: usize,
     /// Output logits.
@@ -63,19 +71,22 @@ pub struct Buffers {
 }
 
 impl Buffers {
-    /// Buffer sizes for `config` with a context of `max_context` tokens.
-    pub fn new(config: &ModelConfig, max_context: u32) -> Self {
+    /// Buffer sizes for `config` with a context of `max_context` tokens and
+    /// prefill batches of `batch` tokens.
+    pub fn new(config: &ModelConfig, max_context: u32, batch: u32) -> Self {
         let hidden = config.hidden_size as usize;
         let q_dim = config.q_dim();
         let ffn = config.expert_ffn_size as usize;
         let widest = hidden.max(q_dim).max(ffn);
         Buffers {
+            batch: batch.clamp(1, max_context) as usize,
             hidden,
             q_dim,
             kv_dim: config.kv_dim(),
             ffn,
             act_len: widest.div_ceil(BLOCK_LEN) * BLOCK_LEN,
             experts: config.n_experts as usize,
+            top_k: config.n_experts_per_token as usize,
             scores: config.n_heads as usize * max_context as usize,
             vocab: config.vocab_size as usize,
             rope: config.head_dim as usize / 2,
@@ -84,20 +95,32 @@ impl Buffers {
         }
     }
 
+    /// Blocks of int8 activations reserved per token.
+    pub fn act_blocks(&self) -> usize {
+        self.act_len / BLOCK_LEN
+    }
+
     /// Bytes of the KV cache (K and V, f32).
     pub fn kv_cache_bytes(&self) -> usize {
         2 * buffer_bytes::<f32>(self.kv_cache)
     }
 
-    /// Bytes of activations, int8 activations, scores, logits and the tensor table.
+    /// Bytes of activations, int8 activations, routing, scores, logits and
+    /// the tensor table.
     pub fn scratch_bytes(&self) -> usize {
-        let act_blocks = self.act_len / BLOCK_LEN;
-        4 * buffer_bytes::<f32>(self.hidden)
-            + 2 * buffer_bytes::<f32>(self.q_dim)
-            + 2 * buffer_bytes::<f32>(self.kv_dim)
-            + 2 * buffer_bytes::<f32>(self.ffn)
-            + 2 * (buffer_bytes::<i8>(self.act_len) + 2 * buffer_bytes::<f32>(act_blocks))
-            + buffer_bytes::<f32>(self.experts)
+        let b = self.batch;
+        let quant =
+            buffer_bytes::<i8>(b * self.act_len) + 2 * buffer_bytes::<f32>(b * self.act_blocks());
+        6 * buffer_bytes::<f32>(b * self.hidden)
+            + 2 * buffer_bytes::<f32>(b * self.q_dim)
+            + 2 * buffer_bytes::<f32>(b * self.kv_dim)
+            + 2 * buffer_bytes::<f32>(b * self.ffn)
+            + 3 * quant
+            + buffer_bytes::<f32>(b * self.experts)
+            + buffer_bytes::<u32>(b * self.top_k)
+            + buffer_bytes::<f32>(b * self.top_k)
+            + buffer_bytes::<u32>(b)
+            + buffer_bytes::<f32>(b)
             + buffer_bytes::<f32>(self.scores)
             + buffer_bytes::<f32>(self.vocab)
             + buffer_bytes::<f32>(self.rope)
@@ -157,7 +180,7 @@ impl Plan {
         };
         let plan = Plan {
             limits: *limits,
-            buffers: Buffers::new(model.config(), limits.max_context),
+            buffers: Buffers::new(model.config(), limits.max_context, limits.prefill_batch),
             resident_weight_bytes,
             weights_in_place,
         };

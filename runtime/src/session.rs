@@ -3,14 +3,20 @@
 //! Everything a token touches was carved from the caller's arena by
 //! [`Session::new`]; `prefill` and `step` only write into it. This module
 //! must never allocate.
+//!
+//! One forward pass serves both: it runs a batch of `n` tokens at
+//! consecutive positions (`step` is a batch of one). Per-token buffers hold
+//! `batch` rows; matrix products run as matrix-vector products for one
+//! token (rows split across threads) and as batched products otherwise
+//! (tokens split across threads, each weight row read once per batch).
 
 use crate::arena::Arena;
 use crate::error::{Error, StorageError};
-use crate::format::config::{ModelConfig, RopeScaling, MAX_EXPERTS_PER_TOKEN};
+use crate::format::config::{ModelConfig, RopeScaling};
 use crate::format::tensor::{DType, TensorId, TensorKind};
-use crate::kernels::{scalar, Activations, Kernels, Matrix};
+use crate::kernels::{scalar, BatchActs, Kernels, Matrix};
 use crate::model::{layout, Model};
-use crate::parallel::{MatvecJob, Parallel, SharedMut};
+use crate::parallel::{MatmulJob, Parallel, SharedMut};
 use crate::plan::Plan;
 use crate::quant::{dequantize_row_q4, dequantize_row_q8, BLOCK_LEN};
 use crate::storage::Storage;
@@ -33,11 +39,61 @@ impl WeightRef {
     };
 }
 
-/// An int8 copy of an activation vector: values and one scale per block.
+/// int8 copies of a batch of activation vectors: values, and per block a
+/// scale and a scaled sum; `stride` blocks per token.
 struct QuantBuf<'a> {
     qs: &'a mut [i8],
     scales: &'a mut [f32],
     sums: &'a mut [f32],
+    stride: usize,
+}
+
+impl<'a> QuantBuf<'a> {
+    fn new(arena: &mut Arena<'a>, batch: usize, blocks: usize) -> Result<Self, Error> {
+        Ok(QuantBuf {
+            qs: arena.take(batch * blocks * BLOCK_LEN, 0i8)?,
+            scales: arena.take(batch * blocks, 0.0f32)?,
+            sums: arena.take(batch * blocks, 0.0f32)?,
+            stride: blocks,
+        })
+    }
+
+    /// Quantizes `n` rows of `cols` values, row `t` at `x[t * x_stride..]`.
+    fn quantize(&mut self, k: &Kernels, x: &[f32], x_stride: usize, cols: usize, n: usize) {
+        let blocks = cols.div_ceil(BLOCK_LEN);
+        for t in 0..n {
+            let b = t * self.stride;
+            (k.quantize_activations)(
+                &x[t * x_stride..][..cols],
+                &mut self.qs[b * BLOCK_LEN..][..blocks * BLOCK_LEN],
+                &mut self.scales[b..][..blocks],
+                &mut self.sums[b..][..blocks],
+            );
+        }
+    }
+
+    /// The batch view of `n` tokens whose f32 rows are `f32s` (stride `f32_stride`).
+    fn view<'s>(&'s self, f32s: &'s [f32], f32_stride: usize, n: usize) -> BatchActs<'s> {
+        BatchActs {
+            tokens: n,
+            f32s,
+            f32_stride,
+            qs: self.qs,
+            scales: self.scales,
+            sums: self.sums,
+            block_stride: self.stride,
+        }
+    }
+
+    /// Copies token `from` of `src` into token `to` of `self`.
+    fn copy_token(&mut self, to: usize, src: &QuantBuf<'_>, from: usize) {
+        let (a, b) = (to * self.stride, from * src.stride);
+        let n = self.stride.min(src.stride);
+        self.qs[a * BLOCK_LEN..][..n * BLOCK_LEN]
+            .copy_from_slice(&src.qs[b * BLOCK_LEN..][..n * BLOCK_LEN]);
+        self.scales[a..][..n].copy_from_slice(&src.scales[b..][..n]);
+        self.sums[a..][..n].copy_from_slice(&src.sums[b..][..n]);
+    }
 }
 
 /// A running generation over one model.
@@ -52,12 +108,15 @@ pub struct Session<'a, S: Storage> {
     weights_base: u64,
     table: &'a [WeightRef],
     max_context: u32,
+    batch: usize,
     pos: u32,
-    // Activations.
+    // Per-token rows, `batch` of each.
     x: &'a mut [f32],
     xn: &'a mut [f32],
-    attn: &'a mut [f32],
+    proj: &'a mut [f32],
     moe: &'a mut [f32],
+    expert_in: &'a mut [f32],
+    expert_out: &'a mut [f32],
     q: &'a mut [f32],
     ctx: &'a mut [f32],
     k: &'a mut [f32],
@@ -65,8 +124,14 @@ pub struct Session<'a, S: Storage> {
     gate: &'a mut [f32],
     up: &'a mut [f32],
     act: QuantBuf<'a>,
+    act_e: QuantBuf<'a>,
     act_h: QuantBuf<'a>,
     router: &'a mut [f32],
+    route_expert: &'a mut [u32],
+    route_weight: &'a mut [f32],
+    members: &'a mut [u32],
+    member_weight: &'a mut [f32],
+    // Shared.
     scores: &'a mut [f32],
     logits: &'a mut [f32],
     inv_freq: &'a mut [f32],
@@ -117,7 +182,7 @@ impl<'a, S: Storage> Session<'a, S> {
             };
         }
 
-        let act_blocks = b.act_len / BLOCK_LEN;
+        let n = b.batch;
         let session = Session {
             model,
             config,
@@ -127,30 +192,30 @@ impl<'a, S: Storage> Session<'a, S> {
             weights_base,
             table,
             max_context: plan.limits.max_context,
+            batch: n,
             pos: 0,
             k_cache: arena.take(b.kv_cache, 0.0f32)?,
             v_cache: arena.take(b.kv_cache, 0.0f32)?,
-            x: arena.take(b.hidden, 0.0f32)?,
-            xn: arena.take(b.hidden, 0.0f32)?,
-            attn: arena.take(b.hidden, 0.0f32)?,
-            moe: arena.take(b.hidden, 0.0f32)?,
-            q: arena.take(b.q_dim, 0.0f32)?,
-            ctx: arena.take(b.q_dim, 0.0f32)?,
-            k: arena.take(b.kv_dim, 0.0f32)?,
-            v: arena.take(b.kv_dim, 0.0f32)?,
-            gate: arena.take(b.ffn, 0.0f32)?,
-            up: arena.take(b.ffn, 0.0f32)?,
-            act: QuantBuf {
-                qs: arena.take(b.act_len, 0i8)?,
-                scales: arena.take(act_blocks, 0.0f32)?,
-                sums: arena.take(act_blocks, 0.0f32)?,
-            },
-            act_h: QuantBuf {
-                qs: arena.take(b.act_len, 0i8)?,
-                scales: arena.take(act_blocks, 0.0f32)?,
-                sums: arena.take(act_blocks, 0.0f32)?,
-            },
-            router: arena.take(b.experts, 0.0f32)?,
+            x: arena.take(n * b.hidden, 0.0f32)?,
+            xn: arena.take(n * b.hidden, 0.0f32)?,
+            proj: arena.take(n * b.hidden, 0.0f32)?,
+            moe: arena.take(n * b.hidden, 0.0f32)?,
+            expert_in: arena.take(n * b.hidden, 0.0f32)?,
+            expert_out: arena.take(n * b.hidden, 0.0f32)?,
+            q: arena.take(n * b.q_dim, 0.0f32)?,
+            ctx: arena.take(n * b.q_dim, 0.0f32)?,
+            k: arena.take(n * b.kv_dim, 0.0f32)?,
+            v: arena.take(n * b.kv_dim, 0.0f32)?,
+            gate: arena.take(n * b.ffn, 0.0f32)?,
+            up: arena.take(n * b.ffn, 0.0f32)?,
+            act: QuantBuf::new(&mut arena, n, b.act_blocks())?,
+            act_e: QuantBuf::new(&mut arena, n, b.act_blocks())?,
+            act_h: QuantBuf::new(&mut arena, n, b.act_blocks())?,
+            router: arena.take(n * b.experts, 0.0f32)?,
+            route_expert: arena.take(n * b.top_k, 0u32)?,
+            route_weight: arena.take(n * b.top_k, 0.0f32)?,
+            members: arena.take(n, 0u32)?,
+            member_weight: arena.take(n, 0.0f32)?,
             scores: arena.take(b.scores, 0.0f32)?,
             logits: arena.take(b.vocab, 0.0f32)?,
             inv_freq: arena.take(b.rope, 0.0f32)?,
@@ -198,7 +263,8 @@ impl<'a, S: Storage> Session<'a, S> {
     }
 
     /// Runs every token of `tokens` and returns the logits after the last.
-    /// Checks every id and the context room before computing anything.
+    /// Checks every id and the context room before computing anything;
+    /// computes the prompt in batches of the plan's `prefill_batch`.
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], Error> {
         if tokens.is_empty() {
             return Err(Error::EmptyPrompt);
@@ -217,8 +283,9 @@ impl<'a, S: Storage> Session<'a, S> {
                 max_context: self.max_context,
             });
         }
-        for &t in tokens {
-            self.forward(t)?;
+        let chunks = tokens.len().div_ceil(self.batch);
+        for (i, chunk) in tokens.chunks(self.batch).enumerate() {
+            self.forward(chunk, i + 1 == chunks);
         }
         Ok(self.logits)
     }
@@ -238,7 +305,7 @@ impl<'a, S: Storage> Session<'a, S> {
                 max_context: self.max_context,
             });
         }
-        self.forward(token)?;
+        self.forward(&[token], true);
         Ok(self.logits)
     }
 
@@ -257,290 +324,306 @@ impl<'a, S: Storage> Session<'a, S> {
         }
     }
 
-    fn embed(&mut self, token: u32) {
-        let emb = self.weight(TensorId::global(TensorKind::TokenEmbedding));
+    /// Dequantizes token's embedding row into `out`.
+    fn embed(emb: &Matrix<'_>, token: u32, out: &mut [f32]) {
         let row = emb.row(token as usize);
         match emb.dtype {
-            DType::F32 => self
-                .x
+            DType::F32 => out
                 .iter_mut()
                 .enumerate()
                 .for_each(|(i, x)| *x = scalar::f32_at(row, i)),
-            DType::F16 => self
-                .x
-                .iter_mut()
-                .zip(row.chunks_exact(2))
-                .for_each(|(x, b)| {
-                    *x = half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
-                }),
-            DType::Q8 => dequantize_row_q8(row, self.x),
-            DType::Q4 => dequantize_row_q4(row, self.x),
+            DType::F16 => out.iter_mut().zip(row.chunks_exact(2)).for_each(|(x, b)| {
+                *x = half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
+            }),
+            DType::Q8 => dequantize_row_q8(row, out),
+            DType::Q4 => dequantize_row_q4(row, out),
         }
     }
 
-    fn forward(&mut self, token: u32) -> Result<(), Error> {
+    /// Runs `tokens` (at most `batch`) at positions `pos..`; computes the
+    /// logits of the last one when `logits` is set.
+    fn forward(&mut self, tokens: &[u32], logits: bool) {
         let c = self.config;
-        self.embed(token);
-        let pos = match c.rope_scaling {
-            RopeScaling::Linear { factor } => self.pos as f32 / factor,
-            _ => self.pos as f32,
-        };
-        for layer in 0..c.n_layers {
-            self.attention(layer, pos);
-            self.moe(layer);
+        let h = c.hidden_size as usize;
+        let n = tokens.len();
+        let emb = self.weight(TensorId::global(TensorKind::TokenEmbedding));
+        for (t, &token) in tokens.iter().enumerate() {
+            Self::embed(&emb, token, &mut self.x[t * h..(t + 1) * h]);
         }
-        let norm = self.weight(TensorId::global(TensorKind::OutputNorm));
-        scalar::rmsnorm(self.xn, self.x, norm.data, c.norm_eps);
-        let head = if c.tied_embeddings {
-            TensorKind::TokenEmbedding
-        } else {
-            TensorKind::LmHead
+        for layer in 0..c.n_layers {
+            self.attention(layer, n);
+            self.moe(layer, n);
+        }
+        if logits {
+            let norm = self.weight(TensorId::global(TensorKind::OutputNorm));
+            let last = &self.x[(n - 1) * h..n * h];
+            scalar::rmsnorm(&mut self.xn[..h], last, norm.data, c.norm_eps);
+            let head = if c.tied_embeddings {
+                TensorKind::TokenEmbedding
+            } else {
+                TensorKind::LmHead
+            };
+            let head = self.weight(TensorId::global(head));
+            let out = self.logits.as_mut_ptr();
+            self.product(&[(head, out)], Input::Normed, 1);
+        }
+        self.pos += n as u32;
+    }
+
+    /// Runs `w · input` for `n` tokens into each job's output (`n × rows`,
+    /// token-major), quantizing the input first if any weight needs it.
+    fn product(&mut self, jobs: &[(Matrix<'a>, *mut f32)], input: Input, n: usize) {
+        let (f32s, stride, cols) = match input {
+            Input::Normed => (&*self.xn, self.config.hidden_size as usize, jobs[0].0.cols),
+            Input::Context => (&*self.ctx, self.config.q_dim(), jobs[0].0.cols),
+            Input::Expert => (
+                &*self.expert_in,
+                self.config.hidden_size as usize,
+                jobs[0].0.cols,
+            ),
+            Input::Hidden => (
+                &*self.gate,
+                self.config.expert_ffn_size as usize,
+                jobs[0].0.cols,
+            ),
         };
-        let head = self.weight(TensorId::global(head));
-        if head.dtype.is_quantized() {
-            (self.kernels.quantize_activations)(
-                self.xn,
-                self.act.qs,
-                self.act.scales,
-                self.act.sums,
+        let buf = match input {
+            Input::Normed | Input::Context => &mut self.act,
+            Input::Expert => &mut self.act_e,
+            Input::Hidden => &mut self.act_h,
+        };
+        // Expert inputs were gathered already quantized.
+        if jobs.iter().any(|(w, _)| w.dtype.is_quantized()) && !matches!(input, Input::Expert) {
+            buf.quantize(&self.kernels, f32s, stride, cols, n);
+        }
+        let x = buf.view(f32s, stride, n);
+        let mut batch: heapless::Vec<MatmulJob<'_>, 4> = heapless::Vec::new();
+        for &(w, out) in jobs {
+            let _ = batch.push(MatmulJob { w, x, out });
+        }
+        if n == 1 {
+            let single: heapless::Vec<crate::parallel::MatvecJob<'_>, 4> = batch
+                .iter()
+                .map(|j| crate::parallel::MatvecJob {
+                    w: j.w,
+                    x: j.x.token(0, j.w.cols),
+                    out: j.out,
+                })
+                .collect();
+            self.par.run(&self.kernels, &single);
+        } else {
+            self.par.run_batch(&self.kernels, &batch);
+        }
+    }
+
+    fn attention(&mut self, layer: u32, n: usize) {
+        let c = self.config;
+        let h = c.hidden_size as usize;
+        let norm = self.weight(TensorId::layer(TensorKind::AttnNorm, layer));
+        for t in 0..n {
+            scalar::rmsnorm(
+                &mut self.xn[t * h..(t + 1) * h],
+                &self.x[t * h..(t + 1) * h],
+                norm.data,
+                c.norm_eps,
             );
         }
-        let acts = Activations {
-            f32s: self.xn,
-            qs: self.act.qs,
-            scales: self.act.scales,
-            sums: self.act.sums,
-        };
-        let out = self.logits.as_mut_ptr();
-        self.par.run(
-            &self.kernels,
-            &[MatvecJob {
-                w: head,
-                x: acts,
-                out,
-            }],
-        );
-        self.pos += 1;
-        Ok(())
-    }
-
-    fn attention(&mut self, layer: u32, pos: f32) {
-        let c = self.config;
-        let norm = self.weight(TensorId::layer(TensorKind::AttnNorm, layer));
-        scalar::rmsnorm(self.xn, self.x, norm.data, c.norm_eps);
         let wq = self.weight(TensorId::layer(TensorKind::AttnQ, layer));
         let wk = self.weight(TensorId::layer(TensorKind::AttnK, layer));
         let wv = self.weight(TensorId::layer(TensorKind::AttnV, layer));
         let wo = self.weight(TensorId::layer(TensorKind::AttnO, layer));
-        let any_int = wq.dtype.is_quantized() || wk.dtype.is_quantized() || wv.dtype.is_quantized();
-        if any_int {
-            (self.kernels.quantize_activations)(
-                self.xn,
-                self.act.qs,
-                self.act.scales,
-                self.act.sums,
-            );
-        }
-        let acts = Activations {
-            f32s: self.xn,
-            qs: self.act.qs,
-            scales: self.act.scales,
-            sums: self.act.sums,
-        };
-        let (q, k, v) = (
+        let outs = (
             self.q.as_mut_ptr(),
             self.k.as_mut_ptr(),
             self.v.as_mut_ptr(),
         );
-        let jobs = [
-            MatvecJob {
-                w: wq,
-                x: acts,
-                out: q,
-            },
-            MatvecJob {
-                w: wk,
-                x: acts,
-                out: k,
-            },
-            MatvecJob {
-                w: wv,
-                x: acts,
-                out: v,
-            },
-        ];
-        self.par.run(&self.kernels, &jobs);
+        self.product(
+            &[(wq, outs.0), (wk, outs.1), (wv, outs.2)],
+            Input::Normed,
+            n,
+        );
 
         let head_dim = c.head_dim as usize;
-        scalar::rope(self.q, head_dim, pos, self.inv_freq);
-        scalar::rope(self.k, head_dim, pos, self.inv_freq);
+        let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
+        let max_context = self.max_context as usize;
+        let layer_base = layer as usize * max_context * kv_dim;
+        for t in 0..n {
+            let pos = self.pos as usize + t;
+            let p = match c.rope_scaling {
+                RopeScaling::Linear { factor } => pos as f32 / factor,
+                _ => pos as f32,
+            };
+            scalar::rope(
+                &mut self.q[t * q_dim..(t + 1) * q_dim],
+                head_dim,
+                p,
+                self.inv_freq,
+            );
+            scalar::rope(
+                &mut self.k[t * kv_dim..(t + 1) * kv_dim],
+                head_dim,
+                p,
+                self.inv_freq,
+            );
+            let here = layer_base + pos * kv_dim;
+            self.k_cache[here..here + kv_dim]
+                .copy_from_slice(&self.k[t * kv_dim..(t + 1) * kv_dim]);
+            self.v_cache[here..here + kv_dim]
+                .copy_from_slice(&self.v[t * kv_dim..(t + 1) * kv_dim]);
+        }
 
-        let kv_dim = c.kv_dim();
-        let layer_base = layer as usize * self.max_context as usize * kv_dim;
-        let here = layer_base + self.pos as usize * kv_dim;
-        self.k_cache[here..here + kv_dim].copy_from_slice(self.k);
-        self.v_cache[here..here + kv_dim].copy_from_slice(self.v);
-
-        // Each head attends on its own thread share; heads write disjoint
-        // parts of `ctx` and `scores`.
-        let n = self.pos as usize + 1;
+        // Causal attention, token by token; each token's heads are split
+        // across threads and write disjoint parts of `ctx` and `scores`.
         let group = (c.n_heads / c.n_kv_heads) as usize;
         let scale = 1.0 / libm::sqrtf(head_dim as f32);
-        let max_context = self.max_context as usize;
         let k_cache: &[f32] = &self.k_cache[layer_base..];
         let v_cache: &[f32] = &self.v_cache[layer_base..];
-        let q: &[f32] = self.q;
-        let ctx = SharedMut(self.ctx.as_mut_ptr());
-        let scores = SharedMut(self.scores.as_mut_ptr());
-        self.par.for_each(c.n_heads as usize, &|h| {
-            let kv_off = (h / group) * head_dim;
-            // SAFETY: head h alone writes ctx[h*head_dim..][..head_dim] and
-            // scores[h*max_context..][..n]; both lie inside their buffers
-            // (q_dim = n_heads*head_dim, n_heads*max_context, n <= max_context).
-            let (out, sc) = unsafe {
-                (
-                    core::slice::from_raw_parts_mut(ctx.get().add(h * head_dim), head_dim),
-                    core::slice::from_raw_parts_mut(scores.get().add(h * max_context), n),
-                )
-            };
-            let qh = &q[h * head_dim..(h + 1) * head_dim];
-            scalar::attend(
-                qh,
-                &k_cache[kv_off..],
-                &v_cache[kv_off..],
-                kv_dim,
-                scale,
-                sc,
-                out,
-            );
-        });
-
-        if wo.dtype.is_quantized() {
-            (self.kernels.quantize_activations)(
-                self.ctx,
-                self.act.qs,
-                self.act.scales,
-                self.act.sums,
-            );
+        for t in 0..n {
+            let visible = self.pos as usize + t + 1;
+            let q: &[f32] = &self.q[t * q_dim..(t + 1) * q_dim];
+            // SAFETY of the pointers: see the block below.
+            let ctx = SharedMut(self.ctx[t * q_dim..].as_mut_ptr());
+            let scores = SharedMut(self.scores.as_mut_ptr());
+            self.par.for_each(c.n_heads as usize, &|head| {
+                let kv_off = (head / group) * head_dim;
+                // SAFETY: head `head` alone writes ctx[head*head_dim..][..head_dim]
+                // (inside token t's q_dim row) and scores[head*max_context..][..visible]
+                // (visible <= max_context); the region ends before either is read.
+                let (out, sc) = unsafe {
+                    (
+                        core::slice::from_raw_parts_mut(ctx.get().add(head * head_dim), head_dim),
+                        core::slice::from_raw_parts_mut(
+                            scores.get().add(head * max_context),
+                            visible,
+                        ),
+                    )
+                };
+                let qh = &q[head * head_dim..(head + 1) * head_dim];
+                scalar::attend(
+                    qh,
+                    &k_cache[kv_off..],
+                    &v_cache[kv_off..],
+                    kv_dim,
+                    scale,
+                    sc,
+                    out,
+                );
+            });
         }
-        let acts = Activations {
-            f32s: self.ctx,
-            qs: self.act.qs,
-            scales: self.act.scales,
-            sums: self.act.sums,
-        };
-        let out = self.attn.as_mut_ptr();
-        self.par.run(
-            &self.kernels,
-            &[MatvecJob {
-                w: wo,
-                x: acts,
-                out,
-            }],
-        );
-        self.x
+
+        let out = self.proj.as_mut_ptr();
+        self.product(&[(wo, out)], Input::Context, n);
+        self.x[..n * h]
             .iter_mut()
-            .zip(self.attn.iter())
+            .zip(self.proj.iter())
             .for_each(|(x, a)| *x += a);
     }
 
-    fn moe(&mut self, layer: u32) {
+    fn moe(&mut self, layer: u32, n: usize) {
         let c = self.config;
+        let (h, f) = (c.hidden_size as usize, c.expert_ffn_size as usize);
+        let (e_count, top_k) = (c.n_experts as usize, c.n_experts_per_token as usize);
         let norm = self.weight(TensorId::layer(TensorKind::FfnNorm, layer));
-        scalar::rmsnorm(self.xn, self.x, norm.data, c.norm_eps);
         let router = self.weight(TensorId::layer(TensorKind::Router, layer));
-        let acts = Activations {
-            f32s: self.xn,
-            qs: self.act.qs,
-            scales: self.act.scales,
-            sums: self.act.sums,
-        };
-        self.kernels.matvec(&router, &acts, self.router);
-        scalar::softmax(self.router);
-
-        // Top-k by repeated selection (k <= 16); ties go to the lower index.
-        let mut chosen: heapless::Vec<(u32, f32), { MAX_EXPERTS_PER_TOKEN as usize }> =
-            heapless::Vec::new();
-        for _ in 0..c.n_experts_per_token {
-            let mut best: Option<(u32, f32)> = None;
-            for (e, &p) in self.router.iter().enumerate() {
-                let taken = chosen.iter().any(|&(c, _)| c == e as u32);
-                if !taken && best.is_none_or(|(_, bp)| p > bp) {
-                    best = Some((e as u32, p));
-                }
-            }
-            if let Some(b) = best {
-                let _ = chosen.push(b);
-            }
-        }
-        let total: f32 = chosen.iter().map(|&(_, p)| p).sum();
-
-        let any_int = self
-            .weight(TensorId::expert(TensorKind::ExpertGate, layer, 0))
-            .dtype
-            .is_quantized();
-        if any_int {
-            (self.kernels.quantize_activations)(
-                self.xn,
-                self.act.qs,
-                self.act.scales,
-                self.act.sums,
+        for t in 0..n {
+            scalar::rmsnorm(
+                &mut self.xn[t * h..(t + 1) * h],
+                &self.x[t * h..(t + 1) * h],
+                norm.data,
+                c.norm_eps,
             );
         }
-        self.moe.fill(0.0);
-        for &(expert, p) in &chosen {
+        // Routing: softmax over the router logits, top-k (ties to the lower
+        // index), weights renormalised over the chosen.
+        let out = self.router.as_mut_ptr();
+        self.product(&[(router, out)], Input::Normed, n);
+        for t in 0..n {
+            let probs = &mut self.router[t * e_count..(t + 1) * e_count];
+            scalar::softmax(probs);
+            let chosen = &mut self.route_expert[t * top_k..(t + 1) * top_k];
+            let weights = &mut self.route_weight[t * top_k..(t + 1) * top_k];
+            for k in 0..top_k {
+                let mut best = usize::MAX;
+                for (e, &p) in probs.iter().enumerate() {
+                    if !chosen[..k].contains(&(e as u32)) && (best == usize::MAX || p > probs[best])
+                    {
+                        best = e;
+                    }
+                }
+                chosen[k] = best as u32;
+                weights[k] = probs[best];
+            }
+            let total: f32 = weights.iter().sum();
+            weights.iter_mut().for_each(|w| *w /= total);
+        }
+
+        // The normed inputs, quantized once for every expert.
+        let w0 = self.weight(TensorId::expert(TensorKind::ExpertGate, layer, 0));
+        if w0.dtype.is_quantized() {
+            self.act.quantize(&self.kernels, self.xn, h, h, n);
+        }
+        self.moe[..n * h].fill(0.0);
+        // Experts in index order (as transformers sums them), each over the
+        // tokens routed to it.
+        for expert in 0..e_count as u32 {
+            let mut m = 0;
+            for t in 0..n {
+                if let Some(k) = self.route_expert[t * top_k..(t + 1) * top_k]
+                    .iter()
+                    .position(|&e| e == expert)
+                {
+                    self.members[m] = t as u32;
+                    self.member_weight[m] = self.route_weight[t * top_k + k];
+                    m += 1;
+                }
+            }
+            if m == 0 {
+                continue;
+            }
+            for j in 0..m {
+                let t = self.members[j] as usize;
+                self.expert_in[j * h..(j + 1) * h].copy_from_slice(&self.xn[t * h..(t + 1) * h]);
+                self.act_e.copy_token(j, &self.act, t);
+            }
             let wg = self.weight(TensorId::expert(TensorKind::ExpertGate, layer, expert));
             let wu = self.weight(TensorId::expert(TensorKind::ExpertUp, layer, expert));
             let wd = self.weight(TensorId::expert(TensorKind::ExpertDown, layer, expert));
-            let acts = Activations {
-                f32s: self.xn,
-                qs: self.act.qs,
-                scales: self.act.scales,
-                sums: self.act.sums,
-            };
-            let (gate, up) = (self.gate.as_mut_ptr(), self.up.as_mut_ptr());
-            let jobs = [
-                MatvecJob {
-                    w: wg,
-                    x: acts,
-                    out: gate,
-                },
-                MatvecJob {
-                    w: wu,
-                    x: acts,
-                    out: up,
-                },
-            ];
-            self.par.run(&self.kernels, &jobs);
-            scalar::silu_mul(self.gate, self.up);
-            if wd.dtype.is_quantized() {
-                (self.kernels.quantize_activations)(
-                    self.gate,
-                    self.act_h.qs,
-                    self.act_h.scales,
-                    self.act_h.sums,
+            let outs = (self.gate.as_mut_ptr(), self.up.as_mut_ptr());
+            self.product(&[(wg, outs.0), (wu, outs.1)], Input::Expert, m);
+            for j in 0..m {
+                scalar::silu_mul(
+                    &mut self.gate[j * f..(j + 1) * f],
+                    &self.up[j * f..(j + 1) * f],
                 );
             }
-            let hacts = Activations {
-                f32s: self.gate,
-                qs: self.act_h.qs,
-                scales: self.act_h.scales,
-                sums: self.act_h.sums,
-            };
-            let out = self.attn.as_mut_ptr();
-            self.par.run(
-                &self.kernels,
-                &[MatvecJob {
-                    w: wd,
-                    x: hacts,
-                    out,
-                }],
-            );
-            scalar::axpy(self.moe, p / total, self.attn);
+            let out = self.expert_out.as_mut_ptr();
+            self.product(&[(wd, out)], Input::Hidden, m);
+            for j in 0..m {
+                let t = self.members[j] as usize;
+                let w = self.member_weight[j];
+                scalar::axpy(
+                    &mut self.moe[t * h..(t + 1) * h],
+                    w,
+                    &self.expert_out[j * h..(j + 1) * h],
+                );
+            }
         }
-        self.x
+        self.x[..n * h]
             .iter_mut()
             .zip(self.moe.iter())
             .for_each(|(x, m)| *x += m);
     }
+}
+
+/// Which activation rows a product reads.
+#[derive(Clone, Copy)]
+enum Input {
+    /// `xn`: the normed residual stream.
+    Normed,
+    /// `ctx`: the attention context.
+    Context,
+    /// `expert_in` / `act_e`: the normed rows of the tokens routed to one expert.
+    Expert,
+    /// `gate`: one expert's SwiGLU hidden rows.
+    Hidden,
 }

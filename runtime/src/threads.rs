@@ -19,6 +19,8 @@ struct Shared {
     pending: AtomicUsize,
     panicked: AtomicBool,
     stop: AtomicBool,
+    /// Workers that finished starting up (thread start-up allocates).
+    ready: AtomicUsize,
     sleeping: Vec<AtomicBool>,
     threads: usize,
 }
@@ -57,6 +59,7 @@ impl ThreadPool {
             pending: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            ready: AtomicUsize::new(0),
             sleeping: (0..threads).map(|_| AtomicBool::new(false)).collect(),
             threads,
         });
@@ -68,6 +71,11 @@ impl ThreadPool {
                 .spawn(move || worker(&s, index))?;
             let t = handle.thread().clone();
             workers.push((handle, t));
+        }
+        // Return only once every worker runs: their start-up (names, guard
+        // pages) allocates, and must not fall into a step.
+        while shared.ready.load(Ordering::Acquire) < threads - 1 {
+            thread::yield_now();
         }
         Ok(ThreadPool { shared, workers })
     }
@@ -110,6 +118,9 @@ impl ThreadPool {
 }
 
 fn worker(s: &Shared, index: usize) {
+    // Touch the thread handle once so that `park` later allocates nothing.
+    let _ = thread::current();
+    s.ready.fetch_add(1, Ordering::Release);
     let mut seen = 0;
     loop {
         let mut spins = 0u32;

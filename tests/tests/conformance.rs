@@ -80,3 +80,37 @@ fn int8_kl_is_bounded_by_the_simulation() {
 fn int4_kl_is_bounded_by_the_simulation() {
     quantized_case(DType::Q4, "int4", 1.5, 1e-3);
 }
+
+/// Logits after a batched prefill of `tokens` (batches of `batch`).
+fn prefill_logits(file: &[u8], tokens: &[u32], batch: u32, threads: u32) -> Vec<f32> {
+    use mote::{Limits, Model, Plan, Session, SliceStorage};
+    let model = Model::open(SliceStorage::new(file)).unwrap();
+    let limits = Limits {
+        max_context: tokens.len() as u32,
+        prefill_batch: batch,
+        threads,
+        ..Limits::default()
+    };
+    let plan = Plan::new(&model, &limits).unwrap();
+    let mut arena = vec![0u8; plan.arena_bytes()];
+    let mut session = Session::new(&model, &plan, &mut arena).unwrap();
+    session.prefill(tokens).unwrap().to_vec()
+}
+
+#[test]
+fn batched_prefill_matches_step_by_step_for_every_dtype_and_batch() {
+    let r = reference(FAMILY);
+    for dtype in [DType::F32, DType::F16, DType::Q8, DType::Q4] {
+        let file = convert(FAMILY, "f32", dtype);
+        let steps = all_logits(&file, &r.tokens);
+        let want = &steps[steps.len() - 1..];
+        for (batch, threads) in [(1, 1), (5, 1), (5, 2), (64, 2)] {
+            let got = vec![prefill_logits(&file, &r.tokens, batch, threads)];
+            let err = max_rel_err(&got, want);
+            assert!(
+                err < 1e-5,
+                "{dtype} batch {batch} threads {threads}: relative error {err:.2e}"
+            );
+        }
+    }
+}

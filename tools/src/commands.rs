@@ -86,7 +86,7 @@ fn limits(load: &LoadArgs, max_context: u32) -> Limits {
     Limits {
         memory_budget_bytes: load.memory_budget,
         max_context,
-        threads: 1,
+        ..Limits::default()
     }
 }
 
@@ -297,6 +297,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         memory_budget_bytes: a.load.memory_budget,
         max_context: context.max(1),
         threads: a.threads,
+        ..Limits::default()
     };
     let plan = Plan::new(&model, &limits)?;
     let mut arena = vec![0u8; plan.arena_bytes()];

@@ -72,7 +72,9 @@ fn logits_all_and_last_match_the_reference() {
     let last = ok_json(&["logits", m, "--tokens", &ids(&r.tokens)]);
     let last: Vec<Vec<f32>> = serde_json::from_value(last["logits"].clone()).unwrap();
     assert_eq!(last.len(), 1);
-    assert_eq!(last[0], rows[rows.len() - 1]);
+    // The last row of a batched prefill equals the step-by-step one up to
+    // float summation order.
+    assert!(max_rel_err(&last, &rows[rows.len() - 1..]) < 1e-5);
 }
 
 #[test]

@@ -51,6 +51,57 @@ pub struct Activations<'a> {
     pub sums: &'a [f32],
 }
 
+/// Activations of several tokens, each in the form of [`Activations`],
+/// stored token after token with fixed strides.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchActs<'a> {
+    /// Tokens in the batch.
+    pub tokens: usize,
+    /// f32 values, token `t` at `t * f32_stride`.
+    pub f32s: &'a [f32],
+    /// Distance between tokens in `f32s`.
+    pub f32_stride: usize,
+    /// int8 values, token `t` at `t * 32 * block_stride`.
+    pub qs: &'a [i8],
+    /// Block scales, token `t` at `t * block_stride`.
+    pub scales: &'a [f32],
+    /// Block sums (see [`Activations::sums`]), token `t` at `t * block_stride`.
+    pub sums: &'a [f32],
+    /// Blocks reserved per token.
+    pub block_stride: usize,
+}
+
+impl<'a> BatchActs<'a> {
+    /// Token `t`'s activations for a matrix of `cols` columns.
+    pub fn token(&self, t: usize, cols: usize) -> Activations<'a> {
+        let blocks = cols.div_ceil(crate::quant::BLOCK_LEN);
+        let b = t * self.block_stride;
+        Activations {
+            f32s: &self.f32s[t * self.f32_stride..][..cols],
+            qs: &self.qs[b * crate::quant::BLOCK_LEN..][..blocks * crate::quant::BLOCK_LEN],
+            scales: &self.scales[b..][..blocks],
+            sums: &self.sums[b..][..blocks],
+        }
+    }
+
+    /// Tokens `range` as a batch of their own.
+    pub fn slice(&self, range: core::ops::Range<usize>) -> BatchActs<'a> {
+        let b = range.start * self.block_stride;
+        BatchActs {
+            tokens: range.len(),
+            f32s: &self.f32s[range.start * self.f32_stride..],
+            qs: &self.qs[b * crate::quant::BLOCK_LEN..],
+            scales: &self.scales[b..],
+            sums: &self.sums[b..],
+            ..*self
+        }
+    }
+}
+
+/// Matrix product for a batch of tokens: `w` holds `rows` rows of a
+/// `cols`-column matrix; `out[t * rows + r] = row r · token t`.
+pub type MatmulFn = fn(w: &[u8], cols: usize, rows: usize, x: &BatchActs<'_>, out: &mut [f32]);
+
 /// Matrix-vector product over a run of rows: `w` holds `out.len()` rows of
 /// `row_bytes` bytes each; `out[r] = row r · x`.
 pub type MatvecFn = fn(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]);
@@ -72,6 +123,14 @@ pub struct Kernels {
     pub matvec_f32: MatvecFn,
     /// Activation quantizer.
     pub quantize_activations: QuantizeActsFn,
+    /// int8 weights, several tokens.
+    pub matmul_q8: MatmulFn,
+    /// int4 weights, several tokens.
+    pub matmul_q4: MatmulFn,
+    /// f16 weights, several tokens.
+    pub matmul_f16: MatmulFn,
+    /// f32 weights, several tokens.
+    pub matmul_f32: MatmulFn,
 }
 
 impl Kernels {
@@ -84,6 +143,10 @@ impl Kernels {
             matvec_f16: scalar::matvec_f16,
             matvec_f32: scalar::matvec_f32,
             quantize_activations: crate::quant::quantize_activations,
+            matmul_q8: scalar::matmul_q8,
+            matmul_q4: scalar::matmul_q4,
+            matmul_f16: scalar::matmul_f16,
+            matmul_f32: scalar::matmul_f32,
         }
     }
 
@@ -113,6 +176,22 @@ impl Kernels {
             DType::F16 => self.matvec_f16,
             DType::F32 => self.matvec_f32,
         }
+    }
+
+    /// The batched product for weights of `dtype`.
+    pub fn matmul_fn(&self, dtype: DType) -> MatmulFn {
+        match dtype {
+            DType::Q8 => self.matmul_q8,
+            DType::Q4 => self.matmul_q4,
+            DType::F16 => self.matmul_f16,
+            DType::F32 => self.matmul_f32,
+        }
+    }
+
+    /// `out[t * rows + r] = w.row(r) · token t` for every token, on the calling thread.
+    pub fn matmul(&self, w: &Matrix<'_>, x: &BatchActs<'_>, out: &mut [f32]) {
+        debug_assert!(out.len() >= x.tokens * w.rows);
+        (self.matmul_fn(w.dtype))(w.data, w.cols, w.rows, x, out)
     }
 
     /// `out = w · x` over all rows, on the calling thread.
@@ -254,8 +333,96 @@ pub(crate) mod tests {
         }
     }
 
+    /// Runs every batched product of `fast` against the scalar table:
+    /// 1 to 7 tokens, awkward strides, the same shapes as above.
+    pub(crate) fn compare_matmul_with_scalar(fast: &Kernels) {
+        let scalar = Kernels::scalar();
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        for &cols in &[1usize, 31, 32, 33, 64, 100, 129, 513, 1040, 2816] {
+            for tokens in 1..=7 {
+                let rows = 1 + (cols + tokens) % 5;
+                let blocks = cols.div_ceil(BLOCK_LEN);
+                let stride = blocks + tokens % 2; // tokens need not be packed
+                let mut w = vec![0.0f32; rows * cols];
+                for r in 0..rows {
+                    fill(&mut rng, r + tokens, &mut w[r * cols..(r + 1) * cols]);
+                }
+                let f_stride = cols + 3;
+                let mut xf = vec![0.0f32; tokens * f_stride];
+                let mut qs = vec![0i8; tokens * stride * BLOCK_LEN];
+                let (mut sc, mut sums) =
+                    (vec![0.0f32; tokens * stride], vec![0.0f32; tokens * stride]);
+                for t in 0..tokens {
+                    fill(
+                        &mut rng,
+                        t * 5 + 1,
+                        &mut xf[t * f_stride..t * f_stride + cols],
+                    );
+                    let b = t * stride;
+                    quantize_activations(
+                        &xf[t * f_stride..t * f_stride + cols],
+                        &mut qs[b * BLOCK_LEN..(b + blocks) * BLOCK_LEN],
+                        &mut sc[b..b + blocks],
+                        &mut sums[b..b + blocks],
+                    );
+                }
+                let x = BatchActs {
+                    tokens,
+                    f32s: &xf,
+                    f32_stride: f_stride,
+                    qs: &qs,
+                    scales: &sc,
+                    sums: &sums,
+                    block_stride: stride,
+                };
+                for dtype in [DType::Q4, DType::Q8, DType::F16, DType::F32] {
+                    let rb = dtype.row_bytes(cols);
+                    let mut bytes = vec![0u8; rows * rb];
+                    for r in 0..rows {
+                        let (src, dst) = (
+                            &w[r * cols..(r + 1) * cols],
+                            &mut bytes[r * rb..(r + 1) * rb],
+                        );
+                        match dtype {
+                            DType::Q4 => quantize_row_q4(src, dst),
+                            DType::Q8 => quantize_row_q8(src, dst),
+                            DType::F16 => quantize_row_f16(src, dst),
+                            DType::F32 => encode_row_f32(src, dst),
+                        }
+                    }
+                    let m = Matrix {
+                        dtype,
+                        rows,
+                        cols,
+                        data: &bytes,
+                    };
+                    let (mut want, mut got) =
+                        (vec![0.0f32; tokens * rows], vec![0.0f32; tokens * rows]);
+                    scalar.matmul(&m, &x, &mut want);
+                    fast.matmul(&m, &x, &mut got);
+                    for t in 0..tokens {
+                        for r in 0..rows {
+                            let row = &w[r * cols..(r + 1) * cols];
+                            let xt = &xf[t * f_stride..t * f_stride + cols];
+                            let magnitude: f32 =
+                                row.iter().zip(xt).map(|(a, b)| (a * b).abs()).sum();
+                            let tol = 2e-5 * magnitude + 1e-20;
+                            let (a, b) = (want[t * rows + r], got[t * rows + r]);
+                            assert!(
+                                (a - b).abs() <= tol,
+                                "{} matmul {dtype} cols {cols} tokens {tokens} token {t} row {r}: scalar {a} vs {b}",
+                                fast.name
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn detected_kernels_match_scalar() {
         compare_with_scalar(&Kernels::detect());
+        compare_matmul_with_scalar(&Kernels::detect());
     }
 }

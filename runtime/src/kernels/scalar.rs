@@ -4,7 +4,7 @@
 
 use half::f16;
 
-use super::Activations;
+use super::{Activations, BatchActs};
 use crate::quant::{scale_at, split_row, BLOCK_LEN, Q4_VALUE_BYTES, Q8_VALUE_BYTES};
 
 /// int8 weight row · int8 activation blocks.
@@ -95,6 +95,75 @@ pub fn matvec_f16(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f3
 /// Scalar f32 matvec.
 pub fn matvec_f32(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
     matvec(dot_f32, w, row_bytes, x, out)
+}
+
+/// Batched product: each row is read once for all tokens (it stays in L1).
+pub fn matmul(
+    dot: fn(&[u8], &Activations<'_>) -> f32,
+    row_bytes: usize,
+    w: &[u8],
+    cols: usize,
+    rows: usize,
+    x: &BatchActs<'_>,
+    out: &mut [f32],
+) {
+    for (r, row) in w.chunks_exact(row_bytes).take(rows).enumerate() {
+        for t in 0..x.tokens {
+            out[t * rows + r] = dot(row, &x.token(t, cols));
+        }
+    }
+}
+
+/// Scalar int8 batched product.
+pub fn matmul_q8(w: &[u8], cols: usize, rows: usize, x: &BatchActs<'_>, out: &mut [f32]) {
+    matmul(
+        dot_q8,
+        crate::DType::Q8.row_bytes(cols),
+        w,
+        cols,
+        rows,
+        x,
+        out,
+    )
+}
+
+/// Scalar int4 batched product.
+pub fn matmul_q4(w: &[u8], cols: usize, rows: usize, x: &BatchActs<'_>, out: &mut [f32]) {
+    matmul(
+        dot_q4,
+        crate::DType::Q4.row_bytes(cols),
+        w,
+        cols,
+        rows,
+        x,
+        out,
+    )
+}
+
+/// Scalar f16 batched product.
+pub fn matmul_f16(w: &[u8], cols: usize, rows: usize, x: &BatchActs<'_>, out: &mut [f32]) {
+    matmul(
+        dot_f16,
+        crate::DType::F16.row_bytes(cols),
+        w,
+        cols,
+        rows,
+        x,
+        out,
+    )
+}
+
+/// Scalar f32 batched product.
+pub fn matmul_f32(w: &[u8], cols: usize, rows: usize, x: &BatchActs<'_>, out: &mut [f32]) {
+    matmul(
+        dot_f32,
+        crate::DType::F32.row_bytes(cols),
+        w,
+        cols,
+        rows,
+        x,
+        out,
+    )
 }
 
 /// Reads element `i` of a little-endian f32 tensor.

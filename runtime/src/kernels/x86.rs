@@ -13,7 +13,7 @@
 
 use core::arch::x86_64::*;
 
-use super::{Activations, Kernels};
+use super::{Activations, BatchActs, Kernels};
 use crate::quant::{BLOCK_LEN, Q4_BLOCK_BYTES, Q4_VALUE_BYTES, Q8_BLOCK_BYTES, Q8_VALUE_BYTES};
 
 /// True when the CPU has everything the AVX-512 kernels use.
@@ -47,6 +47,8 @@ pub fn upgrade(mut k: Kernels) -> Kernels {
         k.matvec_q8 = matvec_q8_avx512;
         k.matvec_f16 = matvec_f16_avx512;
         k.matvec_f32 = matvec_f32_avx512;
+        k.matmul_q4 = matmul_q4_avx512;
+        k.matmul_q8 = matmul_q8_avx512;
     }
     k
 }
@@ -316,10 +318,216 @@ unsafe fn f32_avx512(w: &[u8], row_bytes: usize, cols: usize, x: &[f32], out: &m
     }
 }
 
+/// Row and token tile of the batched products: R × T accumulators stay in
+/// registers while each weight chunk is unpacked once for T tokens.
+const TILE_ROWS: usize = 2;
+const TILE_TOKENS: usize = 4;
+
+/// Checks a batched product's shapes; returns the blocks per row.
+fn check_batch(
+    w: &[u8],
+    cols: usize,
+    rows: usize,
+    x: &BatchActs<'_>,
+    out: &[f32],
+    block_bytes: usize,
+) -> usize {
+    let blocks = cols.div_ceil(BLOCK_LEN);
+    let last = x.tokens.saturating_sub(1);
+    assert!(
+        x.tokens > 0
+            && w.len() >= rows * blocks * block_bytes
+            && out.len() >= x.tokens * rows
+            && x.block_stride >= blocks
+            && x.qs.len() >= (last * x.block_stride + blocks) * BLOCK_LEN
+            && x.scales.len() >= last * x.block_stride + blocks
+            && x.sums.len() >= last * x.block_stride + blocks,
+        "matmul shapes disagree"
+    );
+    blocks
+}
+
+fn matmul_q4_avx512(w: &[u8], cols: usize, rows: usize, x: &BatchActs<'_>, out: &mut [f32]) {
+    let blocks = check_batch(w, cols, rows, x, out, Q4_BLOCK_BYTES);
+    // SAFETY: installed by `upgrade` only on CPUs with the features enabled
+    // below; `check_batch` proved every range the loads use.
+    unsafe { q4_matmul_avx512(w, blocks, rows, x, out) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")]
+unsafe fn q4_matmul_avx512(
+    w: &[u8],
+    blocks: usize,
+    rows: usize,
+    x: &BatchActs<'_>,
+    out: &mut [f32],
+) {
+    let row_bytes = blocks * Q4_BLOCK_BYTES;
+    let low4 = _mm512_set1_epi8(0x0f);
+    let idx_lo = _mm512_setr_epi64(0, 1, 4, 5, 8, 9, 12, 13);
+    let idx_hi = _mm512_setr_epi64(2, 3, 6, 7, 10, 11, 14, 15);
+    let stride = x.block_stride;
+    for r0 in (0..rows).step_by(TILE_ROWS) {
+        // SAFETY (whole body): rows past the end repeat the last row and
+        // tokens past the end repeat the last token (never stored); loads are
+        // masked to `blocks` blocks of a row or a token (`check_batch`).
+        let rp: [*const u8; TILE_ROWS] =
+            core::array::from_fn(|i| w.as_ptr().add((r0 + i).min(rows - 1) * row_bytes));
+        for t0 in (0..x.tokens).step_by(TILE_TOKENS) {
+            let tok: [usize; TILE_TOKENS] = core::array::from_fn(|j| (t0 + j).min(x.tokens - 1));
+            let mut acc = [[_mm512_setzero_ps(); TILE_TOKENS]; TILE_ROWS];
+            let mut g = 0;
+            while g < blocks {
+                let n = (blocks - g).min(16);
+                let m16 = lane_mask(n);
+                let mut s = [[_mm512_setzero_ps(); TILE_TOKENS]; TILE_ROWS];
+                let dx: [__m512; TILE_TOKENS] = core::array::from_fn(|j| {
+                    _mm512_maskz_loadu_ps(m16, x.scales.as_ptr().add(tok[j] * stride + g))
+                });
+                for i in 0..TILE_ROWS {
+                    let dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
+                        m16,
+                        rp[i].add(2 * g) as *const i16,
+                    ));
+                    let dw8 = _mm512_mul_ps(dw, _mm512_set1_ps(8.0));
+                    for j in 0..TILE_TOKENS {
+                        let sx =
+                            _mm512_maskz_loadu_ps(m16, x.sums.as_ptr().add(tok[j] * stride + g));
+                        // The +8 of the stored nibbles, removed per block.
+                        acc[i][j] = _mm512_fnmadd_ps(dw8, sx, acc[i][j]);
+                        s[i][j] = _mm512_mul_ps(dw, dx[j]);
+                    }
+                }
+                let mut k = 0;
+                while 4 * k < n {
+                    let b = g + 4 * k;
+                    let m = (blocks - b).min(4);
+                    let wmask = byte_mask(m * Q4_VALUE_BYTES);
+                    let mut lo = [_mm512_setzero_si512(); TILE_ROWS];
+                    let mut hi = [_mm512_setzero_si512(); TILE_ROWS];
+                    for i in 0..TILE_ROWS {
+                        let wv = _mm512_maskz_loadu_epi8(
+                            wmask,
+                            rp[i].add(2 * blocks + b * Q4_VALUE_BYTES) as *const i8,
+                        );
+                        lo[i] = _mm512_and_si512(wv, low4);
+                        hi[i] = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
+                    }
+                    let spread = _mm512_loadu_si512(SPREAD4[k].as_ptr() as *const _);
+                    for j in 0..TILE_TOKENS {
+                        let xq = x.qs.as_ptr().add((tok[j] * stride + b) * BLOCK_LEN);
+                        let xa = _mm512_maskz_loadu_epi8(byte_mask(m * BLOCK_LEN), xq);
+                        let xb = _mm512_maskz_loadu_epi8(
+                            byte_mask(m.saturating_sub(2) * BLOCK_LEN),
+                            xq.add(2.min(m) * BLOCK_LEN),
+                        );
+                        let xlo = _mm512_permutex2var_epi64(xa, idx_lo, xb);
+                        let xhi = _mm512_permutex2var_epi64(xa, idx_hi, xb);
+                        for i in 0..TILE_ROWS {
+                            let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[i], xlo);
+                            let dot = _mm512_dpbusd_epi32(dot, hi[i], xhi);
+                            let sk = _mm512_permutexvar_ps(spread, s[i][j]);
+                            acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sk, acc[i][j]);
+                        }
+                    }
+                    k += 1;
+                }
+                g += 16;
+            }
+            for i in 0..TILE_ROWS.min(rows - r0) {
+                for j in 0..TILE_TOKENS.min(x.tokens - t0) {
+                    out[(t0 + j) * rows + r0 + i] = _mm512_reduce_add_ps(acc[i][j]);
+                }
+            }
+        }
+    }
+}
+
+fn matmul_q8_avx512(w: &[u8], cols: usize, rows: usize, x: &BatchActs<'_>, out: &mut [f32]) {
+    let blocks = check_batch(w, cols, rows, x, out, Q8_BLOCK_BYTES);
+    // SAFETY: as for `matmul_q4_avx512`.
+    unsafe { q8_matmul_avx512(w, blocks, rows, x, out) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")]
+unsafe fn q8_matmul_avx512(
+    w: &[u8],
+    blocks: usize,
+    rows: usize,
+    x: &BatchActs<'_>,
+    out: &mut [f32],
+) {
+    let row_bytes = blocks * Q8_BLOCK_BYTES;
+    let zero = _mm512_setzero_si512();
+    let stride = x.block_stride;
+    for r0 in (0..rows).step_by(TILE_ROWS) {
+        // SAFETY (whole body): as in `q4_matmul_avx512`.
+        let rp: [*const u8; TILE_ROWS] =
+            core::array::from_fn(|i| w.as_ptr().add((r0 + i).min(rows - 1) * row_bytes));
+        for t0 in (0..x.tokens).step_by(TILE_TOKENS) {
+            let tok: [usize; TILE_TOKENS] = core::array::from_fn(|j| (t0 + j).min(x.tokens - 1));
+            let mut acc = [[_mm512_setzero_ps(); TILE_TOKENS]; TILE_ROWS];
+            let mut g = 0;
+            while g < blocks {
+                let n = (blocks - g).min(16);
+                let m16 = lane_mask(n);
+                let mut s = [[_mm512_setzero_ps(); TILE_TOKENS]; TILE_ROWS];
+                for i in 0..TILE_ROWS {
+                    let dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(
+                        m16,
+                        rp[i].add(2 * g) as *const i16,
+                    ));
+                    for j in 0..TILE_TOKENS {
+                        s[i][j] = _mm512_mul_ps(
+                            dw,
+                            _mm512_maskz_loadu_ps(m16, x.scales.as_ptr().add(tok[j] * stride + g)),
+                        );
+                    }
+                }
+                let mut k = 0;
+                while 2 * k < n {
+                    let b = g + 2 * k;
+                    let mask = byte_mask((blocks - b).min(2) * Q8_VALUE_BYTES);
+                    let mut wa = [zero; TILE_ROWS];
+                    let mut neg = [0 as __mmask64; TILE_ROWS];
+                    for i in 0..TILE_ROWS {
+                        let wv = _mm512_maskz_loadu_epi8(
+                            mask,
+                            rp[i].add(2 * blocks + b * Q8_VALUE_BYTES) as *const i8,
+                        );
+                        neg[i] = _mm512_movepi8_mask(wv);
+                        wa[i] = _mm512_abs_epi8(wv);
+                    }
+                    let spread = _mm512_loadu_si512(SPREAD2[k].as_ptr() as *const _);
+                    for j in 0..TILE_TOKENS {
+                        let xv = _mm512_maskz_loadu_epi8(
+                            mask,
+                            x.qs.as_ptr().add((tok[j] * stride + b) * BLOCK_LEN),
+                        );
+                        for i in 0..TILE_ROWS {
+                            let xs = _mm512_mask_sub_epi8(xv, neg[i], zero, xv);
+                            let dot = _mm512_dpbusd_epi32(zero, wa[i], xs);
+                            let sk = _mm512_permutexvar_ps(spread, s[i][j]);
+                            acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sk, acc[i][j]);
+                        }
+                    }
+                    k += 1;
+                }
+                g += 16;
+            }
+            for i in 0..TILE_ROWS.min(rows - r0) {
+                for j in 0..TILE_TOKENS.min(x.tokens - t0) {
+                    out[(t0 + j) * rows + r0 + i] = _mm512_reduce_add_ps(acc[i][j]);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::tests::compare_with_scalar;
+    use crate::kernels::tests::{compare_matmul_with_scalar, compare_with_scalar};
 
     #[test]
     fn avx512_kernels_match_scalar() {
@@ -328,5 +536,6 @@ mod tests {
             return;
         }
         compare_with_scalar(&upgrade(Kernels::scalar()));
+        compare_matmul_with_scalar(&upgrade(Kernels::scalar()));
     }
 }
