@@ -158,6 +158,9 @@ unsafe fn q4_avx512(
             w.as_ptr()
                 .add((chunk * ROWS + i.min(nrows - 1)) * row_bytes)
         });
+        for r in rows {
+            _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(ROWS * row_bytes) as *const i8);
+        }
         let mut acc = [_mm512_setzero_ps(); ROWS];
         let mut corr = [_mm512_setzero_ps(); ROWS];
         let mut g = 0;
@@ -193,6 +196,9 @@ unsafe fn q4_avx512(
                 let wmask = byte_mask(m * Q4_VALUE_BYTES);
                 for i in 0..ROWS {
                     let values = rows[i].add(2 * blocks + b * Q4_VALUE_BYTES);
+                    // The same bytes of the next chunk of rows: a prefetch
+                    // only hints, so past the end it is harmless.
+                    _mm_prefetch::<_MM_HINT_T0>(values.wrapping_add(ROWS * row_bytes) as *const i8);
                     let wv = _mm512_maskz_loadu_epi8(wmask, values as *const i8);
                     let lo = _mm512_and_si512(wv, low4);
                     let hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
@@ -244,6 +250,9 @@ unsafe fn q8_avx512(
             while 2 * k < n {
                 let b = g + 2 * k;
                 let mask = byte_mask((blocks - b).min(2) * Q8_VALUE_BYTES);
+                // The same bytes two rows on: a prefetch only hints, so
+                // past the end it is harmless.
+                _mm_prefetch::<_MM_HINT_T0>(values.wrapping_add(b * Q8_VALUE_BYTES + 2 * row_bytes));
                 let wv = _mm512_maskz_loadu_epi8(mask, values.add(b * Q8_VALUE_BYTES));
                 let xv = _mm512_maskz_loadu_epi8(mask, xq.add(b * BLOCK_LEN));
                 // w·x = |w|·(x negated where w < 0); activations are never -128.
