@@ -23,6 +23,7 @@ extern crate std;
 
 mod arena;
 pub mod error;
+pub mod experts;
 pub mod format;
 pub mod kernels;
 pub mod model;
@@ -35,6 +36,7 @@ pub mod storage;
 mod threads;
 
 pub use error::{Error, StorageError};
+pub use experts::{CacheStats, EvictionPolicy};
 pub use format::config::{Architecture, ModelConfig, RopeScaling};
 pub use format::tensor::TensorRecord;
 pub use format::tensor::{DType, TensorId, TensorKind};

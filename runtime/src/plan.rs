@@ -3,8 +3,6 @@
 //! [`Session`](crate::Session) will use; a budget that cannot hold it is an
 //! error here, stating the bytes missing, never a failure mid-generation.
 
-use core::mem::size_of;
-
 use crate::arena::{buffer_bytes, BUFFER_ALIGN};
 use crate::error::Error;
 use crate::format::config::ModelConfig;
@@ -25,6 +23,10 @@ pub struct Limits {
     /// Prompt tokens computed together by `prefill` (each weight is read
     /// once per batch); 1 keeps scratch memory smallest.
     pub prefill_batch: u32,
+    /// Which expert to evict when the expert slots are full.
+    pub eviction: crate::experts::EvictionPolicy,
+    /// Check each expert's CRC32s every time it is paged in.
+    pub verify_experts: bool,
 }
 
 impl Default for Limits {
@@ -34,6 +36,8 @@ impl Default for Limits {
             max_context: 2048,
             threads: 1,
             prefill_batch: 64,
+            eviction: crate::experts::EvictionPolicy::Lru,
+            verify_experts: false,
         }
     }
 }
@@ -128,6 +132,34 @@ impl Buffers {
     }
 }
 
+/// How the experts of a model whose storage is not addressable are held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpertPlan {
+    /// Bytes of one slot: the largest expert's gate/up/down group.
+    pub slot_bytes: usize,
+    /// Slots: every expert when the budget allows, else what fits (at least
+    /// one layer's top-k).
+    pub slots: usize,
+    /// Experts in the model (layers × experts per layer).
+    pub experts: usize,
+}
+
+impl ExpertPlan {
+    /// Bytes of the slots and their bookkeeping.
+    pub fn bytes(&self) -> usize {
+        buffer_bytes::<u8>(self.slots * self.slot_bytes)
+            + 2 * buffer_bytes::<u32>(self.slots)
+            + 2 * buffer_bytes::<u64>(self.slots)
+            + buffer_bytes::<u8>(self.slots)
+            + buffer_bytes::<u32>(self.experts)
+    }
+
+    /// Bytes of one more slot, bookkeeping included (an upper bound).
+    fn per_slot(&self) -> usize {
+        self.slot_bytes + 2 * 4 + 2 * 8 + 1
+    }
+}
+
 /// The memory plan of one session: fixed before it starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
@@ -135,14 +167,24 @@ pub struct Plan {
     pub limits: Limits,
     /// Buffer sizes.
     pub buffers: Buffers,
-    /// Bytes of weights copied into the arena (0 when used in place).
-    pub resident_weight_bytes: usize,
     /// True when weights are read in place from addressable storage.
     pub weights_in_place: bool,
+    /// Bytes of non-expert weights copied into the arena (0 in place).
+    pub resident_weight_bytes: usize,
+    /// Bytes of one token-embedding row, read on demand instead of holding
+    /// the table (0 when the table is used in place or is resident).
+    pub embedding_row_bytes: usize,
+    /// Expert slots (`None` when experts are used in place).
+    pub experts: Option<ExpertPlan>,
 }
 
 impl Plan {
     /// Plans a session of `model` under `limits`.
+    ///
+    /// Addressable storage (a memory map, XIP flash, a slice) is used in
+    /// place. Otherwise the non-expert weights are copied into the arena
+    /// (the embedding table only if the logits reuse it; else its rows are
+    /// read per token) and the rest of the budget becomes expert slots.
     pub fn new<S: Storage>(model: &Model<S>, limits: &Limits) -> Result<Self, Error> {
         if limits.max_context == 0 {
             return Err(Error::BadLimits {
@@ -163,27 +205,73 @@ impl Plan {
             c.expert_ffn_size,
             c.n_heads.saturating_mul(c.head_dim),
         ];
+        let batch = limits.prefill_batch.max(1) as u64;
         if kv.saturating_mul(8) > isize::MAX as u64
-            || widest.iter().any(|&d| d as u64 * 64 > isize::MAX as u64)
+            || widest
+                .iter()
+                .any(|&d| d as u64 * 64 * batch > isize::MAX as u64)
         {
             return Err(Error::BadLimits {
                 reason: "buffers for this context do not fit the address space",
             });
         }
+        let too_big = |_| Error::BadLimits {
+            reason: "weights do not fit in this address space",
+        };
         let weights_in_place = model.storage().as_slice().is_some();
-        let resident_weight_bytes = if weights_in_place {
-            0
-        } else {
-            usize::try_from(model.weight_bytes()).map_err(|_| Error::BadLimits {
-                reason: "weights do not fit in this address space",
-            })?
-        };
-        let plan = Plan {
+        let mut plan = Plan {
             limits: *limits,
-            buffers: Buffers::new(model.config(), limits.max_context, limits.prefill_batch),
-            resident_weight_bytes,
+            buffers: Buffers::new(c, limits.max_context, limits.prefill_batch),
             weights_in_place,
+            resident_weight_bytes: 0,
+            embedding_row_bytes: 0,
+            experts: None,
         };
+        if !weights_in_place {
+            let mut resident = 0u64;
+            let mut slot_bytes = 0u64;
+            for i in 0..model.tensor_count() {
+                let rec = model.record(i)?;
+                if rec.id.kind.is_expert() {
+                    continue;
+                }
+                if rec.id.kind == crate::TensorKind::TokenEmbedding && !c.tied_embeddings {
+                    plan.embedding_row_bytes = rec.dtype.row_bytes(rec.cols as usize);
+                    continue;
+                }
+                resident += crate::format::align_up(rec.length, crate::format::TENSOR_ALIGN);
+            }
+            for layer in 0..c.n_layers {
+                for expert in 0..c.n_experts {
+                    slot_bytes = slot_bytes.max(model.expert_range(layer, expert)?.1);
+                }
+            }
+            plan.resident_weight_bytes = usize::try_from(resident).map_err(too_big)?;
+            let experts = (c.n_layers * c.n_experts) as usize;
+            let mut ep = ExpertPlan {
+                slot_bytes: usize::try_from(slot_bytes).map_err(too_big)?,
+                slots: experts,
+                experts,
+            };
+            if let Some(budget) = limits.memory_budget_bytes {
+                // What the budget holds beyond everything else, in slots.
+                ep.slots = 0;
+                plan.experts = Some(ep);
+                let fixed = plan.arena_bytes() as u64;
+                let room = budget.saturating_sub(fixed) / ep.per_slot() as u64;
+                ep.slots = (room as usize).min(experts);
+                let minimum = c.n_experts_per_token as usize;
+                if ep.slots < minimum {
+                    ep.slots = minimum;
+                    plan.experts = Some(ep);
+                    return Err(Error::BudgetTooSmall {
+                        needed: plan.arena_bytes() as u64,
+                        budget,
+                    });
+                }
+            }
+            plan.experts = Some(ep);
+        }
         if let Some(budget) = limits.memory_budget_bytes {
             let needed = plan.arena_bytes() as u64;
             if needed > budget {
@@ -200,7 +288,12 @@ impl Plan {
 
     /// Bytes of scratch buffers.
     pub fn scratch_bytes(&self) -> usize {
-        self.buffers.scratch_bytes()
+        self.buffers.scratch_bytes() + buffer_bytes::<u8>(self.embedding_row_bytes)
+    }
+
+    /// Bytes of expert slots and their bookkeeping.
+    pub fn expert_cache_bytes(&self) -> usize {
+        self.experts.map_or(0, |e| e.bytes())
     }
 
     /// Total bytes the caller must hand to [`Session::new`](crate::Session::new)
@@ -210,7 +303,6 @@ impl Plan {
             + buffer_bytes::<u8>(self.resident_weight_bytes)
             + self.kv_cache_bytes()
             + self.scratch_bytes()
+            + self.expert_cache_bytes()
     }
 }
-
-const _: () = assert!(size_of::<WeightRef>() <= BUFFER_ALIGN);

@@ -11,7 +11,8 @@
 //! (tokens split across threads, each weight row read once per batch).
 
 use crate::arena::Arena;
-use crate::error::{Error, StorageError};
+use crate::error::Error;
+use crate::experts::{checksum_error, CacheStats, ExpertCache, ExpertPlace};
 use crate::format::config::{ModelConfig, RopeScaling};
 use crate::format::tensor::{DType, TensorId, TensorKind};
 use crate::kernels::{scalar, BatchActs, Kernels, Matrix};
@@ -21,6 +22,17 @@ use crate::plan::Plan;
 use crate::quant::{dequantize_row_q4, dequantize_row_q8, BLOCK_LEN};
 use crate::storage::Storage;
 
+/// Where a resolved tensor's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// In `Session::weights` at `offset`.
+    Resident,
+    /// In an expert slot; `offset` is the file offset.
+    Paged,
+    /// Read a row at a time from storage; `offset` is the file offset.
+    OnDemand,
+}
+
 /// A tensor resolved once at session start: where its bytes are and their shape.
 #[derive(Debug, Clone, Copy)]
 pub struct WeightRef {
@@ -28,6 +40,8 @@ pub struct WeightRef {
     rows: u32,
     cols: u32,
     dtype: DType,
+    crc32: u32,
+    place: Place,
 }
 
 impl WeightRef {
@@ -36,6 +50,8 @@ impl WeightRef {
         rows: 0,
         cols: 0,
         dtype: DType::F32,
+        crc32: 0,
+        place: Place::Resident,
     };
 }
 
@@ -104,9 +120,10 @@ pub struct Session<'a, S: Storage> {
     par: Parallel,
     /// Weight bytes: the whole file in place, or the data region copied in.
     weights: &'a [u8],
-    /// File offset of `weights[0]`.
-    weights_base: u64,
     table: &'a [WeightRef],
+    cache: Option<ExpertCache<'a>>,
+    verify_experts: bool,
+    embedding_row: &'a mut [u8],
     max_context: u32,
     batch: usize,
     pos: u32,
@@ -154,33 +171,66 @@ impl<'a, S: Storage> Session<'a, S> {
         let b = plan.buffers;
         let mut arena = Arena::new(arena, needed);
 
-        let (weights, weights_base): (&'a [u8], u64) = match model.storage().as_slice() {
-            Some(bytes) if plan.weights_in_place => (bytes, 0),
-            _ => {
-                let dst = arena.take_raw(plan.resident_weight_bytes)?;
-                model.storage().read_at(model.preamble().data_offset, dst)?;
-                (dst, model.preamble().data_offset)
-            }
-        };
+        // Resolve every tensor: in place, copied into the resident region,
+        // paged (experts) or read by rows (an untied embedding table).
         let table = arena.take(b.tensors, WeightRef::EMPTY)?;
+        let in_place = match model.storage().as_slice() {
+            Some(bytes) if plan.weights_in_place => Some(bytes),
+            _ => None,
+        };
+        let resident = arena.take_raw(plan.resident_weight_bytes)?;
+        let mut cursor = 0usize;
         for (i, slot) in table.iter_mut().enumerate() {
             let rec = model.record(i)?;
-            if rec.offset < weights_base
-                || rec.offset - weights_base + rec.length > weights.len() as u64
-            {
-                return Err(Error::Storage(StorageError::OutOfRange {
-                    offset: rec.offset,
-                    len: rec.length,
-                    storage_len: weights_base + weights.len() as u64,
-                }));
-            }
-            *slot = WeightRef {
-                offset: rec.offset - weights_base,
+            let mut w = WeightRef {
+                offset: rec.offset,
                 rows: rec.rows,
                 cols: rec.cols,
                 dtype: rec.dtype,
+                crc32: rec.crc32,
+                place: Place::Resident,
             };
+            if in_place.is_none() {
+                if rec.id.kind.is_expert() {
+                    w.place = Place::Paged;
+                } else if rec.id.kind == TensorKind::TokenEmbedding && !config.tied_embeddings {
+                    w.place = Place::OnDemand;
+                } else {
+                    let len = rec.length as usize;
+                    let end = cursor + len;
+                    if end > resident.len() {
+                        return Err(Error::BadLimits {
+                            reason: "resident weights exceed the plan",
+                        });
+                    }
+                    model
+                        .storage()
+                        .read_at(rec.offset, &mut resident[cursor..end])?;
+                    w.offset = cursor as u64;
+                    cursor =
+                        crate::format::align_up(end as u64, crate::format::TENSOR_ALIGN) as usize;
+                }
+            }
+            *slot = w;
         }
+        let weights: &'a [u8] = match in_place {
+            Some(bytes) => bytes,
+            None => resident,
+        };
+        let cache = match plan.experts {
+            Some(ep) => Some(ExpertCache::new(
+                ep.slot_bytes,
+                arena.take_raw(ep.slots * ep.slot_bytes)?,
+                arena.take(ep.slots, 0u32)?,
+                arena.take(ep.slots, 0u64)?,
+                arena.take(ep.slots, 0u32)?,
+                arena.take(ep.slots, 0u64)?,
+                arena.take(ep.slots, 0u8)?,
+                arena.take(ep.experts, 0u32)?,
+                plan.limits.eviction,
+            )),
+            None => None,
+        };
 
         let n = b.batch;
         let session = Session {
@@ -189,8 +239,10 @@ impl<'a, S: Storage> Session<'a, S> {
             kernels: Kernels::detect(),
             par: Parallel::new(plan.limits.threads)?,
             weights,
-            weights_base,
             table,
+            cache,
+            verify_experts: plan.limits.verify_experts,
+            embedding_row: arena.take_raw(plan.embedding_row_bytes)?,
             max_context: plan.limits.max_context,
             batch: n,
             pos: 0,
@@ -257,9 +309,16 @@ impl<'a, S: Storage> Session<'a, S> {
         self.model
     }
 
-    /// File offset of the first weight byte the session holds (0 in place).
-    pub fn weights_base(&self) -> u64 {
-        self.weights_base
+    /// What the expert cache did (all zero when experts are used in place).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache
+            .as_ref()
+            .map_or(CacheStats::default(), |c| c.stats)
+    }
+
+    /// Expert slots (0 when experts are used in place).
+    pub fn expert_slots(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.slots())
     }
 
     /// Runs every token of `tokens` and returns the logits after the last.
@@ -285,7 +344,7 @@ impl<'a, S: Storage> Session<'a, S> {
         }
         let chunks = tokens.len().div_ceil(self.batch);
         for (i, chunk) in tokens.chunks(self.batch).enumerate() {
-            self.forward(chunk, i + 1 == chunks);
+            self.forward(chunk, i + 1 == chunks)?;
         }
         Ok(self.logits)
     }
@@ -305,7 +364,7 @@ impl<'a, S: Storage> Session<'a, S> {
                 max_context: self.max_context,
             });
         }
-        self.forward(&[token], true);
+        self.forward(&[token], true)?;
         Ok(self.logits)
     }
 
@@ -324,10 +383,26 @@ impl<'a, S: Storage> Session<'a, S> {
         }
     }
 
-    /// Dequantizes token's embedding row into `out`.
-    fn embed(emb: &Matrix<'_>, token: u32, out: &mut [f32]) {
-        let row = emb.row(token as usize);
-        match emb.dtype {
+    /// Dequantizes `token`'s embedding row into row `t` of `x`, reading it
+    /// from storage when the table is not resident.
+    fn embed(&mut self, t: usize, token: u32) -> Result<(), Error> {
+        let h = self.config.hidden_size as usize;
+        let index = layout::record_index(self.config, TensorId::global(TensorKind::TokenEmbedding))
+            .unwrap_or(0);
+        let w = self.table[index];
+        let row_bytes = w.dtype.row_bytes(w.cols as usize);
+        let row: &[u8] = if w.place == Place::OnDemand {
+            let offset = w.offset + token as u64 * row_bytes as u64;
+            self.model
+                .storage()
+                .read_at(offset, &mut self.embedding_row[..row_bytes])?;
+            &self.embedding_row[..row_bytes]
+        } else {
+            let start = w.offset as usize + token as usize * row_bytes;
+            &self.weights[start..start + row_bytes]
+        };
+        let out = &mut self.x[t * h..(t + 1) * h];
+        match w.dtype {
             DType::F32 => out
                 .iter_mut()
                 .enumerate()
@@ -338,21 +413,76 @@ impl<'a, S: Storage> Session<'a, S> {
             DType::Q8 => dequantize_row_q8(row, out),
             DType::Q4 => dequantize_row_q4(row, out),
         }
+        Ok(())
+    }
+
+    /// One expert's gate, up and down matrices: in place, or from its slot
+    /// (paged in on a miss). The slot stays pinned for this step.
+    fn expert(&mut self, layer: u32, expert: u32) -> Result<[Matrix<'a>; 3], Error> {
+        let ids = [
+            TensorKind::ExpertGate,
+            TensorKind::ExpertUp,
+            TensorKind::ExpertDown,
+        ]
+        .map(|k| TensorId::expert(k, layer, expert));
+        let Some(cache) = self.cache.as_mut() else {
+            return Ok(ids.map(|id| self.weight(id)));
+        };
+        let refs = ids.map(|id| self.table[layout::record_index(self.config, id).unwrap_or(0)]);
+        let start = refs[0].offset;
+        let end = refs[2].offset
+            + refs[2].dtype.row_bytes(refs[2].cols as usize) as u64 * refs[2].rows as u64;
+        let place = ExpertPlace {
+            key: layer * self.config.n_experts + expert,
+            offset: start,
+            len: (end - start) as usize,
+        };
+        let verify = self.verify_experts;
+        // Only the expert in use is pinned: experts are computed one at a
+        // time, so a batch may route to more experts than there are slots.
+        cache.next_step();
+        let bytes = cache.get(self.model.storage(), place, false, |bytes| {
+            if verify {
+                for (id, w) in ids.iter().zip(&refs) {
+                    let at = (w.offset - start) as usize;
+                    let len = w.dtype.row_bytes(w.cols as usize) * w.rows as usize;
+                    let found = crc32fast::hash(&bytes[at..at + len]);
+                    if found != w.crc32 {
+                        return Err(checksum_error(*id, w.crc32, found));
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        // SAFETY: the slot's bytes live in the arena for 'a. The slot is
+        // pinned for this step and is only rewritten by a later `get` of a
+        // different expert, which the forward pass makes only after it has
+        // finished with these matrices (experts are computed one at a time).
+        let bytes: &'a [u8] = unsafe { core::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) };
+        Ok(refs.map(|w| {
+            let at = (w.offset - start) as usize;
+            let len = w.dtype.row_bytes(w.cols as usize) * w.rows as usize;
+            Matrix {
+                dtype: w.dtype,
+                rows: w.rows as usize,
+                cols: w.cols as usize,
+                data: &bytes[at..at + len],
+            }
+        }))
     }
 
     /// Runs `tokens` (at most `batch`) at positions `pos..`; computes the
     /// logits of the last one when `logits` is set.
-    fn forward(&mut self, tokens: &[u32], logits: bool) {
+    fn forward(&mut self, tokens: &[u32], logits: bool) -> Result<(), Error> {
         let c = self.config;
         let h = c.hidden_size as usize;
         let n = tokens.len();
-        let emb = self.weight(TensorId::global(TensorKind::TokenEmbedding));
         for (t, &token) in tokens.iter().enumerate() {
-            Self::embed(&emb, token, &mut self.x[t * h..(t + 1) * h]);
+            self.embed(t, token)?;
         }
         for layer in 0..c.n_layers {
             self.attention(layer, n);
-            self.moe(layer, n);
+            self.moe(layer, n)?;
         }
         if logits {
             let norm = self.weight(TensorId::global(TensorKind::OutputNorm));
@@ -368,6 +498,7 @@ impl<'a, S: Storage> Session<'a, S> {
             self.product(&[(head, out)], Input::Normed, 1);
         }
         self.pos += n as u32;
+        Ok(())
     }
 
     /// Runs `w · input` for `n` tokens into each job's output (`n × rows`,
@@ -519,7 +650,7 @@ impl<'a, S: Storage> Session<'a, S> {
             .for_each(|(x, a)| *x += a);
     }
 
-    fn moe(&mut self, layer: u32, n: usize) {
+    fn moe(&mut self, layer: u32, n: usize) -> Result<(), Error> {
         let c = self.config;
         let (h, f) = (c.hidden_size as usize, c.expert_ffn_size as usize);
         let (e_count, top_k) = (c.n_experts as usize, c.n_experts_per_token as usize);
@@ -558,8 +689,10 @@ impl<'a, S: Storage> Session<'a, S> {
         }
 
         // The normed inputs, quantized once for every expert.
-        let w0 = self.weight(TensorId::expert(TensorKind::ExpertGate, layer, 0));
-        if w0.dtype.is_quantized() {
+        let gate0 =
+            self.table[layout::record_index(c, TensorId::expert(TensorKind::ExpertGate, layer, 0))
+                .unwrap_or(0)];
+        if gate0.dtype.is_quantized() {
             self.act.quantize(&self.kernels, self.xn, h, h, n);
         }
         self.moe[..n * h].fill(0.0);
@@ -585,9 +718,7 @@ impl<'a, S: Storage> Session<'a, S> {
                 self.expert_in[j * h..(j + 1) * h].copy_from_slice(&self.xn[t * h..(t + 1) * h]);
                 self.act_e.copy_token(j, &self.act, t);
             }
-            let wg = self.weight(TensorId::expert(TensorKind::ExpertGate, layer, expert));
-            let wu = self.weight(TensorId::expert(TensorKind::ExpertUp, layer, expert));
-            let wd = self.weight(TensorId::expert(TensorKind::ExpertDown, layer, expert));
+            let [wg, wu, wd] = self.expert(layer, expert)?;
             let outs = (self.gate.as_mut_ptr(), self.up.as_mut_ptr());
             self.product(&[(wg, outs.0), (wu, outs.1)], Input::Expert, m);
             for j in 0..m {
@@ -612,6 +743,7 @@ impl<'a, S: Storage> Session<'a, S> {
             .iter_mut()
             .zip(self.moe.iter())
             .for_each(|(x, m)| *x += m);
+        Ok(())
     }
 }
 

@@ -81,6 +81,19 @@ impl<S: Storage + ?Sized> Storage for &S {
 }
 
 #[cfg(feature = "std")]
+impl<S: Storage + ?Sized> Storage for std::boxed::Box<S> {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+    fn read_at(&self, offset: u64, dst: &mut [u8]) -> Result<(), StorageError> {
+        (**self).read_at(offset, dst)
+    }
+    fn as_slice(&self) -> Option<&[u8]> {
+        (**self).as_slice()
+    }
+}
+
+#[cfg(feature = "std")]
 mod std_storage {
     use std::fs::File;
     use std::path::Path;

@@ -69,12 +69,38 @@ pub struct QuantizeArgs {
 pub struct LoadArgs {
     /// The .mote file.
     pub model: PathBuf,
-    /// Most bytes the session may use (e.g. 64MiB, 1.5GiB, 300000).
+    /// Most bytes the session may use (e.g. 64MiB, 1.5GiB, 300000). The
+    /// file is then read with pread (not mapped) and experts are paged
+    /// into the slots the budget leaves.
     #[arg(long, value_parser = parse_bytes)]
     pub memory_budget: Option<u64>,
     /// Skip checking the tensors' CRC32s at load.
     #[arg(long)]
     pub no_verify: bool,
+    /// Which expert to evict when the budget's expert slots are full.
+    #[arg(long, value_enum, default_value = "lru")]
+    pub eviction: Eviction,
+    /// Check every expert's CRC32s each time it is paged in.
+    #[arg(long)]
+    pub paranoid: bool,
+}
+
+/// Expert eviction policies.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Eviction {
+    /// Least recently used.
+    Lru,
+    /// Least frequently used, with aging.
+    Lfu,
+}
+
+impl From<Eviction> for mote::EvictionPolicy {
+    fn from(e: Eviction) -> Self {
+        match e {
+            Eviction::Lru => mote::EvictionPolicy::Lru,
+            Eviction::Lfu => mote::EvictionPolicy::FrequencyAging,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

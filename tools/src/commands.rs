@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 
 use anyhow::{Context, Result};
-use mote::{Limits, MmapStorage, Model, Plan, Session};
+use mote::{FileStorage, Limits, MmapStorage, Model, Plan, Session, Storage};
 use serde_json::json;
 
 use crate::args::{
@@ -69,10 +69,17 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
     Ok(())
 }
 
-fn open(load: &LoadArgs) -> Result<Model<MmapStorage>> {
+/// The storage a command reads: a populated memory map, or positional
+/// reads when a memory budget is set (mapped pages would count against it).
+type AnyStorage = Box<dyn Storage + Sync>;
+
+fn open(load: &LoadArgs) -> Result<Model<AnyStorage>> {
     let path = &load.model;
-    let storage =
-        MmapStorage::open_populated(path).with_context(|| format!("{}", path.display()))?;
+    let storage: AnyStorage = if load.memory_budget.is_some() {
+        Box::new(FileStorage::open(path).with_context(|| format!("{}", path.display()))?)
+    } else {
+        Box::new(MmapStorage::open_populated(path).with_context(|| format!("{}", path.display()))?)
+    };
     let model = Model::open(storage).with_context(|| format!("{}", path.display()))?;
     if !load.no_verify {
         model
@@ -86,6 +93,8 @@ fn limits(load: &LoadArgs, max_context: u32) -> Limits {
     Limits {
         memory_budget_bytes: load.memory_budget,
         max_context,
+        eviction: load.eviction.into(),
+        verify_experts: load.paranoid,
         ..Limits::default()
     }
 }
@@ -182,6 +191,8 @@ fn inspect(a: InspectArgs) -> Result<()> {
                 "max_context": a.max_context, "memory_budget_bytes": a.load.memory_budget,
                 "weights_in_place": plan.weights_in_place, "resident_weight_bytes": plan.resident_weight_bytes,
                 "kv_cache_bytes": plan.kv_cache_bytes(), "scratch_bytes": plan.scratch_bytes(),
+                "expert_slots": plan.experts.map(|e| e.slots), "expert_slot_bytes": plan.experts.map(|e| e.slot_bytes),
+                "expert_cache_bytes": plan.expert_cache_bytes(), "embedding_row_bytes": plan.embedding_row_bytes,
                 "arena_bytes": plan.arena_bytes(),
             },
             "kernels": kernels.name,
@@ -243,9 +254,26 @@ fn inspect(a: InspectArgs) -> Result<()> {
     let weights = if plan.weights_in_place {
         "in place (memory-mapped)"
     } else {
-        "copied into the arena"
+        "read with pread: non-expert weights resident, experts paged into slots"
     };
     writeln!(o, "  weights           {weights}")?;
+    if !plan.weights_in_place {
+        writeln!(
+            o,
+            "  resident weights  {} bytes",
+            plan.resident_weight_bytes
+        )?;
+    }
+    if let Some(e) = plan.experts {
+        writeln!(
+            o,
+            "  expert slots      {} of {} experts, {} bytes each ({} bytes with bookkeeping)",
+            e.slots,
+            e.experts,
+            e.slot_bytes,
+            plan.expert_cache_bytes()
+        )?;
+    }
     writeln!(o, "  kv cache          {} bytes", plan.kv_cache_bytes())?;
     writeln!(o, "  scratch           {} bytes", plan.scratch_bytes())?;
     writeln!(o, "  arena total       {} bytes", plan.arena_bytes())?;
@@ -294,10 +322,8 @@ fn bench(a: BenchArgs) -> Result<()> {
     let vocab = model.config().vocab_size;
     let context = a.prompt_tokens + a.gen_tokens;
     let limits = Limits {
-        memory_budget_bytes: a.load.memory_budget,
-        max_context: context.max(1),
         threads: a.threads,
-        ..Limits::default()
+        ..limits(&a.load, context.max(1))
     };
     let plan = Plan::new(&model, &limits)?;
     let mut arena = vec![0u8; plan.arena_bytes()];
@@ -314,11 +340,20 @@ fn bench(a: BenchArgs) -> Result<()> {
         session.prefill(&prompt)?;
     }
     let prefill_s = t.elapsed().as_secs_f64();
+    let before = session.cache_stats();
     let t = Instant::now();
     for i in 0..a.gen_tokens {
         session.step((400 + (i as u64 * 104729 % 20000) as u32) % vocab)?;
     }
     let decode_s = t.elapsed().as_secs_f64();
+    let after = session.cache_stats();
+    let uses = (after.hits + after.misses) - (before.hits + before.misses);
+    let decode_hit_rate = if uses == 0 {
+        1.0
+    } else {
+        (after.hits - before.hits) as f64 / uses as f64
+    };
+    let read_per_token = (after.bytes_read - before.bytes_read) as f64 / a.gen_tokens.max(1) as f64;
 
     let prefill_tok_s = a.prompt_tokens as f64 / prefill_s;
     let decode_tok_s = a.gen_tokens as f64 / decode_s;
@@ -332,6 +367,9 @@ fn bench(a: BenchArgs) -> Result<()> {
             "load_s": load_s, "prefill_tok_s": prefill_tok_s, "decode_tok_s": decode_tok_s,
             "peak_rss_mib": rss, "weight_bytes_per_token": bytes, "decode_weight_gb_s": gb_s,
             "kernels": kernels, "arena_bytes": plan.arena_bytes(),
+            "memory_budget_bytes": a.load.memory_budget, "expert_slots": session.expert_slots(),
+            "decode_hit_rate": decode_hit_rate, "storage_bytes_read_per_token": read_per_token,
+            "cache": {"hits": after.hits, "misses": after.misses, "bytes_read": after.bytes_read},
         }));
     }
     let mut o = std::io::stdout().lock();
@@ -357,6 +395,15 @@ fn bench(a: BenchArgs) -> Result<()> {
         "  weights/token   {:.1} MiB, {gb_s:.1} GB/s",
         bytes as f64 / (1 << 20) as f64
     )?;
+    if session.expert_slots() > 0 {
+        writeln!(
+            o,
+            "  expert cache    {} slots, decode hit rate {:.1}%, {:.2} MiB read per token",
+            session.expert_slots(),
+            100.0 * decode_hit_rate,
+            read_per_token / (1 << 20) as f64
+        )?;
+    }
     if let Some(rss) = rss {
         writeln!(o, "  peak RSS        {rss:.1} MiB")?;
     }
