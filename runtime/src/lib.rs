@@ -45,4 +45,4 @@ pub use plan::{Limits, Plan};
 pub use session::Session;
 #[cfg(feature = "std")]
 pub use storage::{FileStorage, MmapStorage};
-pub use storage::{SliceStorage, Storage};
+pub use storage::{FaultyStorage, SliceStorage, Storage};

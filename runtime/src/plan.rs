@@ -260,6 +260,14 @@ impl Plan {
                 let fixed = plan.arena_bytes() as u64;
                 let room = budget.saturating_sub(fixed) / ep.per_slot() as u64;
                 ep.slots = (room as usize).min(experts);
+                // Bookkeeping is rounded up per buffer: trim to the exact fit.
+                loop {
+                    plan.experts = Some(ep);
+                    if ep.slots == 0 || plan.arena_bytes() as u64 <= budget {
+                        break;
+                    }
+                    ep.slots -= 1;
+                }
                 let minimum = c.n_experts_per_token as usize;
                 if ep.slots < minimum {
                     ep.slots = minimum;

@@ -80,6 +80,62 @@ impl<S: Storage + ?Sized> Storage for &S {
     }
 }
 
+/// A storage that fails on demand, for testing what a session does when a
+/// read fails (a flash error, an unplugged card). It is never addressable,
+/// so a model on it pages its experts like one on a file.
+#[derive(Debug)]
+pub struct FaultyStorage<S> {
+    inner: S,
+    /// Reads of more than this many bytes fail (`usize::MAX`: none).
+    fail_larger_than: core::sync::atomic::AtomicUsize,
+    /// Reads that failed so far.
+    failures: core::sync::atomic::AtomicUsize,
+}
+
+impl<S: Storage> FaultyStorage<S> {
+    /// Wraps `inner`; no read fails until [`FaultyStorage::fail_reads_larger_than`].
+    pub fn new(inner: S) -> Self {
+        FaultyStorage {
+            inner,
+            fail_larger_than: core::sync::atomic::AtomicUsize::new(usize::MAX),
+            failures: core::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// From now on, reads of more than `bytes` bytes fail with an I/O error.
+    pub fn fail_reads_larger_than(&self, bytes: usize) {
+        self.fail_larger_than
+            .store(bytes, core::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Every read succeeds again.
+    pub fn heal(&self) {
+        self.fail_reads_larger_than(usize::MAX);
+    }
+
+    /// Reads that failed so far.
+    pub fn failures(&self) -> usize {
+        self.failures.load(core::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl<S: Storage> Storage for FaultyStorage<S> {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+
+    fn read_at(&self, offset: u64, dst: &mut [u8]) -> Result<(), StorageError> {
+        use core::sync::atomic::Ordering;
+        if dst.len() > self.fail_larger_than.load(Ordering::SeqCst) {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+            // Leave garbage behind, as a failed DMA might.
+            dst.iter_mut().for_each(|b| *b = 0xa5);
+            return Err(StorageError::Io { code: 5 });
+        }
+        self.inner.read_at(offset, dst)
+    }
+}
+
 #[cfg(feature = "std")]
 impl<S: Storage + ?Sized> Storage for std::boxed::Box<S> {
     fn len(&self) -> u64 {

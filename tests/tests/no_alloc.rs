@@ -6,7 +6,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use mote::{DType, Limits, Model, Plan, Session, SliceStorage};
+use mote::{DType, FaultyStorage, Limits, Model, Plan, Session, SliceStorage};
 use mote_tests::{convert, reference};
 
 struct Counting;
@@ -85,5 +85,36 @@ fn prefill_and_32_steps_allocate_nothing_with_one_and_two_threads() {
             assert_eq!(steps, 32);
             assert_eq!(n, 0, "{dtype}, {threads} threads, batch {prefill_batch}: {n} allocations in prefill + 32 steps");
         }
+
+        // Paging: non-addressable storage, a budget of a quarter of the experts.
+        let paged = Model::open(FaultyStorage::new(SliceStorage::new(&file))).unwrap();
+        let base = Limits {
+            max_context: (r.prompt.len() + 32) as u32,
+            threads: 2,
+            ..Limits::default()
+        };
+        let mut plan = Plan::new(&paged, &base).unwrap();
+        let mut experts = plan.experts.unwrap();
+        experts.slots = experts.experts / 4;
+        plan.experts = Some(experts);
+        let limits = Limits {
+            memory_budget_bytes: Some(plan.arena_bytes() as u64),
+            verify_experts: true,
+            ..base
+        };
+        let plan = Plan::new(&paged, &limits).unwrap();
+        let mut arena = vec![0u8; plan.arena_bytes()];
+        let mut session = Session::new(&paged, &plan, &mut arena).unwrap();
+        let n = allocations_in(|| {
+            let mut next = mote_tests::argmax(session.prefill(&r.prompt).unwrap());
+            for _ in 0..32 {
+                next = mote_tests::argmax(session.step(next).unwrap());
+            }
+        });
+        assert!(session.cache_stats().misses > 0, "the paged run must page");
+        assert_eq!(
+            n, 0,
+            "{dtype}, paged: {n} allocations in prefill + 32 steps"
+        );
     }
 }

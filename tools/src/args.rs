@@ -128,6 +128,9 @@ pub struct GenerateArgs {
     /// Keep going past the model's end-of-sequence token.
     #[arg(long)]
     pub ignore_eos: bool,
+    /// Print peak memory and expert-cache counters as JSON on stderr.
+    #[arg(long)]
+    pub stats: bool,
 }
 
 #[derive(Debug, Args)]

@@ -149,6 +149,17 @@ fn generate(a: GenerateArgs) -> Result<()> {
         }
         next = argmax(session.step(next)?);
     }
+    if a.stats {
+        let s = session.cache_stats();
+        eprintln!(
+            "{}",
+            json!({
+                "peak_rss_mib": peak_rss_mib(), "arena_bytes": plan.arena_bytes(),
+                "expert_slots": session.expert_slots(), "hits": s.hits, "misses": s.misses,
+                "bytes_read": s.bytes_read,
+            })
+        );
+    }
     print_json(&json!({ "tokens": out }))
 }
 

@@ -184,3 +184,167 @@ fn errors_are_one_line_with_nonzero_status() {
     ]);
     assert!(err.contains("config.json"), "{err}");
 }
+
+/// A random Mixtral checkpoint far larger than the budgets below: 4 layers
+/// of 8 experts, hidden 256, expert width 512 (int8 experts: 13.4 MiB).
+fn synthetic_checkpoint(dir: &Path) {
+    let (vocab, hidden, ffn, layers, experts) = (512usize, 256usize, 512usize, 4usize, 8usize);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut random = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
+            })
+            .collect()
+    };
+    let mut t: Vec<mote_tests::NamedTensor> = vec![
+        (
+            "model.embed_tokens.weight".into(),
+            vec![vocab, hidden],
+            random(vocab * hidden),
+        ),
+        (
+            "lm_head.weight".into(),
+            vec![vocab, hidden],
+            random(vocab * hidden),
+        ),
+        ("model.norm.weight".into(), vec![hidden], vec![1.0; hidden]),
+    ];
+    for l in 0..layers {
+        let p = format!("model.layers.{l}");
+        t.push((
+            format!("{p}.input_layernorm.weight"),
+            vec![hidden],
+            vec![1.0; hidden],
+        ));
+        t.push((
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![hidden],
+            vec![1.0; hidden],
+        ));
+        for (n, rows) in [
+            ("q", hidden),
+            ("k", hidden / 2),
+            ("v", hidden / 2),
+            ("o", hidden),
+        ] {
+            t.push((
+                format!("{p}.self_attn.{n}_proj.weight"),
+                vec![rows, hidden],
+                random(rows * hidden),
+            ));
+        }
+        t.push((
+            format!("{p}.block_sparse_moe.gate.weight"),
+            vec![experts, hidden],
+            random(experts * hidden),
+        ));
+        for e in 0..experts {
+            let q = format!("{p}.block_sparse_moe.experts.{e}");
+            t.push((
+                format!("{q}.w1.weight"),
+                vec![ffn, hidden],
+                random(ffn * hidden),
+            ));
+            t.push((
+                format!("{q}.w3.weight"),
+                vec![ffn, hidden],
+                random(ffn * hidden),
+            ));
+            t.push((
+                format!("{q}.w2.weight"),
+                vec![hidden, ffn],
+                random(hidden * ffn),
+            ));
+        }
+    }
+    mote_tests::write_safetensors(dir, &t);
+    let config = serde_json::json!({
+        "architectures": ["MixtralForCausalLM"], "vocab_size": vocab, "hidden_size": hidden,
+        "intermediate_size": ffn, "num_hidden_layers": layers, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "num_local_experts": experts, "num_experts_per_tok": 2,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "eos_token_id": 2, "bos_token_id": 1,
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+}
+
+#[test]
+fn generate_under_a_memory_budget_stays_within_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck");
+    std::fs::create_dir(&ck).unwrap();
+    synthetic_checkpoint(&ck);
+    let model = dir.path().join("big.mote");
+    let q = mote(&[
+        "quantize",
+        ck.to_str().unwrap(),
+        "-o",
+        model.to_str().unwrap(),
+        "--dtype",
+        "int8",
+        "-q",
+    ]);
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let m = model.to_str().unwrap();
+    let info = ok_json(&["inspect", m, "--json"]);
+    let expert_bytes: u64 = info["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"].as_str().unwrap().starts_with("expert_"))
+        .map(|t| t["bytes"].as_u64().unwrap())
+        .sum();
+
+    let budget: u64 = 3 << 20;
+    assert!(
+        expert_bytes >= 4 * budget,
+        "experts {expert_bytes} bytes must be at least 4x the budget"
+    );
+    let full = ok_json(&[
+        "generate",
+        m,
+        "--tokens",
+        "1,5,9",
+        "--max-tokens",
+        "12",
+        "--ignore-eos",
+    ]);
+    let out = mote(&[
+        "generate",
+        m,
+        "--tokens",
+        "1,5,9",
+        "--max-tokens",
+        "12",
+        "--ignore-eos",
+        "--memory-budget",
+        "3MiB",
+        "--stats",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let paged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        paged["tokens"], full["tokens"],
+        "paging must not change the output"
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stderr).lines().last().unwrap()).unwrap();
+    let peak_mib = stats["peak_rss_mib"].as_f64().expect("peak RSS on Linux");
+    let limit_mib = (budget >> 20) as f64 + 8.0;
+    println!(
+        "budget 3 MiB: peak RSS {peak_mib:.1} MiB, {} slots, {stats}",
+        stats["expert_slots"]
+    );
+    assert!(stats["misses"].as_u64().unwrap() > 0);
+    assert!(
+        peak_mib <= limit_mib,
+        "peak RSS {peak_mib:.1} MiB exceeds budget + 8 MiB = {limit_mib} MiB"
+    );
+}
