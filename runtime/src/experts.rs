@@ -33,10 +33,14 @@ pub struct CacheStats {
     pub misses: u64,
     /// Bytes read from storage into slots.
     pub bytes_read: u64,
-    /// Experts read ahead of use on a router prediction.
-    pub prefetched: u64,
-    /// Prefetched experts that were then used before being evicted.
-    pub prefetch_used: u64,
+    /// Experts predicted for the next layer by applying its router to the
+    /// hidden state after this layer's attention.
+    pub predicted: u64,
+    /// Predicted experts that the next layer then chose.
+    pub predicted_used: u64,
+    /// Predicted experts not in a slot, whose reading was started ahead of
+    /// use ([`Storage::prefetch`](crate::Storage::prefetch)).
+    pub prefetch_hints: u64,
 }
 
 impl CacheStats {
@@ -65,8 +69,6 @@ pub(crate) struct ExpertCache<'a> {
     freq: &'a mut [u32],
     /// Step in which the slot was last pinned.
     pinned_in: &'a mut [u64],
-    /// 1 while a slot holds a prefetched expert not yet used.
-    prefetched: &'a mut [u8],
     /// Slot of each key, or EMPTY.
     index: &'a mut [u32],
     policy: EvictionPolicy,
@@ -97,7 +99,6 @@ impl<'a> ExpertCache<'a> {
         stamp: &'a mut [u64],
         freq: &'a mut [u32],
         pinned_in: &'a mut [u64],
-        prefetched: &'a mut [u8],
         index: &'a mut [u32],
         policy: EvictionPolicy,
     ) -> Self {
@@ -110,7 +111,6 @@ impl<'a> ExpertCache<'a> {
             stamp,
             freq,
             pinned_in,
-            prefetched,
             index,
             policy,
             clock: 0,
@@ -165,18 +165,11 @@ impl<'a> ExpertCache<'a> {
         &mut self,
         storage: &S,
         place: ExpertPlace,
-        prefetch: bool,
         check: impl Fn(&[u8]) -> Result<(), Error>,
     ) -> Result<&[u8], Error> {
         let slot = match self.lookup(place.key) {
             Some(slot) => {
-                if !prefetch {
-                    self.stats.hits += 1;
-                    if self.prefetched[slot] == 1 {
-                        self.prefetched[slot] = 0;
-                        self.stats.prefetch_used += 1;
-                    }
-                }
+                self.stats.hits += 1;
                 slot
             }
             None => {
@@ -188,7 +181,6 @@ impl<'a> ExpertCache<'a> {
                     self.index[self.key[slot] as usize] = EMPTY;
                     self.key[slot] = EMPTY;
                 }
-                self.prefetched[slot] = 0;
                 let dst = &mut self.data[slot * self.slot_bytes..][..place.len];
                 storage.read_at(place.offset, dst)?;
                 check(dst)?;
@@ -196,12 +188,7 @@ impl<'a> ExpertCache<'a> {
                 self.index[place.key as usize] = slot as u32;
                 self.freq[slot] = 0;
                 self.stats.bytes_read += place.len as u64;
-                if prefetch {
-                    self.stats.prefetched += 1;
-                    self.prefetched[slot] = 1;
-                } else {
-                    self.stats.misses += 1;
-                }
+                self.stats.misses += 1;
                 self.misses_since_aging += 1;
                 if self.policy == EvictionPolicy::FrequencyAging
                     && self.misses_since_aging >= self.slots()
@@ -237,7 +224,6 @@ mod tests {
         stamp: [u64; 3],
         freq: [u32; 3],
         pinned: [u64; 3],
-        pre: [u8; 3],
         index: [u32; 10],
     }
 
@@ -248,7 +234,6 @@ mod tests {
             stamp: [0; 3],
             freq: [0; 3],
             pinned: [0; 3],
-            pre: [0; 3],
             index: [0; 10],
         }
     }
@@ -273,21 +258,20 @@ mod tests {
             &mut b.stamp,
             &mut b.freq,
             &mut b.pinned,
-            &mut b.pre,
             &mut b.index,
             EvictionPolicy::Lru,
         );
         for k in [0, 1, 2] {
             c.next_step();
             assert_eq!(
-                c.get(&storage, place(k), false, |_| Ok(())).unwrap()[0],
+                c.get(&storage, place(k), |_| Ok(())).unwrap()[0],
                 k as u8 * 8
             );
         }
         c.next_step();
-        c.get(&storage, place(0), false, |_| Ok(())).unwrap(); // hit: 1 is now the oldest
+        c.get(&storage, place(0), |_| Ok(())).unwrap(); // hit: 1 is now the oldest
         c.next_step();
-        c.get(&storage, place(3), false, |_| Ok(())).unwrap();
+        c.get(&storage, place(3), |_| Ok(())).unwrap();
         assert_eq!(c.lookup(1), None);
         assert!(c.lookup(0).is_some() && c.lookup(2).is_some() && c.lookup(3).is_some());
         assert_eq!(
@@ -308,21 +292,20 @@ mod tests {
             &mut b.stamp,
             &mut b.freq,
             &mut b.pinned,
-            &mut b.pre,
             &mut b.index,
             EvictionPolicy::FrequencyAging,
         );
         for k in [0, 1, 2] {
-            c.get(&storage, place(k), false, |_| Ok(())).unwrap();
+            c.get(&storage, place(k), |_| Ok(())).unwrap();
         }
         // All three are pinned by this step: nothing can be evicted.
-        assert!(c.get(&storage, place(3), false, |_| Ok(())).is_err());
+        assert!(c.get(&storage, place(3), |_| Ok(())).is_err());
         c.next_step();
         // Key 9 lies past the end of the storage: the read fails.
-        assert!(c.get(&storage, place(9), false, |_| Ok(())).is_err());
+        assert!(c.get(&storage, place(9), |_| Ok(())).is_err());
         assert_eq!(c.lookup(9), None);
         // A check failure is reported and the slot stays empty too.
-        let bad = c.get(&storage, place(4), false, |_| Err(Error::EmptyPrompt));
+        let bad = c.get(&storage, place(4), |_| Err(Error::EmptyPrompt));
         assert_eq!(bad.err(), Some(Error::EmptyPrompt));
         assert_eq!(c.lookup(4), None);
     }

@@ -27,6 +27,9 @@ pub struct Limits {
     pub eviction: crate::experts::EvictionPolicy,
     /// Check each expert's CRC32s every time it is paged in.
     pub verify_experts: bool,
+    /// While decoding with paged experts, predict the next layer's experts
+    /// and start reading those not cached ([`Storage::prefetch`]).
+    pub prefetch: bool,
 }
 
 impl Default for Limits {
@@ -38,6 +41,7 @@ impl Default for Limits {
             prefill_batch: 64,
             eviction: crate::experts::EvictionPolicy::Lru,
             verify_experts: false,
+            prefetch: true,
         }
     }
 }
@@ -123,6 +127,7 @@ impl Buffers {
             + buffer_bytes::<f32>(b * self.experts)
             + buffer_bytes::<u32>(b * self.top_k)
             + buffer_bytes::<f32>(b * self.top_k)
+            + buffer_bytes::<u32>(self.top_k)
             + buffer_bytes::<u32>(b)
             + buffer_bytes::<f32>(b)
             + buffer_bytes::<f32>(self.scores)
@@ -150,13 +155,12 @@ impl ExpertPlan {
         buffer_bytes::<u8>(self.slots * self.slot_bytes)
             + 2 * buffer_bytes::<u32>(self.slots)
             + 2 * buffer_bytes::<u64>(self.slots)
-            + buffer_bytes::<u8>(self.slots)
             + buffer_bytes::<u32>(self.experts)
     }
 
     /// Bytes of one more slot, bookkeeping included (an upper bound).
     fn per_slot(&self) -> usize {
-        self.slot_bytes + 2 * 4 + 2 * 8 + 1
+        self.slot_bytes + 2 * 4 + 2 * 8
     }
 }
 

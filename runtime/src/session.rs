@@ -123,6 +123,10 @@ pub struct Session<'a, S: Storage> {
     table: &'a [WeightRef],
     cache: Option<ExpertCache<'a>>,
     verify_experts: bool,
+    prefetch: bool,
+    /// Experts predicted for layer `predicted_layer` (NONE: no prediction).
+    predicted: &'a mut [u32],
+    predicted_layer: u32,
     embedding_row: &'a mut [u8],
     max_context: u32,
     batch: usize,
@@ -225,7 +229,6 @@ impl<'a, S: Storage> Session<'a, S> {
                 arena.take(ep.slots, 0u64)?,
                 arena.take(ep.slots, 0u32)?,
                 arena.take(ep.slots, 0u64)?,
-                arena.take(ep.slots, 0u8)?,
                 arena.take(ep.experts, 0u32)?,
                 plan.limits.eviction,
             )),
@@ -242,6 +245,9 @@ impl<'a, S: Storage> Session<'a, S> {
             table,
             cache,
             verify_experts: plan.limits.verify_experts,
+            prefetch: plan.limits.prefetch,
+            predicted: arena.take(b.top_k, 0u32)?,
+            predicted_layer: crate::format::tensor::NONE,
             embedding_row: arena.take_raw(plan.embedding_row_bytes)?,
             max_context: plan.limits.max_context,
             batch: n,
@@ -441,7 +447,7 @@ impl<'a, S: Storage> Session<'a, S> {
         // Only the expert in use is pinned: experts are computed one at a
         // time, so a batch may route to more experts than there are slots.
         cache.next_step();
-        let bytes = cache.get(self.model.storage(), place, false, |bytes| {
+        let bytes = cache.get(self.model.storage(), place, |bytes| {
             if verify {
                 for (id, w) in ids.iter().zip(&refs) {
                     let at = (w.offset - start) as usize;
@@ -482,6 +488,9 @@ impl<'a, S: Storage> Session<'a, S> {
         }
         for layer in 0..c.n_layers {
             self.attention(layer, n);
+            if n == 1 && self.prefetch && self.cache.is_some() && layer + 1 < c.n_layers {
+                self.predict(layer + 1);
+            }
             self.moe(layer, n)?;
         }
         if logits {
@@ -650,6 +659,53 @@ impl<'a, S: Storage> Session<'a, S> {
             .for_each(|(x, a)| *x += a);
     }
 
+    /// Predicts the experts of `layer` from the hidden state after the
+    /// previous layer's attention (that layer's norm and router applied to
+    /// it), and starts reading those not cached. Decoding only; uses the
+    /// first rows of `xn` and `router`, which the next MoE recomputes.
+    fn predict(&mut self, layer: u32) {
+        let c = self.config;
+        let (h, e_count, top_k) = (
+            c.hidden_size as usize,
+            c.n_experts as usize,
+            c.n_experts_per_token as usize,
+        );
+        let norm = self.weight(TensorId::layer(TensorKind::FfnNorm, layer));
+        let router = self.weight(TensorId::layer(TensorKind::Router, layer));
+        scalar::rmsnorm(&mut self.xn[..h], &self.x[..h], norm.data, c.norm_eps);
+        for (p, row) in self.router[..e_count]
+            .iter_mut()
+            .zip(router.data.chunks_exact(4 * h))
+        {
+            *p = (0..h).map(|i| scalar::f32_at(row, i) * self.xn[i]).sum();
+        }
+        let mut weights = [0.0f32; crate::format::config::MAX_EXPERTS_PER_TOKEN as usize];
+        route(
+            &mut self.router[..e_count],
+            &mut self.predicted[..top_k],
+            &mut weights[..top_k],
+        );
+        self.predicted_layer = layer;
+        let Some(cache) = self.cache.as_mut() else {
+            return;
+        };
+        cache.stats.predicted += top_k as u64;
+        for &expert in self.predicted.iter() {
+            if cache.lookup(layer * c.n_experts + expert).is_some() {
+                continue;
+            }
+            let first = TensorId::expert(TensorKind::ExpertGate, layer, expert);
+            let last = TensorId::expert(TensorKind::ExpertDown, layer, expert);
+            let (a, b) = (
+                self.table[layout::record_index(c, first).unwrap_or(0)],
+                self.table[layout::record_index(c, last).unwrap_or(0)],
+            );
+            let end = b.offset + b.dtype.row_bytes(b.cols as usize) as u64 * b.rows as u64;
+            self.model.storage().prefetch(a.offset, end - a.offset);
+            cache.stats.prefetch_hints += 1;
+        }
+    }
+
     fn moe(&mut self, layer: u32, n: usize) -> Result<(), Error> {
         let c = self.config;
         let (h, f) = (c.hidden_size as usize, c.expert_ffn_size as usize);
@@ -670,22 +726,17 @@ impl<'a, S: Storage> Session<'a, S> {
         self.product(&[(router, out)], Input::Normed, n);
         for t in 0..n {
             let probs = &mut self.router[t * e_count..(t + 1) * e_count];
-            scalar::softmax(probs);
             let chosen = &mut self.route_expert[t * top_k..(t + 1) * top_k];
             let weights = &mut self.route_weight[t * top_k..(t + 1) * top_k];
-            for k in 0..top_k {
-                let mut best = usize::MAX;
-                for (e, &p) in probs.iter().enumerate() {
-                    if !chosen[..k].contains(&(e as u32)) && (best == usize::MAX || p > probs[best])
-                    {
-                        best = e;
-                    }
-                }
-                chosen[k] = best as u32;
-                weights[k] = probs[best];
+            route(probs, chosen, weights);
+        }
+        if self.predicted_layer == layer {
+            let chosen = &self.route_expert[..top_k];
+            let used = self.predicted.iter().filter(|e| chosen.contains(e)).count();
+            if let Some(cache) = self.cache.as_mut() {
+                cache.stats.predicted_used += used as u64;
             }
-            let total: f32 = weights.iter().sum();
-            weights.iter_mut().for_each(|w| *w /= total);
+            self.predicted_layer = crate::format::tensor::NONE;
         }
 
         // The normed inputs, quantized once for every expert.
@@ -745,6 +796,24 @@ impl<'a, S: Storage> Session<'a, S> {
             .for_each(|(x, m)| *x += m);
         Ok(())
     }
+}
+
+/// Softmax over router logits, the top-k (ties to the lower index), and
+/// their weights renormalised to sum to one.
+fn route(probs: &mut [f32], chosen: &mut [u32], weights: &mut [f32]) {
+    scalar::softmax(probs);
+    for k in 0..chosen.len() {
+        let mut best = usize::MAX;
+        for (e, &p) in probs.iter().enumerate() {
+            if !chosen[..k].contains(&(e as u32)) && (best == usize::MAX || p > probs[best]) {
+                best = e;
+            }
+        }
+        chosen[k] = best as u32;
+        weights[k] = probs[best];
+    }
+    let total: f32 = weights.iter().sum();
+    weights.iter_mut().for_each(|w| *w /= total);
 }
 
 /// Which activation rows a product reads.

@@ -24,6 +24,11 @@ pub trait Storage {
     fn as_slice(&self) -> Option<&[u8]> {
         None
     }
+
+    /// A hint that `offset..offset + len` will be read soon: a storage that
+    /// can start reading in the background (the OS read-ahead, a DMA
+    /// engine) does so. Never required, never fails.
+    fn prefetch(&self, _offset: u64, _len: u64) {}
 }
 
 /// Checks that `offset..offset + len` lies inside `storage_len` bytes.
@@ -77,6 +82,9 @@ impl<S: Storage + ?Sized> Storage for &S {
     }
     fn as_slice(&self) -> Option<&[u8]> {
         (**self).as_slice()
+    }
+    fn prefetch(&self, offset: u64, len: u64) {
+        (**self).prefetch(offset, len)
     }
 }
 
@@ -147,6 +155,9 @@ impl<S: Storage + ?Sized> Storage for std::boxed::Box<S> {
     fn as_slice(&self) -> Option<&[u8]> {
         (**self).as_slice()
     }
+    fn prefetch(&self, offset: u64, len: u64) {
+        (**self).prefetch(offset, len)
+    }
 }
 
 #[cfg(feature = "std")]
@@ -210,6 +221,27 @@ mod std_storage {
                 }
                 Ok(())
             }
+        }
+
+        /// Asks the OS to start reading the range into its page cache
+        /// (`posix_fadvise(WILLNEED)`), so the later `pread` is a copy.
+        fn prefetch(&self, offset: u64, len: u64) {
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::fd::AsRawFd;
+                // SAFETY: a plain syscall on a file descriptor this value
+                // owns; it reads no memory of ours and its result is ignored.
+                unsafe {
+                    libc::posix_fadvise(
+                        self.file.as_raw_fd(),
+                        offset as libc::off_t,
+                        len as libc::off_t,
+                        libc::POSIX_FADV_WILLNEED,
+                    );
+                }
+            }
+            #[cfg(not(target_os = "linux"))]
+            let _ = (offset, len);
         }
     }
 

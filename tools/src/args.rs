@@ -83,6 +83,9 @@ pub struct LoadArgs {
     /// Check every expert's CRC32s each time it is paged in.
     #[arg(long)]
     pub paranoid: bool,
+    /// Do not predict and read ahead the next layer's experts.
+    #[arg(long)]
+    pub no_prefetch: bool,
 }
 
 /// Expert eviction policies.

@@ -95,6 +95,7 @@ fn limits(load: &LoadArgs, max_context: u32) -> Limits {
         max_context,
         eviction: load.eviction.into(),
         verify_experts: load.paranoid,
+        prefetch: !load.no_prefetch,
         ..Limits::default()
     }
 }
@@ -292,6 +293,11 @@ fn inspect(a: InspectArgs) -> Result<()> {
     Ok(())
 }
 
+/// Share of predicted next-layer experts that the layer then chose.
+fn prediction_accuracy(s: &mote::CacheStats) -> Option<f64> {
+    (s.predicted > 0).then(|| s.predicted_used as f64 / s.predicted as f64)
+}
+
 /// Peak resident set size of this process in MiB (Linux: VmHWM).
 fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -381,6 +387,7 @@ fn bench(a: BenchArgs) -> Result<()> {
             "memory_budget_bytes": a.load.memory_budget, "expert_slots": session.expert_slots(),
             "decode_hit_rate": decode_hit_rate, "storage_bytes_read_per_token": read_per_token,
             "cache": {"hits": after.hits, "misses": after.misses, "bytes_read": after.bytes_read},
+            "prefetch_accuracy": prediction_accuracy(&after), "prefetch_hints": after.prefetch_hints,
         }));
     }
     let mut o = std::io::stdout().lock();
@@ -414,6 +421,14 @@ fn bench(a: BenchArgs) -> Result<()> {
             100.0 * decode_hit_rate,
             read_per_token / (1 << 20) as f64
         )?;
+        if let Some(acc) = prediction_accuracy(&after) {
+            writeln!(
+                o,
+                "  prefetch        {:.1}% of predicted experts used, {} read-ahead hints",
+                100.0 * acc,
+                after.prefetch_hints
+            )?;
+        }
     }
     if let Some(rss) = rss {
         writeln!(o, "  peak RSS        {rss:.1} MiB")?;
