@@ -43,6 +43,6 @@ pub use format::tensor::{DType, TensorId, TensorKind};
 pub use model::Model;
 pub use plan::{Limits, Plan};
 pub use session::Session;
+pub use storage::{FaultyStorage, SliceStorage, Storage};
 #[cfg(feature = "std")]
 pub use storage::{FileStorage, MmapStorage};
-pub use storage::{FaultyStorage, SliceStorage, Storage};

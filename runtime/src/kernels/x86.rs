@@ -252,7 +252,9 @@ unsafe fn q8_avx512(
                 let mask = byte_mask((blocks - b).min(2) * Q8_VALUE_BYTES);
                 // The same bytes two rows on: a prefetch only hints, so
                 // past the end it is harmless.
-                _mm_prefetch::<_MM_HINT_T0>(values.wrapping_add(b * Q8_VALUE_BYTES + 2 * row_bytes));
+                _mm_prefetch::<_MM_HINT_T0>(
+                    values.wrapping_add(b * Q8_VALUE_BYTES + 2 * row_bytes),
+                );
                 let wv = _mm512_maskz_loadu_epi8(mask, values.add(b * Q8_VALUE_BYTES));
                 let xv = _mm512_maskz_loadu_epi8(mask, xq.add(b * BLOCK_LEN));
                 // w·x = |w|·(x negated where w < 0); activations are never -128.
@@ -544,7 +546,10 @@ mod tests {
             // CI names the table its CPU must get; elsewhere this CPU simply
             // lacks the features and the scalar table is what runs.
             let want = std::env::var("MOTE_EXPECT_KERNELS").unwrap_or_default();
-            assert_ne!(want, "x86-avx512vnni", "this CPU was expected to have AVX-512 VNNI");
+            assert_ne!(
+                want, "x86-avx512vnni",
+                "this CPU was expected to have AVX-512 VNNI"
+            );
             std::println!("no AVX-512 VNNI on this CPU: only the scalar table runs");
             return;
         }
