@@ -11,7 +11,6 @@
 
 use crate::error::{Error, Section};
 use crate::format::tensor::TensorId;
-use crate::storage::Storage;
 
 /// Which cached expert to evict on a miss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -158,12 +157,12 @@ impl<'a> ExpertCache<'a> {
         self.pinned_in[slot] = self.step;
     }
 
-    /// The bytes of `place`'s expert, pinned for this step: from its slot,
-    /// or read from `storage` into a victim slot. `check` validates freshly
+    /// The bytes of `place`'s expert, pinned until the next `next_step`:
+    /// from its slot, or read with `read(offset, dst)` into a victim slot. `check` validates freshly
     /// read bytes (CRCs in paranoid mode).
-    pub(crate) fn get<S: Storage>(
+    pub(crate) fn get(
         &mut self,
-        storage: &S,
+        read: impl FnOnce(u64, &mut [u8]) -> Result<(), Error>,
         place: ExpertPlace,
         check: impl Fn(&[u8]) -> Result<(), Error>,
     ) -> Result<&[u8], Error> {
@@ -182,7 +181,7 @@ impl<'a> ExpertCache<'a> {
                     self.key[slot] = EMPTY;
                 }
                 let dst = &mut self.data[slot * self.slot_bytes..][..place.len];
-                storage.read_at(place.offset, dst)?;
+                read(place.offset, dst)?;
                 check(dst)?;
                 self.key[slot] = place.key;
                 self.index[place.key as usize] = slot as u32;
@@ -216,7 +215,7 @@ pub(crate) fn checksum_error(tensor: TensorId, expected: u32, found: u32) -> Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::SliceStorage;
+    use crate::storage::{SliceStorage, Storage};
 
     struct Bufs {
         data: [u8; 3 * 8],
@@ -264,14 +263,17 @@ mod tests {
         for k in [0, 1, 2] {
             c.next_step();
             assert_eq!(
-                c.get(&storage, place(k), |_| Ok(())).unwrap()[0],
+                c.get(|o, d| Ok(storage.read_at(o, d)?), place(k), |_| Ok(()))
+                    .unwrap()[0],
                 k as u8 * 8
             );
         }
         c.next_step();
-        c.get(&storage, place(0), |_| Ok(())).unwrap(); // hit: 1 is now the oldest
+        c.get(|o, d| Ok(storage.read_at(o, d)?), place(0), |_| Ok(()))
+            .unwrap(); // hit: 1 is now the oldest
         c.next_step();
-        c.get(&storage, place(3), |_| Ok(())).unwrap();
+        c.get(|o, d| Ok(storage.read_at(o, d)?), place(3), |_| Ok(()))
+            .unwrap();
         assert_eq!(c.lookup(1), None);
         assert!(c.lookup(0).is_some() && c.lookup(2).is_some() && c.lookup(3).is_some());
         assert_eq!(
@@ -296,16 +298,25 @@ mod tests {
             EvictionPolicy::FrequencyAging,
         );
         for k in [0, 1, 2] {
-            c.get(&storage, place(k), |_| Ok(())).unwrap();
+            c.get(|o, d| Ok(storage.read_at(o, d)?), place(k), |_| Ok(()))
+                .unwrap();
         }
         // All three are pinned by this step: nothing can be evicted.
-        assert!(c.get(&storage, place(3), |_| Ok(())).is_err());
+        assert!(c
+            .get(|o, d| Ok(storage.read_at(o, d)?), place(3), |_| Ok(()))
+            .is_err());
         c.next_step();
         // Key 9 lies past the end of the storage: the read fails.
-        assert!(c.get(&storage, place(9), |_| Ok(())).is_err());
+        assert!(c
+            .get(|o, d| Ok(storage.read_at(o, d)?), place(9), |_| Ok(()))
+            .is_err());
         assert_eq!(c.lookup(9), None);
         // A check failure is reported and the slot stays empty too.
-        let bad = c.get(&storage, place(4), |_| Err(Error::EmptyPrompt));
+        let bad = c.get(
+            |o, d| Ok(storage.read_at(o, d)?),
+            place(4),
+            |_| Err(Error::EmptyPrompt),
+        );
         assert_eq!(bad.err(), Some(Error::EmptyPrompt));
         assert_eq!(c.lookup(4), None);
     }

@@ -43,6 +43,6 @@ pub use format::tensor::{DType, TensorId, TensorKind};
 pub use model::Model;
 pub use plan::{Limits, Plan};
 pub use session::Session;
-pub use storage::{FaultyStorage, SliceStorage, Storage};
+pub use storage::{FaultyStorage, MaybeSync, SliceStorage, Storage};
 #[cfg(feature = "std")]
 pub use storage::{FileStorage, MmapStorage};

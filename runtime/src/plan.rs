@@ -127,7 +127,7 @@ impl Buffers {
             + buffer_bytes::<f32>(b * self.experts)
             + buffer_bytes::<u32>(b * self.top_k)
             + buffer_bytes::<f32>(b * self.top_k)
-            + buffer_bytes::<u32>(self.top_k)
+            + buffer_bytes::<u32>(2 * self.top_k)
             + buffer_bytes::<u32>(b)
             + buffer_bytes::<f32>(b)
             + buffer_bytes::<f32>(self.scores)

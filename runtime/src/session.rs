@@ -20,7 +20,7 @@ use crate::model::{layout, Model};
 use crate::parallel::{MatmulJob, Parallel, SharedMut};
 use crate::plan::Plan;
 use crate::quant::{dequantize_row_q4, dequantize_row_q8, BLOCK_LEN};
-use crate::storage::Storage;
+use crate::storage::{MaybeSync, Storage};
 
 /// Where a resolved tensor's bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +113,7 @@ impl<'a> QuantBuf<'a> {
 }
 
 /// A running generation over one model.
-pub struct Session<'a, S: Storage> {
+pub struct Session<'a, S: Storage + MaybeSync> {
     model: &'a Model<S>,
     config: &'a ModelConfig,
     kernels: Kernels,
@@ -124,9 +124,12 @@ pub struct Session<'a, S: Storage> {
     cache: Option<ExpertCache<'a>>,
     verify_experts: bool,
     prefetch: bool,
-    /// Experts predicted for layer `predicted_layer` (NONE: no prediction).
+    /// Experts predicted for a layer, double-buffered by layer parity: the
+    /// prediction for layer L+1 is made before layer L's MoE and checked in
+    /// layer L+1's, after the prediction for L+2 was made.
     predicted: &'a mut [u32],
-    predicted_layer: u32,
+    /// The layer each half of `predicted` is for (NONE: none).
+    predicted_layer: [u32; 2],
     embedding_row: &'a mut [u8],
     max_context: u32,
     batch: usize,
@@ -160,7 +163,7 @@ pub struct Session<'a, S: Storage> {
     v_cache: &'a mut [f32],
 }
 
-impl<'a, S: Storage> Session<'a, S> {
+impl<'a, S: Storage + MaybeSync> Session<'a, S> {
     /// Carves every buffer of `plan` out of `arena`, resolves the tensors
     /// and, when the storage is not addressable, copies the weights in.
     pub fn new(model: &'a Model<S>, plan: &Plan, arena: &'a mut [u8]) -> Result<Self, Error> {
@@ -246,8 +249,8 @@ impl<'a, S: Storage> Session<'a, S> {
             cache,
             verify_experts: plan.limits.verify_experts,
             prefetch: plan.limits.prefetch,
-            predicted: arena.take(b.top_k, 0u32)?,
-            predicted_layer: crate::format::tensor::NONE,
+            predicted: arena.take(2 * b.top_k, 0u32)?,
+            predicted_layer: [crate::format::tensor::NONE; 2],
             embedding_row: arena.take_raw(plan.embedding_row_bytes)?,
             max_context: plan.limits.max_context,
             batch: n,
@@ -447,7 +450,9 @@ impl<'a, S: Storage> Session<'a, S> {
         // Only the expert in use is pinned: experts are computed one at a
         // time, so a batch may route to more experts than there are slots.
         cache.next_step();
-        let bytes = cache.get(self.model.storage(), place, |bytes| {
+        let (storage, par) = (self.model.storage(), &self.par);
+        let read = |offset: u64, dst: &mut [u8]| read_parallel(par, storage, offset, dst);
+        let bytes = cache.get(read, place, |bytes| {
             if verify {
                 for (id, w) in ids.iter().zip(&refs) {
                     let at = (w.offset - start) as usize;
@@ -680,17 +685,19 @@ impl<'a, S: Storage> Session<'a, S> {
             *p = (0..h).map(|i| scalar::f32_at(row, i) * self.xn[i]).sum();
         }
         let mut weights = [0.0f32; crate::format::config::MAX_EXPERTS_PER_TOKEN as usize];
+        let half = layer as usize % 2;
+        let predicted = &mut self.predicted[half * top_k..(half + 1) * top_k];
         route(
             &mut self.router[..e_count],
-            &mut self.predicted[..top_k],
+            predicted,
             &mut weights[..top_k],
         );
-        self.predicted_layer = layer;
+        self.predicted_layer[half] = layer;
         let Some(cache) = self.cache.as_mut() else {
             return;
         };
         cache.stats.predicted += top_k as u64;
-        for &expert in self.predicted.iter() {
+        for &expert in self.predicted[half * top_k..(half + 1) * top_k].iter() {
             if cache.lookup(layer * c.n_experts + expert).is_some() {
                 continue;
             }
@@ -730,13 +737,15 @@ impl<'a, S: Storage> Session<'a, S> {
             let weights = &mut self.route_weight[t * top_k..(t + 1) * top_k];
             route(probs, chosen, weights);
         }
-        if self.predicted_layer == layer {
+        let half = layer as usize % 2;
+        if self.predicted_layer[half] == layer {
             let chosen = &self.route_expert[..top_k];
-            let used = self.predicted.iter().filter(|e| chosen.contains(e)).count();
+            let predicted = &self.predicted[half * top_k..(half + 1) * top_k];
+            let used = predicted.iter().filter(|e| chosen.contains(e)).count();
             if let Some(cache) = self.cache.as_mut() {
                 cache.stats.predicted_used += used as u64;
             }
-            self.predicted_layer = crate::format::tensor::NONE;
+            self.predicted_layer[half] = crate::format::tensor::NONE;
         }
 
         // The normed inputs, quantized once for every expert.
@@ -796,6 +805,45 @@ impl<'a, S: Storage> Session<'a, S> {
             .for_each(|(x, m)| *x += m);
         Ok(())
     }
+}
+
+/// Reads `dst` from `offset`, split across the session's threads when it
+/// is large (paging in an expert is a copy the cores can share).
+fn read_parallel<S: Storage + MaybeSync>(
+    par: &Parallel,
+    storage: &S,
+    offset: u64,
+    dst: &mut [u8],
+) -> Result<(), Error> {
+    const MIN_SPLIT: usize = 256 * 1024;
+    let parts = par.threads();
+    if parts == 1 || dst.len() < MIN_SPLIT {
+        return Ok(storage.read_at(offset, dst)?);
+    }
+    #[cfg(feature = "std")]
+    {
+        let len = dst.len();
+        let base = SharedMut(dst.as_mut_ptr());
+        let failed = core::sync::atomic::AtomicU32::new(0);
+        par.for_each(parts, &|part| {
+            let range = (len * part / parts)..(len * (part + 1) / parts);
+            // SAFETY: the parts' ranges are disjoint and inside `dst`, which
+            // nothing else touches until `for_each` returns.
+            let piece = unsafe {
+                core::slice::from_raw_parts_mut(base.get().add(range.start), range.len())
+            };
+            if storage.read_at(offset + range.start as u64, piece).is_err() {
+                failed.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        if failed.load(core::sync::atomic::Ordering::Relaxed) > 0 {
+            // Read again on this thread to report the storage's own error.
+            return Ok(storage.read_at(offset, dst)?);
+        }
+        Ok(())
+    }
+    #[cfg(not(feature = "std"))]
+    Ok(storage.read_at(offset, dst)?)
 }
 
 /// Softmax over router logits, the top-k (ties to the lower index), and

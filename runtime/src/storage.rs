@@ -31,6 +31,19 @@ pub trait Storage {
     fn prefetch(&self, _offset: u64, _len: u64) {}
 }
 
+/// `Sync` where threads exist (std builds: worker threads read expert
+/// slices in parallel), nothing on single-threaded `no_std` targets, so a
+/// driver holding a `RefCell` still works there.
+#[cfg(feature = "std")]
+pub trait MaybeSync: Sync {}
+#[cfg(feature = "std")]
+impl<T: Sync + ?Sized> MaybeSync for T {}
+/// `Sync` where threads exist (std builds), nothing on `no_std` targets.
+#[cfg(not(feature = "std"))]
+pub trait MaybeSync {}
+#[cfg(not(feature = "std"))]
+impl<T: ?Sized> MaybeSync for T {}
+
 /// Checks that `offset..offset + len` lies inside `storage_len` bytes.
 pub fn check_range(offset: u64, len: u64, storage_len: u64) -> Result<(), StorageError> {
     match offset.checked_add(len) {

@@ -26,7 +26,7 @@ fn budget_for<S: mote::Storage>(model: &Model<S>, context: u32, share: f64) -> L
 }
 
 /// Prefill then `steps` greedy steps; every step's logits.
-fn run<S: mote::Storage>(
+fn run<S: mote::Storage + Sync>(
     model: &Model<S>,
     limits: &Limits,
     prompt: &[u32],
@@ -109,6 +109,19 @@ fn paging_counts_hits_misses_and_bytes() {
         s.bytes_read,
         s.misses * plan.experts.unwrap().slot_bytes as u64
     );
+    // With a prefill batch of 1, every prompt token is a one-token step and
+    // predicts too: layers 1 and 2, top-2 each.
+    assert_eq!(s.predicted, (r.prompt.len() * 2 * 2) as u64);
+    let mut next = 1;
+    for _ in 0..8 {
+        next = argmax(session.step(next).unwrap());
+    }
+    let s = session.cache_stats();
+    // Layers 1 and 2 are predicted at each step, top-2 each, and every
+    // prediction is checked against the layer's choice.
+    assert_eq!(s.predicted, ((r.prompt.len() + 8) * 2 * 2) as u64);
+    assert!(s.predicted_used <= s.predicted);
+    println!("prediction accuracy {}/{}", s.predicted_used, s.predicted);
 }
 
 #[test]
