@@ -28,6 +28,7 @@ pub struct MatmulJob<'x> {
 
 /// Work below this many weight bytes runs on one thread: waking the
 /// others costs more than it saves.
+#[cfg(feature = "std")]
 const MIN_PARALLEL_BYTES: usize = 32 * 1024;
 
 /// The threads a session computes with.
@@ -128,11 +129,14 @@ impl Parallel {
 }
 
 /// Batched jobs shared with the worker threads.
+#[cfg(feature = "std")]
 struct SendBatch<'j, 'x>(&'j [MatmulJob<'x>]);
 // SAFETY: inputs are shared reads; each thread writes only the outputs of
 // its own tokens (see `run_batch_share`); the region ends before `run_batch` returns.
+#[cfg(feature = "std")]
 unsafe impl Sync for SendBatch<'_, '_> {}
 
+#[cfg(feature = "std")]
 impl<'j, 'x> SendBatch<'j, 'x> {
     fn get(&self) -> &'j [MatmulJob<'x>] {
         self.0
@@ -178,12 +182,15 @@ impl<T> SharedMut<T> {
 }
 
 /// Jobs shared with the worker threads.
+#[cfg(feature = "std")]
 struct SendJobs<'j, 'x>(&'j [MatvecJob<'x>]);
 // SAFETY: the jobs' inputs are shared reads; each thread writes only its
 // own row range of each `out` (see `run_share`), and `Parallel::run`
 // returns only after every thread finished.
+#[cfg(feature = "std")]
 unsafe impl Sync for SendJobs<'_, '_> {}
 
+#[cfg(feature = "std")]
 impl<'j, 'x> SendJobs<'j, 'x> {
     fn get(&self) -> &'j [MatvecJob<'x>] {
         self.0
