@@ -12,7 +12,7 @@ use mote::format::{
     align_up, Preamble, EXPERT_ALIGN, MAX_CONFIG_BYTES, PREAMBLE_BYTES, TENSOR_ALIGN, VERSION,
 };
 use mote::model::layout::TensorIds;
-use mote::quant::{encode_row_f32, quantize_row_f16, quantize_row_q4, quantize_row_q8, BLOCK_LEN};
+use mote::quant::{encode_row, BLOCK_LEN};
 use mote::{DType, ModelConfig, TensorId};
 
 use crate::error::{io, QuantizeError};
@@ -313,12 +313,7 @@ fn convert_tensor(
                                 value: row[col],
                             });
                         }
-                        match dtype {
-                            DType::F32 => encode_row_f32(&row, outp),
-                            DType::F16 => quantize_row_f16(&row, outp),
-                            DType::Q8 => quantize_row_q8(&row, outp),
-                            DType::Q4 => quantize_row_q4(&row, outp),
-                        }
+                        encode_row(dtype, &row, outp);
                     }
                     Ok((crc32fast::hash(output), output.len() as u64))
                 })

@@ -6,7 +6,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mote::kernels::{Activations, Kernels, Matrix};
-use mote::quant::{quantize_activations, quantize_row_q4, quantize_row_q8, BLOCK_LEN};
+use mote::quant::{encode_row, quantize_activations, BLOCK_LEN};
 use mote::DType;
 
 const COLS: usize = 1024;
@@ -47,10 +47,7 @@ fn bench(c: &mut Criterion) {
         let rb = dtype.row_bytes(COLS);
         let rows = BYTES / rb;
         let mut encoded = vec![0u8; rb];
-        match dtype {
-            DType::Q4 => quantize_row_q4(&row, &mut encoded),
-            _ => quantize_row_q8(&row, &mut encoded),
-        }
+        encode_row(dtype, &row, &mut encoded);
         let data: Vec<u8> = encoded.iter().copied().cycle().take(rows * rb).collect();
         let w = Matrix {
             dtype,

@@ -132,6 +132,16 @@ pub fn quantize_row_q4(row: &[f32], out: &mut [u8]) {
     }
 }
 
+/// Encodes one row of f32 values as `dtype` (`out` is `dtype.row_bytes(row.len())` long).
+pub fn encode_row(dtype: crate::DType, row: &[f32], out: &mut [u8]) {
+    match dtype {
+        crate::DType::F32 => encode_row_f32(row, out),
+        crate::DType::F16 => quantize_row_f16(row, out),
+        crate::DType::Q8 => quantize_row_q8(row, out),
+        crate::DType::Q4 => quantize_row_q4(row, out),
+    }
+}
+
 /// Converts one row to little-endian f16. `out` must be `2 * row.len()` long.
 pub fn quantize_row_f16(row: &[f32], out: &mut [u8]) {
     for (v, dst) in row.iter().zip(out.chunks_exact_mut(2)) {

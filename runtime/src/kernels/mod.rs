@@ -221,10 +221,7 @@ pub(crate) mod tests {
     use std::vec;
 
     use super::*;
-    use crate::quant::{
-        encode_row_f32, quantize_activations, quantize_row_f16, quantize_row_q4, quantize_row_q8,
-        BLOCK_LEN,
-    };
+    use crate::quant::{encode_row, quantize_activations, BLOCK_LEN};
 
     /// xorshift64*: deterministic, dependency-free test randomness.
     pub(crate) struct Rng(pub u64);
@@ -240,6 +237,64 @@ pub(crate) mod tests {
         /// Uniform in [-1, 1).
         pub(crate) fn unit(&mut self) -> f32 {
             (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        }
+    }
+
+    /// `rows × cols` values encoded as `dtype`, starting `offset` bytes into the buffer.
+    pub(crate) fn encode(
+        dtype: DType,
+        w: &[f32],
+        rows: usize,
+        cols: usize,
+        offset: usize,
+    ) -> vec::Vec<u8> {
+        let rb = dtype.row_bytes(cols);
+        let mut bytes = vec![0u8; offset + rows * rb];
+        for r in 0..rows {
+            encode_row(
+                dtype,
+                &w[r * cols..(r + 1) * cols],
+                &mut bytes[offset + r * rb..][..rb],
+            );
+        }
+        bytes
+    }
+
+    /// Weights at an odd address (never so in model files) still give the
+    /// scalar result.
+    pub(crate) fn compare_misaligned_with_scalar(fast: &Kernels) {
+        let (rows, cols) = (3usize, 161usize);
+        let mut rng = Rng(7);
+        let w: vec::Vec<f32> = (0..rows * cols).map(|_| rng.unit()).collect();
+        let x: vec::Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
+        let blocks = cols.div_ceil(BLOCK_LEN);
+        let mut qs = vec![0i8; blocks * BLOCK_LEN];
+        let (mut sc, mut sums) = (vec![0.0f32; blocks], vec![0.0f32; blocks]);
+        quantize_activations(&x, &mut qs, &mut sc, &mut sums);
+        let acts = Activations {
+            f32s: &x,
+            qs: &qs,
+            scales: &sc,
+            sums: &sums,
+        };
+        for dtype in [DType::Q4, DType::Q8, DType::F16, DType::F32] {
+            let buf = encode(dtype, &w, rows, cols, 1);
+            let m = Matrix {
+                dtype,
+                rows,
+                cols,
+                data: &buf[1..],
+            };
+            let (mut want, mut got) = ([0.0f32; 3], [0.0f32; 3]);
+            Kernels::scalar().matvec(&m, &acts, &mut want);
+            fast.matvec(&m, &acts, &mut got);
+            for (a, b) in want.iter().zip(&got) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                    "{} {dtype}: {a} vs {b}",
+                    fast.name
+                );
+            }
         }
     }
 
@@ -295,20 +350,7 @@ pub(crate) mod tests {
                     sums: &sums,
                 };
                 for dtype in [DType::Q4, DType::Q8, DType::F16, DType::F32] {
-                    let rb = dtype.row_bytes(cols);
-                    let mut bytes = vec![0u8; rows * rb];
-                    for r in 0..rows {
-                        let (src, dst) = (
-                            &w[r * cols..(r + 1) * cols],
-                            &mut bytes[r * rb..(r + 1) * rb],
-                        );
-                        match dtype {
-                            DType::Q4 => quantize_row_q4(src, dst),
-                            DType::Q8 => quantize_row_q8(src, dst),
-                            DType::F16 => quantize_row_f16(src, dst),
-                            DType::F32 => encode_row_f32(src, dst),
-                        }
-                    }
+                    let bytes = encode(dtype, &w, rows, cols, 0);
                     let m = Matrix {
                         dtype,
                         rows,
@@ -376,20 +418,7 @@ pub(crate) mod tests {
                     block_stride: stride,
                 };
                 for dtype in [DType::Q4, DType::Q8, DType::F16, DType::F32] {
-                    let rb = dtype.row_bytes(cols);
-                    let mut bytes = vec![0u8; rows * rb];
-                    for r in 0..rows {
-                        let (src, dst) = (
-                            &w[r * cols..(r + 1) * cols],
-                            &mut bytes[r * rb..(r + 1) * rb],
-                        );
-                        match dtype {
-                            DType::Q4 => quantize_row_q4(src, dst),
-                            DType::Q8 => quantize_row_q8(src, dst),
-                            DType::F16 => quantize_row_f16(src, dst),
-                            DType::F32 => encode_row_f32(src, dst),
-                        }
-                    }
+                    let bytes = encode(dtype, &w, rows, cols, 0);
                     let m = Matrix {
                         dtype,
                         rows,

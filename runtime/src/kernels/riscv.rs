@@ -704,55 +704,6 @@ mod tests {
     /// scalar result.
     #[test]
     fn misaligned_weights_match_scalar() {
-        use crate::kernels::tests::Rng;
-        use crate::kernels::Matrix;
-        use crate::quant::{
-            encode_row_f32, quantize_activations, quantize_row_f16, quantize_row_q4,
-            quantize_row_q8,
-        };
-        use crate::DType;
-        let (rows, cols) = (3usize, 161usize);
-        let mut rng = Rng(7);
-        let w: std::vec::Vec<f32> = (0..rows * cols).map(|_| rng.unit()).collect();
-        let x: std::vec::Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
-        let blocks = cols.div_ceil(BLOCK_LEN);
-        let mut qs = std::vec![0i8; blocks * BLOCK_LEN];
-        let (mut sc, mut sums) = (std::vec![0.0f32; blocks], std::vec![0.0f32; blocks]);
-        quantize_activations(&x, &mut qs, &mut sc, &mut sums);
-        let acts = Activations {
-            f32s: &x,
-            qs: &qs,
-            scales: &sc,
-            sums: &sums,
-        };
-        let fast = upgrade(Kernels::scalar());
-        for dtype in [DType::Q4, DType::Q8, DType::F16, DType::F32] {
-            let rb = dtype.row_bytes(cols);
-            let mut buf = std::vec![0u8; rows * rb + 1];
-            for r in 0..rows {
-                let (src, dst) = (&w[r * cols..][..cols], &mut buf[1 + r * rb..][..rb]);
-                match dtype {
-                    DType::Q4 => quantize_row_q4(src, dst),
-                    DType::Q8 => quantize_row_q8(src, dst),
-                    DType::F16 => quantize_row_f16(src, dst),
-                    DType::F32 => encode_row_f32(src, dst),
-                }
-            }
-            let m = Matrix {
-                dtype,
-                rows,
-                cols,
-                data: &buf[1..],
-            };
-            let (mut want, mut got) = ([0.0f32; 3], [0.0f32; 3]);
-            Kernels::scalar().matvec(&m, &acts, &mut want);
-            fast.matvec(&m, &acts, &mut got);
-            for (a, b) in want.iter().zip(&got) {
-                assert!(
-                    (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
-                    "{dtype}: {a} vs {b}"
-                );
-            }
-        }
+        crate::kernels::tests::compare_misaligned_with_scalar(&upgrade(Kernels::scalar()));
     }
 }

@@ -39,8 +39,36 @@ fn has_avx512_vnni() -> bool {
     }
 }
 
-/// Replaces the entries this CPU can run faster.
-pub fn upgrade(mut k: Kernels) -> Kernels {
+/// True when the CPU has everything the AVX2 kernels use.
+fn has_avx2() -> bool {
+    cfg_if::cfg_if! {
+        if #[cfg(feature = "std")] {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+        } else {
+            cfg!(all(target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))
+        }
+    }
+}
+
+/// Replaces the entries this CPU can run faster: AVX2 first, then AVX-512
+/// VNNI over it where present.
+pub fn upgrade(k: Kernels) -> Kernels {
+    upgrade_avx512(upgrade_avx2(k))
+}
+
+/// The AVX2 + FMA + F16C table (no AVX-512): x86-64 CPUs since 2013.
+fn upgrade_avx2(mut k: Kernels) -> Kernels {
+    if has_avx2() {
+        k.name = "x86-avx2";
+        k.matvec_q4 = matvec_q4_avx2;
+        k.matvec_q8 = matvec_q8_avx2;
+    }
+    k
+}
+
+fn upgrade_avx512(mut k: Kernels) -> Kernels {
     if has_avx512_vnni() {
         k.name = "x86-avx512vnni";
         k.matvec_q4 = matvec_q4_avx512;
@@ -329,6 +357,156 @@ unsafe fn f32_avx512(w: &[u8], row_bytes: usize, cols: usize, x: &[f32], out: &m
     }
 }
 
+/// Eight blocks' combined scales `d_w · d_x` and `d_w · sums` from block
+/// `g` on (fewer at the row's end: the rest are zero).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scales8(
+    row: *const u8,
+    blocks: usize,
+    g: usize,
+    x: &Activations<'_>,
+) -> (__m256, __m256) {
+    let n = (blocks - g).min(8);
+    let (dw, dx, sx) = if n == 8 {
+        // SAFETY: 8 scales of the row (16 bytes) and 8 activation scales
+        // and sums exist from block g on.
+        (
+            _mm256_cvtph_ps(_mm_loadu_si128(row.add(2 * g) as *const __m128i)),
+            _mm256_loadu_ps(x.scales.as_ptr().add(g)),
+            _mm256_loadu_ps(x.sums.as_ptr().add(g)),
+        )
+    } else {
+        let (mut w, mut d, mut s) = ([0u16; 8], [0.0f32; 8], [0.0f32; 8]);
+        for i in 0..n {
+            // SAFETY: block g + i < blocks: its scale lies inside the row.
+            w[i] = u16::from_le_bytes([*row.add(2 * (g + i)), *row.add(2 * (g + i) + 1)]);
+            d[i] = x.scales[g + i];
+            s[i] = x.sums[g + i];
+        }
+        (
+            _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr() as *const __m128i)),
+            _mm256_loadu_ps(d.as_ptr()),
+            _mm256_loadu_ps(s.as_ptr()),
+        )
+    };
+    (_mm256_mul_ps(dw, dx), _mm256_mul_ps(dw, sx))
+}
+
+/// Sum of the 8 lanes.
+#[target_feature(enable = "avx2")]
+unsafe fn hsum8(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+fn matvec_q4_avx2(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
+    let blocks = check(w, row_bytes, x, out, Q4_BLOCK_BYTES);
+    // SAFETY: installed by `upgrade` only when the CPU has AVX2, FMA and
+    // F16C; `check` proved the buffer sizes the loads use.
+    unsafe { q4_avx2(w, row_bytes, blocks, x, out) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_avx2(w: &[u8], row_bytes: usize, blocks: usize, x: &Activations<'_>, out: &mut [f32]) {
+    let low4 = _mm256_set1_epi8(0x0f);
+    let ones = _mm256_set1_epi16(1);
+    let zero_block = [0i8; BLOCK_LEN];
+    let xq = x.qs.as_ptr();
+    for (r, o) in out.iter_mut().enumerate() {
+        // SAFETY (whole loop body): loads stay inside this row (18 × blocks
+        // bytes) and the activations (32 × blocks values); an odd last block
+        // pairs with zero weights and a zero activation block on the stack.
+        let row = w.as_ptr().add(r * row_bytes);
+        let values = row.add(2 * blocks);
+        let mut acc = _mm256_setzero_ps();
+        let mut corr = _mm256_setzero_ps();
+        let mut g = 0;
+        while g < blocks {
+            let (s, c) = scales8(row, blocks, g, x);
+            corr = _mm256_add_ps(corr, c);
+            let mut k = 0;
+            while k < 8 && g + k < blocks {
+                let b = g + k;
+                let pair = b + 1 < blocks;
+                let wa = _mm_loadu_si128(values.add(b * Q4_VALUE_BYTES) as *const __m128i);
+                let wb = if pair {
+                    _mm_loadu_si128(values.add((b + 1) * Q4_VALUE_BYTES) as *const __m128i)
+                } else {
+                    _mm_set1_epi8(0)
+                };
+                let v = _mm256_set_m128i(wb, wa);
+                let lo = _mm256_and_si256(v, low4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+                let xa = _mm256_loadu_si256(xq.add(b * BLOCK_LEN) as *const __m256i);
+                let xb_ptr = if pair {
+                    xq.add((b + 1) * BLOCK_LEN)
+                } else {
+                    zero_block.as_ptr()
+                };
+                let xb = _mm256_loadu_si256(xb_ptr as *const __m256i);
+                let xlo = _mm256_permute2x128_si256(xa, xb, 0x20);
+                let xhi = _mm256_permute2x128_si256(xa, xb, 0x31);
+                let p =
+                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
+                let d = _mm256_madd_epi16(p, ones);
+                // Lanes 0-3 hold block b, lanes 4-7 block b + 1.
+                let idx = _mm256_setr_epi32(
+                    k as i32,
+                    k as i32,
+                    k as i32,
+                    k as i32,
+                    k as i32 + 1,
+                    k as i32 + 1,
+                    k as i32 + 1,
+                    k as i32 + 1,
+                );
+                let sk = _mm256_permutevar8x32_ps(s, idx);
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), sk, acc);
+                k += 2;
+            }
+            g += 8;
+        }
+        *o = hsum8(acc) - 8.0 * hsum8(corr);
+    }
+}
+
+fn matvec_q8_avx2(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
+    let blocks = check(w, row_bytes, x, out, Q8_BLOCK_BYTES);
+    // SAFETY: as for `matvec_q4_avx2`.
+    unsafe { q8_avx2(w, row_bytes, blocks, x, out) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_avx2(w: &[u8], row_bytes: usize, blocks: usize, x: &Activations<'_>, out: &mut [f32]) {
+    let ones = _mm256_set1_epi16(1);
+    let xq = x.qs.as_ptr();
+    for (r, o) in out.iter_mut().enumerate() {
+        // SAFETY (whole loop body): each load is one whole block of this row
+        // or of the activations, block index < blocks.
+        let row = w.as_ptr().add(r * row_bytes);
+        let values = row.add(2 * blocks);
+        let mut acc = _mm256_setzero_ps();
+        let mut g = 0;
+        while g < blocks {
+            let (s, _) = scales8(row, blocks, g, x);
+            for k in 0..(blocks - g).min(8) {
+                let b = g + k;
+                let wv = _mm256_loadu_si256(values.add(b * Q8_VALUE_BYTES) as *const __m256i);
+                let xv = _mm256_loadu_si256(xq.add(b * BLOCK_LEN) as *const __m256i);
+                // w·x = |w|·(x with w's sign); activations are never -128.
+                let p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+                let d = _mm256_madd_epi16(p, ones);
+                let sk = _mm256_permutevar8x32_ps(s, _mm256_set1_epi32(k as i32));
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), sk, acc);
+            }
+            g += 8;
+        }
+        *o = hsum8(acc);
+    }
+}
+
 /// Row and token tile of the batched products: R × T accumulators stay in
 /// registers while each weight chunk is unpacked once for T tokens.
 const TILE_ROWS: usize = 2;
@@ -538,7 +716,26 @@ unsafe fn q8_matmul_avx512(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::tests::{compare_matmul_with_scalar, compare_with_scalar};
+    use crate::kernels::tests::{
+        compare_matmul_with_scalar, compare_misaligned_with_scalar, compare_with_scalar,
+    };
+
+    #[test]
+    fn avx2_kernels_match_scalar() {
+        if !has_avx2() {
+            let want = std::env::var("MOTE_EXPECT_KERNELS").unwrap_or_default();
+            assert!(
+                !want.starts_with("x86-"),
+                "this CPU was expected to have AVX2"
+            );
+            std::println!("no AVX2 on this CPU: only the scalar table runs");
+            return;
+        }
+        let k = upgrade_avx2(Kernels::scalar());
+        assert_eq!(k.name, "x86-avx2");
+        compare_with_scalar(&k);
+        compare_misaligned_with_scalar(&k);
+    }
 
     #[test]
     fn avx512_kernels_match_scalar() {
