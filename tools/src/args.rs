@@ -24,6 +24,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Measure load time, prefill and decode speed, and peak memory.
     Bench(BenchArgs),
+    /// Say whether a model fits a board, with which expert cache, and its decode ceiling.
+    Plan(PlanArgs),
 }
 
 /// Weight types for `mote quantize`.
@@ -53,9 +55,14 @@ pub struct QuantizeArgs {
     /// Output .mote file.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Type of the weight matrices; norms and routers stay f32.
-    #[arg(long, value_enum, default_value = "int4")]
-    pub dtype: WeightType,
+    /// Type of the weight matrices; norms and routers stay f32 (default:
+    /// the board's with --target, else int4).
+    #[arg(long, value_enum)]
+    pub dtype: Option<WeightType>,
+    /// Board profile (name in targets/boards or a .toml path): picks the
+    /// weight type and reports whether the result fits the board.
+    #[arg(long)]
+    pub target: Option<String>,
     /// Worker threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -162,6 +169,21 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1)]
     pub threads: u32,
     /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The .mote file.
+    pub model: PathBuf,
+    /// Board profile: rpi4, rpi5, spacemit-k1, visionfive2, stm32h7, esp32c3, or a .toml path.
+    #[arg(long)]
+    pub board: String,
+    /// Context length to plan for.
+    #[arg(long, default_value_t = 512)]
+    pub max_context: u32,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }

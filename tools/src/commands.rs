@@ -8,8 +8,10 @@ use mote::{FileStorage, Limits, MmapStorage, Model, Plan, Session, Storage};
 use serde_json::json;
 
 use crate::args::{
-    BenchArgs, Cli, Command, GenerateArgs, InspectArgs, LoadArgs, LogitsArgs, QuantizeArgs,
+    BenchArgs, Cli, Command, GenerateArgs, InspectArgs, LoadArgs, LogitsArgs, PlanArgs,
+    QuantizeArgs, WeightType,
 };
+use crate::boards;
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -18,12 +20,25 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate(a),
         Command::Inspect(a) => inspect(a),
         Command::Bench(a) => bench(a),
+        Command::Plan(a) => plan(a),
     }
 }
 
 fn quantize(a: QuantizeArgs) -> Result<()> {
+    let board = a.target.as_deref().map(boards::load).transpose()?;
+    let dtype = match (a.dtype, &board) {
+        (Some(d), _) => d,
+        (None, Some(b)) => match b.dtype.as_str() {
+            "f32" => WeightType::F32,
+            "f16" => WeightType::F16,
+            "int8" => WeightType::Int8,
+            "int4" => WeightType::Int4,
+            other => anyhow::bail!("board {}: unknown dtype {other:?}", b.name),
+        },
+        (None, None) => WeightType::Int4,
+    };
     let options = mote_quantize::Options {
-        dtype: a.dtype.into(),
+        dtype: dtype.into(),
         threads: a.threads,
     };
     let tty = std::io::stderr().is_terminal();
@@ -66,7 +81,57 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
             report.seconds
         );
     }
+    if let Some(board) = board {
+        print_verdict(&boards::verdict(&a.output, &board, 512)?)?;
+    }
     Ok(())
+}
+
+fn print_verdict(v: &boards::Verdict) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    writeln!(
+        o,
+        "{}: {}",
+        v.board,
+        if v.fits { "fits" } else { "does not fit" }
+    )?;
+    writeln!(
+        o,
+        "  board             {} ({}, {} cores, features [{}]), {} MiB RAM",
+        v.target,
+        v.cpu,
+        v.cores,
+        v.features.join(", "),
+        v.ram_mib
+    )?;
+    writeln!(o, "  {}", v.why)?;
+    writeln!(o, "  budget            {} bytes", v.budget_bytes)?;
+    if let Some(a) = v.arena_bytes {
+        writeln!(o, "  arena             {a} bytes")?;
+    }
+    writeln!(o, "  kernels           {}", v.kernels)?;
+    writeln!(
+        o,
+        "  weights/token     {:.2} MiB",
+        v.weight_bytes_per_token as f64 / (1 << 20) as f64
+    )?;
+    if let Some(t) = v.decode_ceiling_tok_s {
+        writeln!(
+            o,
+            "  decode ceiling    {t:.1} tok/s ({:.2} MiB/token from storage; uniform routing assumed)",
+            v.storage_bytes_per_token / (1 << 20) as f64
+        )?;
+    }
+    Ok(())
+}
+
+fn plan(a: PlanArgs) -> Result<()> {
+    let board = boards::load(&a.board)?;
+    let v = boards::verdict(&a.model, &board, a.max_context)?;
+    if a.json {
+        return print_json(&serde_json::to_value(&v)?);
+    }
+    print_verdict(&v)
 }
 
 /// The storage a command reads: a populated memory map, or positional
@@ -306,29 +371,6 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// Bytes of weights one decoded token reads: every non-expert tensor, the
-/// routed experts' matrices (average expert size × top-k per layer), one
-/// embedding row.
-fn bytes_per_token<S: mote::Storage>(model: &Model<S>) -> Result<u64> {
-    let c = model.config();
-    let mut dense = 0u64;
-    let mut experts = 0u64;
-    for i in 0..model.tensor_count() {
-        let r = model.record(i)?;
-        match r.id.kind {
-            k if k.is_expert() => experts += r.length,
-            mote::TensorKind::TokenEmbedding => dense += r.length / r.rows as u64,
-            _ => dense += r.length,
-        }
-    }
-    if c.tied_embeddings {
-        let emb = model.tensor(mote::TensorId::global(mote::TensorKind::TokenEmbedding))?;
-        dense += emb.length;
-    }
-    let per_expert = experts / (c.n_layers as u64 * c.n_experts as u64);
-    Ok(dense + per_expert * c.n_layers as u64 * c.n_experts_per_token as u64)
-}
-
 fn bench(a: BenchArgs) -> Result<()> {
     use std::time::Instant;
     let t0 = Instant::now();
@@ -374,7 +416,7 @@ fn bench(a: BenchArgs) -> Result<()> {
 
     let prefill_tok_s = a.prompt_tokens as f64 / prefill_s;
     let decode_tok_s = a.gen_tokens as f64 / decode_s;
-    let bytes = bytes_per_token(&model)?;
+    let bytes = boards::bytes_per_token(&model)?;
     let gb_s = bytes as f64 * decode_tok_s / 1e9;
     let kernels = session.kernels().name;
     let rss = peak_rss_mib();

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod boards;
 mod commands;
 
 use std::io::Write;

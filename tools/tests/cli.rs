@@ -348,3 +348,61 @@ fn generate_under_a_memory_budget_stays_within_it() {
         "peak RSS {peak_mib:.1} MiB exceeds budget + 8 MiB = {limit_mib} MiB"
     );
 }
+
+#[test]
+fn plan_says_whether_a_model_fits_a_board() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = quantized(dir.path(), "int4");
+    let m = model.to_str().unwrap();
+    let mcu = ok_json(&[
+        "plan",
+        m,
+        "--board",
+        "stm32h7",
+        "--max-context",
+        "64",
+        "--json",
+    ]);
+    assert_eq!(mcu["fits"], true);
+    assert_eq!(mcu["weights_in_place"], true);
+    assert!(mcu["arena_bytes"].as_u64().unwrap() < 1 << 20);
+    assert!(mcu["decode_ceiling_tok_s"].as_f64().unwrap() > 0.0);
+    let tiny = ok_json(&[
+        "plan",
+        m,
+        "--board",
+        "esp32c3",
+        "--max-context",
+        "100000",
+        "--json",
+    ]);
+    assert_eq!(tiny["fits"], false);
+    assert!(tiny["why"].as_str().unwrap().contains("bytes missing"));
+    let pi = ok_json(&["plan", m, "--board", "rpi5", "--json"]);
+    assert_eq!(pi["expert_slots"], 24, "every expert fits in 3 GiB");
+    let err = one_line_error(&["plan", m, "--board", "pdp11"]);
+    assert!(err.contains("rpi5"), "{err}");
+    // --target picks the board's weight type and reports the fit.
+    let out = dir.path().join("board.mote");
+    let input = fixture("mixtral-tiny").join("f32");
+    let q = mote(&[
+        "quantize",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--target",
+        "rpi4",
+        "-q",
+    ]);
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    assert!(String::from_utf8_lossy(&q.stdout).contains("Raspberry Pi 4"));
+    let info = ok_json(&["inspect", out.to_str().unwrap(), "--json"]);
+    let q_proj = info["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["kind"] == "attn_q")
+        .unwrap()
+        .clone();
+    assert_eq!(q_proj["dtype"], "int4");
+}
