@@ -1,5 +1,6 @@
 //! Carves typed buffers out of the one memory region a session is given.
-//! The only place outside the kernels and storage that needs `unsafe`.
+//! One of the few places that need `unsafe` (with the kernels, storage,
+//! the thread pool and the parallel regions), each block explained.
 
 use core::mem::{align_of, size_of};
 

@@ -30,6 +30,7 @@ pub mod model;
 mod parallel;
 pub mod plan;
 pub mod quant;
+pub mod sample;
 pub mod session;
 pub mod storage;
 #[cfg(feature = "std")]
@@ -42,6 +43,7 @@ pub use format::tensor::TensorRecord;
 pub use format::tensor::{DType, TensorId, TensorKind};
 pub use model::Model;
 pub use plan::{Limits, Plan};
+pub use sample::{Sampler, SamplerConfig};
 pub use session::Session;
 pub use storage::{FaultyStorage, MaybeSync, SliceStorage, Storage};
 #[cfg(feature = "std")]

@@ -141,6 +141,44 @@ pub struct GenerateArgs {
     /// Print peak memory and expert-cache counters as JSON on stderr.
     #[arg(long)]
     pub stats: bool,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// How the next token is chosen (default: greedy).
+#[derive(Debug, Clone, Args)]
+pub struct SamplingArgs {
+    /// 0 is greedy; higher flattens the distribution.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: u32,
+    /// Keep the most likely tokens up to this total probability.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Drop tokens less likely than this fraction of the most likely.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Penalise the tokens of the last 64 positions (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Seed of the random draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    pub fn config(&self) -> mote::SamplerConfig {
+        mote::SamplerConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repeat_penalty,
+            seed: self.seed,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

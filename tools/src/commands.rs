@@ -189,16 +189,6 @@ fn logits(a: LogitsArgs) -> Result<()> {
     print_json(&json!({ "logits": rows }))
 }
 
-fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 fn generate(a: GenerateArgs) -> Result<()> {
     let model = open(&a.load)?;
     let prompt = &a.tokens.0;
@@ -206,14 +196,20 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let plan = Plan::new(&model, &limits(&a.load, context))?;
     let mut arena = vec![0u8; plan.arena_bytes()];
     let mut session = Session::new(&model, &plan, &mut arena)?;
+    let mut candidates = vec![0u32; model.config().vocab_size as usize];
+    let mut sampler = mote::Sampler::new(a.sampling.config(), &mut candidates);
+    let mut logits = session.prefill(prompt)?.to_vec();
+    let mut history: Vec<u32> = prompt.clone();
     let mut out = Vec::new();
-    let mut next = argmax(session.prefill(prompt)?);
     for i in 0..a.max_tokens {
+        let recent = &history[history.len().saturating_sub(64)..];
+        let next = sampler.sample(&mut logits, recent);
         out.push(next);
+        history.push(next);
         if (!a.ignore_eos && model.config().is_eos(next)) || i + 1 == a.max_tokens {
             break;
         }
-        next = argmax(session.step(next)?);
+        logits.copy_from_slice(session.step(next)?);
     }
     if a.stats {
         let s = session.cache_stats();

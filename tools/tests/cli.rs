@@ -406,3 +406,35 @@ fn plan_says_whether_a_model_fits_a_board() {
         .clone();
     assert_eq!(q_proj["dtype"], "int4");
 }
+
+#[test]
+fn sampling_is_seeded_and_greedy_by_default() {
+    let r = reference("mixtral-tiny");
+    let dir = tempfile::tempdir().unwrap();
+    let model = quantized(dir.path(), "f32");
+    let m = model.to_str().unwrap();
+    let prompt = ids(&r.prompt);
+    let args = [
+        "generate",
+        m,
+        "--tokens",
+        &prompt,
+        "--max-tokens",
+        "12",
+        "--ignore-eos",
+        "--temperature",
+        "1.2",
+    ];
+    let a = ok_json(&[&args[..], &["--seed", "1"]].concat());
+    let b = ok_json(&[&args[..], &["--seed", "1"]].concat());
+    let c = ok_json(&[&args[..], &["--seed", "2"]].concat());
+    assert_eq!(a, b, "the same seed must give the same tokens");
+    assert_ne!(a, c, "another seed should give other tokens");
+    assert_ne!(
+        as_u32s(&a["tokens"]),
+        r.greedy[..12],
+        "temperature 1.2 on flat logits is not greedy"
+    );
+    let k1 = ok_json(&[&args[..], &["--top-k", "1"]].concat());
+    assert_eq!(as_u32s(&k1["tokens"]), r.greedy[..12], "top-k 1 is greedy");
+}
