@@ -11,7 +11,11 @@ use serde_json::Value;
 use crate::error::{io, QuantizeError};
 
 /// The `architectures` values this build converts.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["MixtralForCausalLM"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
+    "MixtralForCausalLM",
+    "Qwen3MoeForCausalLM",
+    "OlmoeForCausalLM",
+];
 
 struct Fields<'a> {
     path: &'a Path,
@@ -89,6 +93,8 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         .unwrap_or_else(|| "none given".to_string());
     let architecture = match arch_name.as_str() {
         "MixtralForCausalLM" | "model_type mixtral" => Architecture::Mixtral,
+        "Qwen3MoeForCausalLM" | "model_type qwen3_moe" => Architecture::Qwen3Moe,
+        "OlmoeForCausalLM" | "model_type olmoe" => Architecture::Olmoe,
         _ => {
             return Err(QuantizeError::UnsupportedArchitecture {
                 path,
@@ -177,6 +183,38 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         }
     }
 
+    // The families name their MoE fields differently.
+    let (n_experts, expert_ffn_size, norm_topk_prob) = match architecture {
+        Architecture::Mixtral => (
+            f.u32("num_local_experts")?,
+            f.u32("intermediate_size")?,
+            true,
+        ),
+        Architecture::Qwen3Moe => {
+            let step = f.opt_u32("decoder_sparse_step")?.unwrap_or(1);
+            let dense = f
+                .get("mlp_only_layers")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty());
+            if step != 1 || dense {
+                return Err(f.err(
+                    "dense MLP layers (decoder_sparse_step != 1 or mlp_only_layers) are not supported yet".into(),
+                ));
+            }
+            let norm = f
+                .get("norm_topk_prob")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            (f.u32("num_experts")?, f.u32("moe_intermediate_size")?, norm)
+        }
+        _ => {
+            let norm = f
+                .get("norm_topk_prob")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            (f.u32("num_experts")?, f.u32("intermediate_size")?, norm)
+        }
+    };
     let config = ModelConfig {
         architecture,
         vocab_size: f.u32("vocab_size")?,
@@ -185,8 +223,8 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         n_heads,
         n_kv_heads,
         head_dim,
-        expert_ffn_size: f.u32("intermediate_size")?,
-        n_experts: f.u32("num_local_experts")?,
+        expert_ffn_size,
+        n_experts,
         n_experts_per_token: f.u32("num_experts_per_tok")?,
         norm_eps: f.opt_f32("rms_norm_eps")?.unwrap_or(1e-5),
         rope_theta,
@@ -198,6 +236,8 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
             .get("tie_word_embeddings")
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        norm_topk_prob,
+        clip_qkv: f.opt_f32("clip_qkv")?,
     };
     config.validate().map_err(|e| f.err(e.to_string()))?;
     Ok(config)

@@ -32,12 +32,18 @@ struct Candidate {
 
 fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
     let plain = |name: String| Candidate { name, fused: None };
-    let Architecture::Mixtral = config.architecture else {
-        return Vec::new();
-    };
     let l = id.layer;
     let e = id.expert;
     let f = config.expert_ffn_size as usize;
+    // Mixtral's hub checkpoints say `block_sparse_moe` and w1/w3/w2; the
+    // other families (and transformers 5 for every family) say `mlp` and
+    // gate_proj/up_proj/down_proj, or fuse the experts.
+    let per_expert = |w: &str, proj: &str| match config.architecture {
+        Architecture::Mixtral => {
+            format!("model.layers.{l}.block_sparse_moe.experts.{e}.{w}.weight")
+        }
+        _ => format!("model.layers.{l}.mlp.experts.{e}.{proj}.weight"),
+    };
     match id.kind {
         TensorKind::TokenEmbedding => vec![plain("model.embed_tokens.weight".into())],
         TensorKind::OutputNorm => vec![plain("model.norm.weight".into())],
@@ -50,20 +56,20 @@ fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
         TensorKind::AttnK => vec![plain(format!("model.layers.{l}.self_attn.k_proj.weight"))],
         TensorKind::AttnV => vec![plain(format!("model.layers.{l}.self_attn.v_proj.weight"))],
         TensorKind::AttnO => vec![plain(format!("model.layers.{l}.self_attn.o_proj.weight"))],
+        TensorKind::AttnQNorm => vec![plain(format!("model.layers.{l}.self_attn.q_norm.weight"))],
+        TensorKind::AttnKNorm => vec![plain(format!("model.layers.{l}.self_attn.k_norm.weight"))],
         TensorKind::Router => vec![
             plain(format!("model.layers.{l}.block_sparse_moe.gate.weight")),
             plain(format!("model.layers.{l}.mlp.gate.weight")),
         ],
         TensorKind::ExpertGate | TensorKind::ExpertUp | TensorKind::ExpertDown => {
-            let (w, fused, row) = match id.kind {
-                TensorKind::ExpertGate => ("w1", "gate_up_proj", 0),
-                TensorKind::ExpertUp => ("w3", "gate_up_proj", f),
-                _ => ("w2", "down_proj", 0),
+            let (w, proj, fused, row) = match id.kind {
+                TensorKind::ExpertGate => ("w1", "gate_proj", "gate_up_proj", 0),
+                TensorKind::ExpertUp => ("w3", "up_proj", "gate_up_proj", f),
+                _ => ("w2", "down_proj", "down_proj", 0),
             };
             vec![
-                plain(format!(
-                    "model.layers.{l}.block_sparse_moe.experts.{e}.{w}.weight"
-                )),
+                plain(per_expert(w, proj)),
                 Candidate {
                     name: format!("model.layers.{l}.mlp.experts.{fused}"),
                     fused: Some((e as usize, row)),

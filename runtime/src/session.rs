@@ -13,7 +13,7 @@
 use crate::arena::Arena;
 use crate::error::Error;
 use crate::experts::{checksum_error, CacheStats, ExpertCache, ExpertPlace};
-use crate::format::config::{ModelConfig, RopeScaling};
+use crate::format::config::{ModelConfig, QkNorm, RopeScaling};
 use crate::format::tensor::{DType, TensorId, TensorKind};
 use crate::kernels::{scalar, BatchActs, Kernels, Matrix};
 use crate::model::{layout, Model};
@@ -561,6 +561,39 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         }
     }
 
+    /// The family's query/key normalisation (before rope), then OLMoE's clamp.
+    fn normalize_qk(&mut self, layer: u32, n: usize) {
+        let c = self.config;
+        let (q_dim, kv_dim, head_dim) = (c.q_dim(), c.kv_dim(), c.head_dim as usize);
+        let qk = c.architecture.qk_norm();
+        if qk != QkNorm::None {
+            let qn = self.weight(TensorId::layer(TensorKind::AttnQNorm, layer));
+            let kn = self.weight(TensorId::layer(TensorKind::AttnKNorm, layer));
+            let width = if qk == QkNorm::PerHead {
+                head_dim
+            } else {
+                usize::MAX
+            };
+            for row in self.q[..n * q_dim].chunks_exact_mut(q_dim) {
+                row.chunks_mut(width)
+                    .for_each(|x| scalar::rmsnorm_in_place(x, qn.data, c.norm_eps));
+            }
+            for row in self.k[..n * kv_dim].chunks_exact_mut(kv_dim) {
+                row.chunks_mut(width)
+                    .for_each(|x| scalar::rmsnorm_in_place(x, kn.data, c.norm_eps));
+            }
+        }
+        if let Some(clip) = c.clip_qkv {
+            for v in self.q[..n * q_dim]
+                .iter_mut()
+                .chain(&mut self.k[..n * kv_dim])
+                .chain(&mut self.v[..n * kv_dim])
+            {
+                *v = v.clamp(-clip, clip);
+            }
+        }
+    }
+
     fn attention(&mut self, layer: u32, n: usize) {
         let c = self.config;
         let h = c.hidden_size as usize;
@@ -590,6 +623,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
 
         let head_dim = c.head_dim as usize;
         let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
+        self.normalize_qk(layer, n);
         let max_context = self.max_context as usize;
         let layer_base = layer as usize * max_context * kv_dim;
         for t in 0..n {
@@ -691,6 +725,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             &mut self.router[..e_count],
             predicted,
             &mut weights[..top_k],
+            c.norm_topk_prob,
         );
         self.predicted_layer[half] = layer;
         let Some(cache) = self.cache.as_mut() else {
@@ -735,7 +770,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             let probs = &mut self.router[t * e_count..(t + 1) * e_count];
             let chosen = &mut self.route_expert[t * top_k..(t + 1) * top_k];
             let weights = &mut self.route_weight[t * top_k..(t + 1) * top_k];
-            route(probs, chosen, weights);
+            route(probs, chosen, weights, c.norm_topk_prob);
         }
         let half = layer as usize % 2;
         if self.predicted_layer[half] == layer {
@@ -847,8 +882,8 @@ fn read_parallel<S: Storage + MaybeSync>(
 }
 
 /// Softmax over router logits, the top-k (ties to the lower index), and
-/// their weights renormalised to sum to one.
-fn route(probs: &mut [f32], chosen: &mut [u32], weights: &mut [f32]) {
+/// (if `renormalize`) their weights rescaled to sum to one.
+fn route(probs: &mut [f32], chosen: &mut [u32], weights: &mut [f32], renormalize: bool) {
     scalar::softmax(probs);
     for k in 0..chosen.len() {
         let mut best = usize::MAX;
@@ -860,8 +895,10 @@ fn route(probs: &mut [f32], chosen: &mut [u32], weights: &mut [f32]) {
         chosen[k] = best as u32;
         weights[k] = probs[best];
     }
-    let total: f32 = weights.iter().sum();
-    weights.iter_mut().for_each(|w| *w /= total);
+    if renormalize {
+        let total: f32 = weights.iter().sum();
+        weights.iter_mut().for_each(|w| *w /= total);
+    }
 }
 
 /// Which activation rows a product reads.

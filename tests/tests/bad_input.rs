@@ -100,12 +100,13 @@ fn bad_magic_is_reported_with_the_bytes_found() {
 #[test]
 fn a_future_version_is_refused_by_number() {
     let mut bytes = file().to_vec();
-    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let future = mote::format::VERSION + 1;
+    bytes[8..12].copy_from_slice(&future.to_le_bytes());
     assert_eq!(
         open(&bytes).err(),
         Some(Error::UnsupportedVersion {
-            found: 2,
-            supported: 1
+            found: future,
+            supported: mote::format::VERSION
         })
     );
 }

@@ -256,6 +256,7 @@ fn inspect(a: InspectArgs) -> Result<()> {
                 "rope_scaling": format!("{:?}", c.rope_scaling), "max_position": c.max_position,
                 "bos_token_id": c.bos_token_id, "eos_token_ids": &c.eos_token_ids[..],
                 "tied_embeddings": c.tied_embeddings,
+                "norm_topk_prob": c.norm_topk_prob, "clip_qkv": c.clip_qkv,
             },
             "file_bytes": mote::Storage::len(model.storage()),
             "weight_bytes": model.weight_bytes(),

@@ -22,6 +22,12 @@ pub enum Architecture {
     /// Mixtral: pre-norm attention with GQA and half-rotation rope, then a
     /// softmax top-k router over SwiGLU experts with renormalised weights.
     Mixtral,
+    /// Qwen3-MoE: Mixtral's shape with an RMSNorm on each query and key
+    /// head (before rope), explicit `head_dim`, `norm_topk_prob` either way.
+    Qwen3Moe,
+    /// OLMoE: an RMSNorm over the whole query and key projections (before
+    /// rope), many small experts, top-k weights not renormalised by default.
+    Olmoe,
 }
 
 impl Architecture {
@@ -29,34 +35,68 @@ impl Architecture {
     pub fn name(self) -> &'static str {
         match self {
             Architecture::Mixtral => "mixtral",
+            Architecture::Qwen3Moe => "qwen3_moe",
+            Architecture::Olmoe => "olmoe",
+        }
+    }
+
+    /// How the query and key projections are normalised.
+    pub fn qk_norm(self) -> QkNorm {
+        match self {
+            Architecture::Mixtral => QkNorm::None,
+            Architecture::Qwen3Moe => QkNorm::PerHead,
+            Architecture::Olmoe => QkNorm::Whole,
         }
     }
 
     /// Tensors each layer has once (not per expert), in forward order.
     pub fn layer_tensors(self) -> &'static [TensorKind] {
-        match self {
-            Architecture::Mixtral => &[
-                TensorKind::AttnNorm,
-                TensorKind::AttnQ,
-                TensorKind::AttnK,
-                TensorKind::AttnV,
-                TensorKind::AttnO,
-                TensorKind::FfnNorm,
-                TensorKind::Router,
-            ],
+        const PLAIN: &[TensorKind] = &[
+            TensorKind::AttnNorm,
+            TensorKind::AttnQ,
+            TensorKind::AttnK,
+            TensorKind::AttnV,
+            TensorKind::AttnO,
+            TensorKind::FfnNorm,
+            TensorKind::Router,
+        ];
+        const QK_NORMED: &[TensorKind] = &[
+            TensorKind::AttnNorm,
+            TensorKind::AttnQ,
+            TensorKind::AttnK,
+            TensorKind::AttnV,
+            TensorKind::AttnQNorm,
+            TensorKind::AttnKNorm,
+            TensorKind::AttnO,
+            TensorKind::FfnNorm,
+            TensorKind::Router,
+        ];
+        match self.qk_norm() {
+            QkNorm::None => PLAIN,
+            _ => QK_NORMED,
         }
     }
 
     /// Tensors each expert has, in the order they are stored (one contiguous group).
     pub fn expert_tensors(self) -> &'static [TensorKind] {
-        match self {
-            Architecture::Mixtral => &[
-                TensorKind::ExpertGate,
-                TensorKind::ExpertUp,
-                TensorKind::ExpertDown,
-            ],
-        }
+        &[
+            TensorKind::ExpertGate,
+            TensorKind::ExpertUp,
+            TensorKind::ExpertDown,
+        ]
     }
+}
+
+/// Normalisation of the query and key projections before rope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QkNorm {
+    /// None (Mixtral).
+    None,
+    /// RMSNorm over each head's `head_dim` values, one weight vector shared
+    /// by the heads (Qwen3).
+    PerHead,
+    /// RMSNorm over the whole projection (OLMoE).
+    Whole,
 }
 
 /// How rope positions are scaled for longer contexts.
@@ -110,6 +150,10 @@ pub struct ModelConfig {
     pub eos_token_ids: heapless::Vec<u32, MAX_EOS_TOKENS>,
     /// True when the logits reuse the embedding table (no `lm_head` tensor).
     pub tied_embeddings: bool,
+    /// Renormalise the chosen experts' router probabilities to sum to one.
+    pub norm_topk_prob: bool,
+    /// Clamp queries, keys and values to ±this after the projections (OLMoE's `clip_qkv`).
+    pub clip_qkv: Option<f32>,
 }
 
 impl ModelConfig {
@@ -178,6 +222,11 @@ impl ModelConfig {
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return bad("rope_theta must be finite and positive");
         }
+        if let Some(c) = self.clip_qkv {
+            if !(c.is_finite() && c > 0.0) {
+                return bad("clip_qkv must be finite and positive");
+            }
+        }
         if let RopeScaling::Linear { factor } = self.rope_scaling {
             if !(factor.is_finite() && factor > 0.0) {
                 return bad("linear rope scaling factor must be finite and positive");
@@ -218,6 +267,13 @@ pub fn expected_shape(config: &ModelConfig, kind: TensorKind) -> [u32; 2] {
     match kind {
         TensorKind::TokenEmbedding | TensorKind::LmHead => [config.vocab_size, h],
         TensorKind::OutputNorm | TensorKind::AttnNorm | TensorKind::FfnNorm => [1, h],
+        TensorKind::AttnQNorm | TensorKind::AttnKNorm
+            if config.architecture.qk_norm() == QkNorm::PerHead =>
+        {
+            [1, config.head_dim]
+        }
+        TensorKind::AttnQNorm => [1, q],
+        TensorKind::AttnKNorm => [1, kv],
         TensorKind::AttnQ => [q, h],
         TensorKind::AttnK | TensorKind::AttnV => [kv, h],
         TensorKind::AttnO => [h, q],
@@ -260,6 +316,8 @@ pub(crate) fn tiny_config() -> ModelConfig {
         bos_token_id: Some(1),
         eos_token_ids: heapless::Vec::from_slice(&[2]).unwrap(),
         tied_embeddings: false,
+        norm_topk_prob: true,
+        clip_qkv: None,
     }
 }
 

@@ -18,7 +18,7 @@ use crate::error::Error;
 /// First eight bytes of every `.mote` file (PNG-style: catches text-mode mangling).
 pub const MAGIC: [u8; 8] = *b"MOTE\r\n\x1a\n";
 /// The format version this build reads and writes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Size of the preamble in bytes.
 pub const PREAMBLE_BYTES: usize = 64;
 /// Largest config section accepted; bounds the stack buffer it is decoded from.
@@ -162,11 +162,14 @@ mod tests {
             data_len: 0,
         };
         let mut b = p.encode();
-        b[8] = 2;
-        assert!(matches!(
+        b[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());
+        assert_eq!(
             Preamble::decode(&b),
-            Err(Error::UnsupportedVersion { found: 2, .. })
-        ));
+            Err(Error::UnsupportedVersion {
+                found: VERSION + 1,
+                supported: VERSION
+            })
+        );
         b[0] = b'X';
         assert!(matches!(Preamble::decode(&b), Err(Error::BadMagic { .. })));
     }

@@ -35,6 +35,10 @@ pub enum TensorKind {
     AttnV = 13,
     /// Attention output projection, `[hidden, heads * head_dim]`.
     AttnO = 14,
+    /// RMSNorm of the query projection (per head or over the whole projection).
+    AttnQNorm = 15,
+    /// RMSNorm of the key projection (per head or over the whole projection).
+    AttnKNorm = 16,
     /// RMSNorm before the MoE block, `[1, hidden]`.
     FfnNorm = 20,
     /// Router (gate) producing one logit per expert, `[experts, hidden]`.
@@ -49,7 +53,7 @@ pub enum TensorKind {
 
 impl TensorKind {
     /// Every kind, for decoding.
-    pub const ALL: [TensorKind; 13] = [
+    pub const ALL: [TensorKind; 15] = [
         TensorKind::TokenEmbedding,
         TensorKind::OutputNorm,
         TensorKind::LmHead,
@@ -58,6 +62,8 @@ impl TensorKind {
         TensorKind::AttnK,
         TensorKind::AttnV,
         TensorKind::AttnO,
+        TensorKind::AttnQNorm,
+        TensorKind::AttnKNorm,
         TensorKind::FfnNorm,
         TensorKind::Router,
         TensorKind::ExpertGate,
@@ -81,6 +87,8 @@ impl TensorKind {
             TensorKind::AttnK => "attn_k",
             TensorKind::AttnV => "attn_v",
             TensorKind::AttnO => "attn_o",
+            TensorKind::AttnQNorm => "attn_q_norm",
+            TensorKind::AttnKNorm => "attn_k_norm",
             TensorKind::FfnNorm => "ffn_norm",
             TensorKind::Router => "router",
             TensorKind::ExpertGate => "expert_gate",
@@ -104,6 +112,8 @@ impl TensorKind {
             self,
             TensorKind::OutputNorm
                 | TensorKind::AttnNorm
+                | TensorKind::AttnQNorm
+                | TensorKind::AttnKNorm
                 | TensorKind::FfnNorm
                 | TensorKind::Router
         )

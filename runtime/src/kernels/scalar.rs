@@ -186,6 +186,15 @@ pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[u8], eps: f32) {
     }
 }
 
+/// `x = x / rms(x) * weight` in place.
+pub fn rmsnorm_in_place(x: &mut [f32], weight: &[u8], eps: f32) {
+    let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let inv = 1.0 / libm::sqrtf(ss + eps);
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = *v * inv * f32_at(weight, i);
+    }
+}
+
 /// In-place softmax.
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
