@@ -1,0 +1,422 @@
+#!/usr/bin/env python3
+"""Build tiny random Qwen3-MoE and OLMoE models and write conformance fixtures.
+
+Run from the repo root:
+
+    python3 tools/reference/make_family_fixtures.py [--out tests/fixtures]
+
+Companion of make_fixtures.py (Mixtral): same outputs, same meanings, same
+fake-quantization spec and rounding (its helpers are imported, not copied),
+same prompt / greedy / eos rule. Writes, for each family, under
+<out>/<family>-tiny/:
+
+  f32/            `save_pretrained` output in float32, single model.safetensors,
+                  per-expert tensor names as transformers 5 saves them
+                  (model.layers.L.mlp.experts.E.gate_proj/up_proj/down_proj.weight,
+                  router model.layers.L.mlp.gate.weight).
+                  qwen3moe: config.json rewritten to the hub's older style
+                  (top-level "rope_theta", "rope_scaling": null, no
+                  "rope_parameters", "torch_dtype" instead of "dtype"), like the
+                  Mixtral f32 folder.
+                  olmoe: config.json kept exactly as transformers saves it
+                  ("rope_parameters", "dtype").
+  bf16/           the same weights rounded to bfloat16 in the fused
+                  transformers-5 layout (model.layers.L.mlp.experts.gate_up_proj
+                  (E, 2F, H), .down_proj (E, H, F), .mlp.gate.weight (E, H)),
+                  sharded into 3 safetensors files + model.safetensors.index.json,
+                  transformers-5 config.json ("rope_parameters", dtype bfloat16).
+                  Loading it with from_pretrained(dtype=float32) is checked to
+                  reproduce the bf16 reference logits exactly.
+  reference.json  prompt, greedy continuation (eos ignored), chosen eos id,
+                  greedy truncated at eos, per-position logits of the f32 model
+                  and of the bf16-rounded weights (computed in f32), and the
+                  KL / top-1 agreement of fake-quantized (f16/int8/int4) models
+                  against f32.
+
+Families:
+  qwen3moe-tiny   Qwen3MoeForCausalLM: head_dim 24 (!= hidden/heads = 16),
+                  per-head q_norm/k_norm (weights [head_dim]) applied before rope,
+                  8 experts, top-2, moe_intermediate_size 80, norm_topk_prob=True,
+                  rope_theta 1e6 (set explicitly; transformers 5.24's default is 1e4).
+  olmoe-tiny      OlmoeForCausalLM: GQA 4/2 heads, head_dim 16, q_norm over the
+                  whole q projection (weight [hidden]) and k_norm over the whole k
+                  projection (weight [kv_heads*head_dim]) applied before the
+                  per-head reshape and rope, 16 experts, top-4, intermediate 48
+                  (not a multiple of 32: down_proj rows end in a zero-padded
+                  block), norm_topk_prob=False, rope_theta 1e4 (default).
+
+Fake quantization: exactly make_fixtures.py's (quantized: embed_tokens,
+q/k/v/o_proj, every expert matrix, lm_head; NOT quantized: router
+mlp.gate.weight and every norm, including q_norm/k_norm).
+
+Deterministic: torch seeded with 0, single-threaded CPU float32.
+"""
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import sys
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import (
+    OlmoeConfig,
+    OlmoeForCausalLM,
+    Qwen3MoeConfig,
+    Qwen3MoeForCausalLM,
+)
+
+sys.dont_write_bytecode = True  # keep tools/reference/ free of __pycache__
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_fixtures as mf  # noqa: E402  (shared Mixtral helpers; unchanged)
+
+PROMPT = mf.PROMPT
+N_NEW = mf.N_NEW
+
+
+# ------------------------------------------------------------- families ----
+
+def qwen3moe_config():
+    return Qwen3MoeConfig(
+        vocab_size=256,
+        hidden_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=24,
+        num_experts=8,
+        num_experts_per_tok=2,
+        moe_intermediate_size=80,
+        intermediate_size=160,
+        norm_topk_prob=True,
+        decoder_sparse_step=1,
+        mlp_only_layers=[],
+        max_position_embeddings=128,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+        tie_word_embeddings=False,
+        attention_bias=False,
+        bos_token_id=1,
+    )
+
+
+def olmoe_config():
+    return OlmoeConfig(
+        vocab_size=256,
+        hidden_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_experts=16,
+        num_experts_per_tok=4,
+        intermediate_size=48,
+        norm_topk_prob=False,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        clip_qkv=None,
+        bos_token_id=1,
+        pad_token_id=None,  # OlmoeConfig defaults to 1 (== our bos); keep it unset like Mixtral
+        eos_token_id=None,  # default 50279 is out of vocab; the chosen eos is set later
+    )
+
+
+FAMILIES = [
+    {
+        "name": "qwen3moe-tiny",
+        "cls": Qwen3MoeForCausalLM,
+        "config": qwen3moe_config,
+        "rope_theta": 1e6,
+        "old_style_f32_config": True,
+        # name -> shape, checked in the in-memory (fused) state dict
+        "shapes": {
+            "model.embed_tokens.weight": (256, 64),
+            "model.layers.0.self_attn.q_proj.weight": (96, 64),
+            "model.layers.0.self_attn.k_proj.weight": (48, 64),
+            "model.layers.0.self_attn.v_proj.weight": (48, 64),
+            "model.layers.0.self_attn.o_proj.weight": (64, 96),
+            "model.layers.0.self_attn.q_norm.weight": (24,),
+            "model.layers.0.self_attn.k_norm.weight": (24,),
+            "model.layers.0.mlp.gate.weight": (8, 64),
+            "model.layers.0.mlp.experts.gate_up_proj": (8, 160, 64),
+            "model.layers.0.mlp.experts.down_proj": (8, 64, 80),
+            "lm_head.weight": (256, 64),
+        },
+        "f32_shapes": {
+            "model.layers.0.mlp.experts.0.gate_proj.weight": (80, 64),
+            "model.layers.0.mlp.experts.0.up_proj.weight": (80, 64),
+            "model.layers.0.mlp.experts.0.down_proj.weight": (64, 80),
+            "model.layers.2.mlp.experts.7.down_proj.weight": (64, 80),
+        },
+        "n_experts": 8,
+    },
+    {
+        "name": "olmoe-tiny",
+        "cls": OlmoeForCausalLM,
+        "config": olmoe_config,
+        "rope_theta": 1e4,
+        "old_style_f32_config": False,
+        "shapes": {
+            "model.embed_tokens.weight": (256, 64),
+            "model.layers.0.self_attn.q_proj.weight": (64, 64),
+            "model.layers.0.self_attn.k_proj.weight": (32, 64),
+            "model.layers.0.self_attn.v_proj.weight": (32, 64),
+            "model.layers.0.self_attn.o_proj.weight": (64, 64),
+            "model.layers.0.self_attn.q_norm.weight": (64,),
+            "model.layers.0.self_attn.k_norm.weight": (32,),
+            "model.layers.0.mlp.gate.weight": (16, 64),
+            "model.layers.0.mlp.experts.gate_up_proj": (16, 96, 64),
+            "model.layers.0.mlp.experts.down_proj": (16, 64, 48),
+            "lm_head.weight": (256, 64),
+        },
+        "f32_shapes": {
+            "model.layers.0.mlp.experts.0.gate_proj.weight": (48, 64),
+            "model.layers.0.mlp.experts.0.up_proj.weight": (48, 64),
+            "model.layers.0.mlp.experts.0.down_proj.weight": (64, 48),
+            "model.layers.2.mlp.experts.15.down_proj.weight": (64, 48),
+        },
+        "n_experts": 16,
+    },
+]
+
+
+# ---------------------------------------------------------------- model ----
+
+def build_model(fam):
+    torch.manual_seed(0)
+    cfg = fam["config"]()
+    cfg._attn_implementation = "eager"
+    model = fam["cls"](cfg).to(torch.float32)
+    model.config._attn_implementation = "eager"
+    rp = model.config.rope_parameters
+    assert rp == {"rope_theta": fam["rope_theta"], "rope_type": "default"}, rp
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):  # input/post_attention_layernorm, q/k_norm, final norm
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            else:  # embeddings, linears, router, fused experts
+                p.copy_(0.08 * torch.randn_like(p))
+    model.eval()
+    return model
+
+
+# ---------------------------------------------------------------- write ----
+
+def write_f32(model, fam, d):
+    if os.path.isdir(d):
+        shutil.rmtree(d)
+    model.save_pretrained(d, safe_serialization=True)
+    gen = os.path.join(d, "generation_config.json")
+    if os.path.exists(gen):
+        os.remove(gen)
+    files = sorted(os.listdir(d))
+    assert files == ["config.json", "model.safetensors"], files
+    saved = load_file(os.path.join(d, "model.safetensors"))
+    assert not any("gate_up_proj" in k for k in saved), sorted(saved)[:20]
+    assert not any(k.endswith("experts.down_proj") for k in saved)
+    for k, shp in fam["f32_shapes"].items():
+        assert tuple(saved[k].shape) == shp, (k, tuple(saved[k].shape))
+    for k, shp in fam["shapes"].items():
+        if ".experts." not in k:
+            assert tuple(saved[k].shape) == shp, (k, tuple(saved[k].shape))
+    n_layers = model.config.num_hidden_layers
+    per_expert = [k for k in saved if ".mlp.experts." in k]
+    assert len(per_expert) == n_layers * fam["n_experts"] * 3, len(per_expert)
+    assert all(v.dtype == torch.float32 for v in saved.values())
+    if not fam["old_style_f32_config"]:
+        return
+    # Rewrite config to the hub's older style (as make_fixtures.write_f32 does).
+    path = os.path.join(d, "config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    rp = cfg.pop("rope_parameters")
+    assert rp == {"rope_theta": fam["rope_theta"], "rope_type": "default"}, rp
+    new = {}
+    for k, v in cfg.items():
+        if k == "dtype":
+            new["torch_dtype"] = v
+        else:
+            new[k] = v
+        if k == "rms_norm_eps":
+            new["rope_theta"] = float(fam["rope_theta"])
+            new["rope_scaling"] = None
+    assert "rope_theta" in new
+    with open(path, "w") as f:
+        json.dump(new, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def write_bf16(model, fam, tensors, d):
+    """Like make_fixtures.write_bf16, with the family's rope_theta."""
+    if os.path.isdir(d):
+        shutil.rmtree(d)
+    os.makedirs(d)
+    n_layers = model.config.num_hidden_layers
+    nshards = 3
+    shards = [dict() for _ in range(nshards)]
+    for name in sorted(tensors):
+        shards[mf.shard_of(name, n_layers)][name] = tensors[name]
+    weight_map = {}
+    total_size = 0
+    total_params = 0
+    for i, sh in enumerate(shards):
+        fname = f"model-{i + 1:05d}-of-{nshards:05d}.safetensors"
+        save_file(sh, os.path.join(d, fname), metadata={"format": "pt"})
+        for k, v in sh.items():
+            weight_map[k] = fname
+            total_size += v.numel() * v.element_size()
+            total_params += v.numel()
+    index = {
+        "metadata": {"total_parameters": total_params, "total_size": total_size},
+        "weight_map": dict(sorted(weight_map.items())),
+    }
+    with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
+        json.dump(index, f, indent=2)
+        f.write("\n")
+    cfg = copy.deepcopy(model.config)
+    cfg.dtype = torch.bfloat16
+    cfg.save_pretrained(d)
+    with open(os.path.join(d, "config.json")) as f:
+        c = json.load(f)
+    assert c["rope_parameters"] == {"rope_theta": fam["rope_theta"], "rope_type": "default"}, c
+    assert c["dtype"] == "bfloat16", c.get("dtype")
+    assert "rope_theta" not in c
+
+
+def load(fam, d, **kw):
+    return fam["cls"].from_pretrained(d, attn_implementation="eager", **kw).eval()
+
+
+# ----------------------------------------------------------------- main ----
+
+def make_family(fam, out):
+    root = os.path.join(out, fam["name"])
+    os.makedirs(root, exist_ok=True)
+    cls = fam["cls"]
+
+    model = build_model(fam)
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for k in sd:
+        assert k.endswith(".weight") or k.endswith("_proj"), k
+    for k, shp in fam["shapes"].items():
+        assert tuple(sd[k].shape) == shp, (k, tuple(sd[k].shape))
+    quantized = sorted(k for k in sd if mf.is_quantized(k))
+    assert not any("norm" in k or k.endswith("mlp.gate.weight") for k in quantized)
+    assert all(
+        k in ("model.embed_tokens.weight", "lm_head.weight")
+        or k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight",
+                       "experts.gate_up_proj", "experts.down_proj"))
+        for k in quantized
+    ), quantized
+
+    greedy = mf.greedy_ignore_eos(model, PROMPT, N_NEW)
+    eos = mf.choose_eos(greedy)
+    cut = greedy.index(eos) + 1
+    greedy_until_eos = greedy[:cut]
+    model.config.eos_token_id = eos
+    model.config.bos_token_id = 1
+    model.generation_config.eos_token_id = eos
+    model.generation_config.bos_token_id = 1
+    model.generation_config.pad_token_id = eos
+
+    # Cross-check against generate() (KV-cache path) with eos enabled.
+    with torch.no_grad():
+        gen = model.generate(
+            torch.tensor([PROMPT]), max_new_tokens=N_NEW, do_sample=False,
+            eos_token_id=eos, pad_token_id=eos,
+        )[0, len(PROMPT):].tolist()
+    assert gen == greedy_until_eos, (gen, greedy_until_eos)
+
+    tokens = PROMPT + greedy[: N_NEW - 1]
+    logits_f32 = mf.logits_of(model, tokens)
+    assert logits_f32.argmax(-1)[len(PROMPT) - 1:].tolist() == greedy
+
+    # bf16-rounded weights, computed in f32.
+    bf16 = mf.fused_bf16_tensors(sd)
+    sd_bf16_up = {k: v.float() for k, v in bf16.items()}
+    logits_bf16 = mf.logits_of(mf.with_weights(model, sd_bf16_up), tokens)
+
+    sim_kl, sim_top1 = {}, {}
+    for kind in ("f16", "int8", "int4"):
+        lq = mf.logits_of(mf.with_weights(model, mf.fake_quant_state(sd, kind)), tokens)
+        sim_kl[kind], sim_top1[kind] = mf.kl_top1(logits_f32, lq)
+
+    # f32 checkpoint (per-expert names), then reload check.
+    f32_dir = os.path.join(root, "f32")
+    write_f32(model, fam, f32_dir)
+    m = load(fam, f32_dir, dtype=torch.float32)
+    assert m.config.rope_parameters["rope_theta"] == fam["rope_theta"], m.config.rope_parameters
+    assert m.config.eos_token_id == eos
+    loaded = m.state_dict()
+    for k, v in sd.items():
+        assert torch.equal(loaded[k], v), k
+    got = mf.logits_of(m, tokens)
+    assert torch.equal(got, logits_f32), (got - logits_f32).abs().max()
+
+    # bf16 checkpoint (fused layout, sharded), then reload check.
+    bf16_dir = os.path.join(root, "bf16")
+    write_bf16(model, fam, bf16, bf16_dir)
+    m = load(fam, bf16_dir, dtype=torch.float32)
+    assert m.config.eos_token_id == eos
+    assert m.config.rope_parameters["rope_theta"] == fam["rope_theta"]
+    loaded = m.state_dict()
+    for k, v in sd_bf16_up.items():
+        assert torch.equal(loaded[k], v), k
+    got = mf.logits_of(m, tokens)
+    assert torch.equal(got, logits_bf16), (got - logits_bf16).abs().max()
+    m = load(fam, bf16_dir)
+    assert m.dtype == torch.bfloat16, m.dtype
+    assert isinstance(m, cls)
+    del m
+
+    ref = {
+        "prompt": PROMPT,
+        "greedy": greedy,
+        "eos_token_id": eos,
+        "greedy_until_eos": greedy_until_eos,
+        "tokens": tokens,
+        "logits_f32": logits_f32.tolist(),
+        "logits_bf16": logits_bf16.tolist(),
+        "sim_kl": sim_kl,
+        "sim_top1": sim_top1,
+    }
+    with open(os.path.join(root, "reference.json"), "w") as f:
+        json.dump(ref, f)
+        f.write("\n")
+
+    # Summary.
+    print(f"== {fam['name']}")
+    print(f"greedy            {greedy}")
+    print(f"eos_token_id      {eos}  (greedy_until_eos has {len(greedy_until_eos)} tokens)")
+    kl_b, t1_b = mf.kl_top1(logits_f32, logits_bf16)
+    print(f"bf16 vs f32       kl={kl_b:.3e} top1={t1_b:.3f}")
+    for kind in ("f16", "int8", "int4"):
+        print(f"sim {kind:5s}         kl={sim_kl[kind]:.3e} top1={sim_top1[kind]:.3f}")
+    total = 0
+    for dirpath, _, files in sorted(os.walk(root)):
+        for fn in sorted(files):
+            p = os.path.join(dirpath, fn)
+            sz = os.path.getsize(p)
+            total += sz
+            print(f"{sz:>10d}  {os.path.relpath(p, out)}")
+    print(f"{total:>10d}  total")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="tests/fixtures")
+    ap.add_argument("--family", action="append", choices=[f["name"] for f in FAMILIES],
+                    help="only this family (repeatable); default: all")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    for fam in FAMILIES:
+        if args.family and fam["name"] not in args.family:
+            continue
+        make_family(fam, args.out)
+
+
+if __name__ == "__main__":
+    main()
