@@ -183,13 +183,15 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         }
     }
 
-    // The families name their MoE fields differently.
-    let (n_experts, expert_ffn_size, norm_topk_prob) = match architecture {
-        Architecture::Mixtral => (
-            f.u32("num_local_experts")?,
-            f.u32("intermediate_size")?,
-            true,
-        ),
+    // The families name their MoE fields differently. transformers 5
+    // writes `num_local_experts` for every family; the hub's Qwen3-MoE and
+    // OLMoE configs say `num_experts`.
+    let n_experts = match f.opt_u32("num_local_experts")? {
+        Some(n) => n,
+        None => f.u32("num_experts")?,
+    };
+    let (expert_ffn_size, norm_topk_prob) = match architecture {
+        Architecture::Mixtral => (f.u32("intermediate_size")?, true),
         Architecture::Qwen3Moe => {
             let step = f.opt_u32("decoder_sparse_step")?.unwrap_or(1);
             let dense = f
@@ -205,14 +207,14 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
                 .get("norm_topk_prob")
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
-            (f.u32("num_experts")?, f.u32("moe_intermediate_size")?, norm)
+            (f.u32("moe_intermediate_size")?, norm)
         }
         _ => {
             let norm = f
                 .get("norm_topk_prob")
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
-            (f.u32("num_experts")?, f.u32("intermediate_size")?, norm)
+            (f.u32("intermediate_size")?, norm)
         }
     };
     let config = ModelConfig {

@@ -144,3 +144,5 @@ macro_rules! family {
 }
 
 family!(mixtral, "mixtral-tiny");
+family!(qwen3_moe, "qwen3moe-tiny");
+family!(olmoe, "olmoe-tiny");

@@ -17,7 +17,9 @@ same prompt / greedy / eos rule. Writes, for each family, under
                   qwen3moe: config.json rewritten to the hub's older style
                   (top-level "rope_theta", "rope_scaling": null, no
                   "rope_parameters", "torch_dtype" instead of "dtype"), like the
-                  Mixtral f32 folder.
+                  Mixtral f32 folder, and "num_experts" instead of the
+                  "num_local_experts" that transformers 5.24 writes (bf16/ keeps
+                  "num_local_experts").
                   olmoe: config.json kept exactly as transformers saves it
                   ("rope_parameters", "dtype").
   bf16/           the same weights rounded to bfloat16 in the fused
@@ -130,6 +132,10 @@ FAMILIES = [
         "config": qwen3moe_config,
         "rope_theta": 1e6,
         "old_style_f32_config": True,
+        # transformers 5.24 serialises Qwen3MoeConfig.num_experts as
+        # "num_local_experts" (attribute_map); hub Qwen3-MoE configs say
+        # "num_experts". f32 gets the hub spelling, bf16 keeps 5.24's.
+        "f32_config_renames": {"num_local_experts": "num_experts"},
         # name -> shape, checked in the in-memory (fused) state dict
         "shapes": {
             "model.embed_tokens.weight": (256, 64),
@@ -234,15 +240,15 @@ def write_f32(model, fam, d):
     rp = cfg.pop("rope_parameters")
     assert rp == {"rope_theta": fam["rope_theta"], "rope_type": "default"}, rp
     new = {}
+    renames = {"dtype": "torch_dtype", **fam.get("f32_config_renames", {})}
     for k, v in cfg.items():
-        if k == "dtype":
-            new["torch_dtype"] = v
-        else:
-            new[k] = v
+        new[renames.get(k, k)] = v
         if k == "rms_norm_eps":
             new["rope_theta"] = float(fam["rope_theta"])
             new["rope_scaling"] = None
     assert "rope_theta" in new
+    for k in fam.get("f32_config_renames", {}):
+        assert k in cfg, k
     with open(path, "w") as f:
         json.dump(new, f, indent=2, sort_keys=True)
         f.write("\n")
@@ -349,6 +355,7 @@ def make_family(fam, out):
     m = load(fam, f32_dir, dtype=torch.float32)
     assert m.config.rope_parameters["rope_theta"] == fam["rope_theta"], m.config.rope_parameters
     assert m.config.eos_token_id == eos
+    assert m.config.num_experts == fam["n_experts"], m.config.num_experts
     loaded = m.state_dict()
     for k, v in sd.items():
         assert torch.equal(loaded[k], v), k
