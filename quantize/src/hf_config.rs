@@ -95,6 +95,8 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         "MixtralForCausalLM" | "model_type mixtral" => Architecture::Mixtral,
         "Qwen3MoeForCausalLM" | "model_type qwen3_moe" => Architecture::Qwen3Moe,
         "OlmoeForCausalLM" | "model_type olmoe" => Architecture::Olmoe,
+        "GraniteMoeForCausalLM" | "model_type granitemoe" => Architecture::GraniteMoe,
+        "LlamaForCausalLM" | "model_type llama" => Architecture::Llama,
         _ => {
             return Err(QuantizeError::UnsupportedArchitecture {
                 path,
@@ -151,9 +153,30 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
                     })?;
                     RopeScaling::Linear { factor: factor as f32 }
                 }
+                "llama3" => {
+                    let num = |k: &str| obj.get(k).and_then(Value::as_f64);
+                    let (Some(factor), Some(low), Some(high), Some(original)) = (
+                        num("factor"),
+                        num("low_freq_factor"),
+                        num("high_freq_factor"),
+                        num("original_max_position_embeddings"),
+                    ) else {
+                        return Err(f.err(
+                            "llama3 rope scaling needs factor, low_freq_factor, high_freq_factor and \
+                             original_max_position_embeddings"
+                                .into(),
+                        ));
+                    };
+                    RopeScaling::Llama3 {
+                        factor: factor as f32,
+                        low_freq_factor: low as f32,
+                        high_freq_factor: high as f32,
+                        original_max_position: original as u32,
+                    }
+                }
                 other => {
                     return Err(f.err(format!(
-                        "rope scaling type {other:?} is not supported for this architecture (supported: default, linear)"
+                        "rope scaling type {other:?} is not supported for this architecture (supported: default, linear, llama3)"
                     )))
                 }
             }
@@ -186,12 +209,19 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
     // The families name their MoE fields differently. transformers 5
     // writes `num_local_experts` for every family; the hub's Qwen3-MoE and
     // OLMoE configs say `num_experts`.
-    let n_experts = match f.opt_u32("num_local_experts")? {
-        Some(n) => n,
-        None => f.u32("num_experts")?,
+    let n_experts = match (architecture, f.opt_u32("num_local_experts")?) {
+        (Architecture::Llama, _) => 1,
+        (_, Some(n)) => n,
+        (_, None) => f.u32("num_experts")?,
+    };
+    let n_experts_per_token = match architecture {
+        Architecture::Llama => 1,
+        _ => f.u32("num_experts_per_tok")?,
     };
     let (expert_ffn_size, norm_topk_prob) = match architecture {
-        Architecture::Mixtral => (f.u32("intermediate_size")?, true),
+        Architecture::Mixtral | Architecture::GraniteMoe | Architecture::Llama => {
+            (f.u32("intermediate_size")?, true)
+        }
         Architecture::Qwen3Moe => {
             let step = f.opt_u32("decoder_sparse_step")?.unwrap_or(1);
             let dense = f
@@ -227,7 +257,7 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         head_dim,
         expert_ffn_size,
         n_experts,
-        n_experts_per_token: f.u32("num_experts_per_tok")?,
+        n_experts_per_token,
         norm_eps: f.opt_f32("rms_norm_eps")?.unwrap_or(1e-5),
         rope_theta,
         rope_scaling,
@@ -240,6 +270,10 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
             .unwrap_or(false),
         norm_topk_prob,
         clip_qkv: f.opt_f32("clip_qkv")?,
+        embedding_multiplier: f.opt_f32("embedding_multiplier")?.unwrap_or(1.0),
+        residual_multiplier: f.opt_f32("residual_multiplier")?.unwrap_or(1.0),
+        attention_multiplier: f.opt_f32("attention_multiplier")?,
+        logits_scaling: f.opt_f32("logits_scaling")?.unwrap_or(1.0),
     };
     config.validate().map_err(|e| f.err(e.to_string()))?;
     Ok(config)

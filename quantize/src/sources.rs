@@ -42,6 +42,8 @@ fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
         Architecture::Mixtral => {
             format!("model.layers.{l}.block_sparse_moe.experts.{e}.{w}.weight")
         }
+        // A dense MLP is expert 0.
+        Architecture::Llama => format!("model.layers.{l}.mlp.{proj}.weight"),
         _ => format!("model.layers.{l}.mlp.experts.{e}.{proj}.weight"),
     };
     match id.kind {
@@ -61,6 +63,9 @@ fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
         TensorKind::Router => vec![
             plain(format!("model.layers.{l}.block_sparse_moe.gate.weight")),
             plain(format!("model.layers.{l}.mlp.gate.weight")),
+            plain(format!(
+                "model.layers.{l}.block_sparse_moe.router.layer.weight"
+            )),
         ],
         TensorKind::ExpertGate | TensorKind::ExpertUp | TensorKind::ExpertDown => {
             let (w, proj, fused, row) = match id.kind {
@@ -68,10 +73,20 @@ fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
                 TensorKind::ExpertUp => ("w3", "up_proj", "gate_up_proj", f),
                 _ => ("w2", "down_proj", "down_proj", 0),
             };
+            // Granite's hub checkpoints fuse as input_linear / output_linear.
+            let granite = if fused == "gate_up_proj" {
+                "input_linear"
+            } else {
+                "output_linear"
+            };
             vec![
                 plain(per_expert(w, proj)),
                 Candidate {
                     name: format!("model.layers.{l}.mlp.experts.{fused}"),
+                    fused: Some((e as usize, row)),
+                },
+                Candidate {
+                    name: format!("model.layers.{l}.block_sparse_moe.{granite}.weight"),
                     fused: Some((e as usize, row)),
                 },
             ]

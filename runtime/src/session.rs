@@ -281,10 +281,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             logits: arena.take(b.vocab, 0.0f32)?,
             inv_freq: arena.take(b.rope, 0.0f32)?,
         };
-        let head_dim = config.head_dim as f32;
-        for (i, f) in session.inv_freq.iter_mut().enumerate() {
-            *f = 1.0 / libm::powf(config.rope_theta, (2 * i) as f32 / head_dim);
-        }
+        rope_frequencies(config, session.inv_freq);
         Ok(session)
     }
 
@@ -422,6 +419,10 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             DType::Q8 => dequantize_row_q8(row, out),
             DType::Q4 => dequantize_row_q4(row, out),
         }
+        if self.config.embedding_multiplier != 1.0 {
+            out.iter_mut()
+                .for_each(|x| *x *= self.config.embedding_multiplier);
+        }
         Ok(())
     }
 
@@ -493,7 +494,8 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         }
         for layer in 0..c.n_layers {
             self.attention(layer, n);
-            if n == 1 && self.prefetch && self.cache.is_some() && layer + 1 < c.n_layers {
+            let predictable = c.architecture.has_router() && self.cache.is_some();
+            if n == 1 && self.prefetch && predictable && layer + 1 < c.n_layers {
                 self.predict(layer + 1);
             }
             self.moe(layer, n)?;
@@ -510,6 +512,9 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             let head = self.weight(TensorId::global(head));
             let out = self.logits.as_mut_ptr();
             self.product(&[(head, out)], Input::Normed, 1);
+            if c.logits_scaling != 1.0 {
+                self.logits.iter_mut().for_each(|l| *l /= c.logits_scaling);
+            }
         }
         self.pos += n as u32;
         Ok(())
@@ -654,7 +659,9 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         // Causal attention, token by token; each token's heads are split
         // across threads and write disjoint parts of `ctx` and `scores`.
         let group = (c.n_heads / c.n_kv_heads) as usize;
-        let scale = 1.0 / libm::sqrtf(head_dim as f32);
+        let scale = c
+            .attention_multiplier
+            .unwrap_or(1.0 / libm::sqrtf(head_dim as f32));
         let k_cache: &[f32] = &self.k_cache[layer_base..];
         let v_cache: &[f32] = &self.v_cache[layer_base..];
         for t in 0..n {
@@ -692,10 +699,11 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
 
         let out = self.proj.as_mut_ptr();
         self.product(&[(wo, out)], Input::Context, n);
+        let m = c.residual_multiplier;
         self.x[..n * h]
             .iter_mut()
             .zip(self.proj.iter())
-            .for_each(|(x, a)| *x += a);
+            .for_each(|(x, a)| *x += a * m);
     }
 
     /// Predicts the experts of `layer` from the hidden state after the
@@ -753,7 +761,6 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         let (h, f) = (c.hidden_size as usize, c.expert_ffn_size as usize);
         let (e_count, top_k) = (c.n_experts as usize, c.n_experts_per_token as usize);
         let norm = self.weight(TensorId::layer(TensorKind::FfnNorm, layer));
-        let router = self.weight(TensorId::layer(TensorKind::Router, layer));
         for t in 0..n {
             scalar::rmsnorm(
                 &mut self.xn[t * h..(t + 1) * h],
@@ -762,15 +769,22 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                 c.norm_eps,
             );
         }
-        // Routing: softmax over the router logits, top-k (ties to the lower
-        // index), weights renormalised over the chosen.
-        let out = self.router.as_mut_ptr();
-        self.product(&[(router, out)], Input::Normed, n);
-        for t in 0..n {
-            let probs = &mut self.router[t * e_count..(t + 1) * e_count];
-            let chosen = &mut self.route_expert[t * top_k..(t + 1) * top_k];
-            let weights = &mut self.route_weight[t * top_k..(t + 1) * top_k];
-            route(probs, chosen, weights, c.norm_topk_prob);
+        if c.architecture.has_router() {
+            // Softmax over the router logits, top-k (ties to the lower
+            // index), weights renormalised over the chosen if the family does.
+            let router = self.weight(TensorId::layer(TensorKind::Router, layer));
+            let out = self.router.as_mut_ptr();
+            self.product(&[(router, out)], Input::Normed, n);
+            for t in 0..n {
+                let probs = &mut self.router[t * e_count..(t + 1) * e_count];
+                let chosen = &mut self.route_expert[t * top_k..(t + 1) * top_k];
+                let weights = &mut self.route_weight[t * top_k..(t + 1) * top_k];
+                route(probs, chosen, weights, c.norm_topk_prob);
+            }
+        } else {
+            // Dense: the MLP is expert 0, always on, weight 1.
+            self.route_expert[..n].fill(0);
+            self.route_weight[..n].fill(1.0);
         }
         let half = layer as usize % 2;
         if self.predicted_layer[half] == layer {
@@ -834,11 +848,46 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                 );
             }
         }
+        let mult = c.residual_multiplier;
         self.x[..n * h]
             .iter_mut()
             .zip(self.moe.iter())
-            .for_each(|(x, m)| *x += m);
+            .for_each(|(x, m)| *x += m * mult);
         Ok(())
+    }
+}
+
+/// Rope inverse frequencies `θ^(-2i/d)`, with Llama 3.1's scaling applied
+/// where the config asks for it (as transformers' `_compute_llama3_parameters`).
+fn rope_frequencies(config: &ModelConfig, inv_freq: &mut [f32]) {
+    let head_dim = config.head_dim as f32;
+    for (i, f) in inv_freq.iter_mut().enumerate() {
+        *f = 1.0 / libm::powf(config.rope_theta, (2 * i) as f32 / head_dim);
+    }
+    if let RopeScaling::Llama3 {
+        factor,
+        low_freq_factor,
+        high_freq_factor,
+        original_max_position,
+    } = config.rope_scaling
+    {
+        let old = original_max_position as f32;
+        let (low_wavelen, high_wavelen) = (old / low_freq_factor, old / high_freq_factor);
+        for f in inv_freq.iter_mut() {
+            let wavelen = 2.0 * core::f32::consts::PI / *f;
+            let scaled = if wavelen > low_wavelen {
+                *f / factor
+            } else {
+                *f
+            };
+            *f = if wavelen < high_wavelen || wavelen > low_wavelen {
+                scaled
+            } else {
+                let smooth =
+                    (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                (1.0 - smooth) * scaled / factor + smooth * scaled
+            };
+        }
     }
 }
 

@@ -60,9 +60,15 @@ fn prefill_and_32_steps_allocate_nothing_with_one_and_two_threads() {
         }) >= 1
     );
 
-    let r = reference("mixtral-tiny");
+    for family in ["mixtral-tiny", "olmoe-tiny", "qwen3moe-tiny"] {
+        every_dtype_allocates_nothing(family);
+    }
+}
+
+fn every_dtype_allocates_nothing(family: &str) {
+    let r = reference(family);
     for dtype in [DType::F32, DType::F16, DType::Q8, DType::Q4] {
-        let file = convert("mixtral-tiny", "f32", dtype);
+        let file = convert(family, "f32", dtype);
         let model = Model::open(SliceStorage::new(&file)).unwrap();
         for (threads, prefill_batch) in [(1, 1), (1, 64), (2, 4), (2, 64)] {
             let limits = Limits {
@@ -83,7 +89,10 @@ fn prefill_and_32_steps_allocate_nothing_with_one_and_two_threads() {
                 }
             });
             assert_eq!(steps, 32);
-            assert_eq!(n, 0, "{dtype}, {threads} threads, batch {prefill_batch}: {n} allocations in prefill + 32 steps");
+            assert_eq!(
+                n, 0,
+                "{family} {dtype}, {threads} threads, batch {prefill_batch}: {n} allocations"
+            );
         }
 
         // Paging: non-addressable storage, a budget of a quarter of the experts.

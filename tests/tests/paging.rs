@@ -45,15 +45,29 @@ fn run<S: mote::Storage + Sync>(
 
 #[test]
 fn a_quarter_of_the_experts_gives_bit_identical_logits_for_every_dtype() {
-    let r = reference(FAMILY);
+    quarter_of_the_experts_is_bit_identical(FAMILY, 6);
+}
+
+/// The fine-grained family: 48 experts of width 48, top-4.
+#[test]
+fn olmoe_at_a_quarter_of_its_experts_is_bit_identical_too() {
+    quarter_of_the_experts_is_bit_identical("olmoe-tiny", 12);
+}
+
+fn quarter_of_the_experts_is_bit_identical(family: &str, slots: usize) {
+    let r = reference(family);
     for dtype in [DType::F32, DType::F16, DType::Q8, DType::Q4] {
-        let file = convert(FAMILY, "f32", dtype);
+        let file = convert(family, "f32", dtype);
         let resident = Model::open(SliceStorage::new(&file)).unwrap();
         let context = (r.prompt.len() + 16) as u32;
         let paged_model = Model::open(FaultyStorage::new(SliceStorage::new(&file))).unwrap();
         let limits = budget_for(&paged_model, context, 0.25);
         let plan = Plan::new(&paged_model, &limits).unwrap();
-        assert_eq!(plan.experts.unwrap().slots, 6, "{dtype}: 25% of 24 experts");
+        assert_eq!(
+            plan.experts.unwrap().slots,
+            slots,
+            "{family} {dtype}: 25% of the experts"
+        );
         assert!(plan.arena_bytes() as u64 <= limits.memory_budget_bytes.unwrap());
         for batch in [1, 64] {
             let full_limits = Limits {

@@ -28,6 +28,11 @@ pub enum Architecture {
     /// OLMoE: an RMSNorm over the whole query and key projections (before
     /// rope), many small experts, top-k weights not renormalised by default.
     Olmoe,
+    /// Llama (dense): one always-on expert (the MLP), no router.
+    Llama,
+    /// Granite MoE: Mixtral's shape with embedding, residual, attention
+    /// and logits multipliers, experts stored fused.
+    GraniteMoe,
 }
 
 impl Architecture {
@@ -37,7 +42,14 @@ impl Architecture {
             Architecture::Mixtral => "mixtral",
             Architecture::Qwen3Moe => "qwen3_moe",
             Architecture::Olmoe => "olmoe",
+            Architecture::Llama => "llama",
+            Architecture::GraniteMoe => "granitemoe",
         }
+    }
+
+    /// False for dense families: every token goes to expert 0 with weight 1.
+    pub fn has_router(self) -> bool {
+        !matches!(self, Architecture::Llama)
     }
 
     /// How the query and key projections are normalised.
@@ -46,6 +58,7 @@ impl Architecture {
             Architecture::Mixtral => QkNorm::None,
             Architecture::Qwen3Moe => QkNorm::PerHead,
             Architecture::Olmoe => QkNorm::Whole,
+            Architecture::Llama | Architecture::GraniteMoe => QkNorm::None,
         }
     }
 
@@ -71,9 +84,18 @@ impl Architecture {
             TensorKind::FfnNorm,
             TensorKind::Router,
         ];
-        match self.qk_norm() {
-            QkNorm::None => PLAIN,
-            _ => QK_NORMED,
+        const DENSE: &[TensorKind] = &[
+            TensorKind::AttnNorm,
+            TensorKind::AttnQ,
+            TensorKind::AttnK,
+            TensorKind::AttnV,
+            TensorKind::AttnO,
+            TensorKind::FfnNorm,
+        ];
+        match (self.has_router(), self.qk_norm()) {
+            (false, _) => DENSE,
+            (true, QkNorm::None) => PLAIN,
+            (true, _) => QK_NORMED,
         }
     }
 
@@ -109,6 +131,19 @@ pub enum RopeScaling {
     Linear {
         /// The divisor.
         factor: f32,
+    },
+    /// Llama 3.1's frequency-dependent scaling (transformers' `"llama3"`):
+    /// long wavelengths divided by `factor`, short ones kept, a smooth
+    /// blend between.
+    Llama3 {
+        /// Divisor of the low frequencies.
+        factor: f32,
+        /// Wavelengths above `original_max_position / low_freq_factor` are scaled.
+        low_freq_factor: f32,
+        /// Wavelengths below `original_max_position / high_freq_factor` are kept.
+        high_freq_factor: f32,
+        /// Context of the model before scaling.
+        original_max_position: u32,
     },
 }
 
@@ -154,6 +189,16 @@ pub struct ModelConfig {
     pub norm_topk_prob: bool,
     /// Clamp queries, keys and values to ±this after the projections (OLMoE's `clip_qkv`).
     pub clip_qkv: Option<f32>,
+    /// Multiplies the token embeddings (Granite; 1 elsewhere).
+    pub embedding_multiplier: f32,
+    /// Multiplies each block's output before it joins the residual stream
+    /// (Granite; 1 elsewhere).
+    pub residual_multiplier: f32,
+    /// Attention score scale (Granite's `attention_multiplier`); `None`:
+    /// 1/√head_dim.
+    pub attention_multiplier: Option<f32>,
+    /// Divides the logits (Granite's `logits_scaling`; 1 elsewhere).
+    pub logits_scaling: f32,
 }
 
 impl ModelConfig {
@@ -221,6 +266,38 @@ impl ModelConfig {
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
             return bad("rope_theta must be finite and positive");
+        }
+        let multipliers = [
+            self.embedding_multiplier,
+            self.residual_multiplier,
+            self.logits_scaling,
+        ];
+        if multipliers
+            .iter()
+            .chain(self.attention_multiplier.iter())
+            .any(|m| !(m.is_finite() && *m != 0.0))
+        {
+            return bad("multipliers must be finite and nonzero");
+        }
+        if !self.architecture.has_router() && (self.n_experts != 1 || self.n_experts_per_token != 1)
+        {
+            return bad("a dense model has exactly one expert");
+        }
+        if let RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position,
+        } = self.rope_scaling
+        {
+            let ok = [factor, low_freq_factor, high_freq_factor]
+                .iter()
+                .all(|v| v.is_finite() && *v > 0.0)
+                && high_freq_factor > low_freq_factor
+                && original_max_position > 0;
+            if !ok {
+                return bad("llama3 rope scaling needs positive factors, high_freq_factor > low_freq_factor");
+            }
         }
         if let Some(c) = self.clip_qkv {
             if !(c.is_finite() && c > 0.0) {
@@ -318,6 +395,10 @@ pub(crate) fn tiny_config() -> ModelConfig {
         tied_embeddings: false,
         norm_topk_prob: true,
         clip_qkv: None,
+        embedding_multiplier: 1.0,
+        residual_multiplier: 1.0,
+        attention_multiplier: None,
+        logits_scaling: 1.0,
     }
 }
 
