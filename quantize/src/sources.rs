@@ -66,6 +66,7 @@ fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
             plain(format!(
                 "model.layers.{l}.block_sparse_moe.router.layer.weight"
             )),
+            plain(format!("model.layers.{l}.block_sparse_moe.router.weight")),
         ],
         TensorKind::ExpertGate | TensorKind::ExpertUp | TensorKind::ExpertDown => {
             let (w, proj, fused, row) = match id.kind {
@@ -87,6 +88,10 @@ fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
                 },
                 Candidate {
                     name: format!("model.layers.{l}.block_sparse_moe.{granite}.weight"),
+                    fused: Some((e as usize, row)),
+                },
+                Candidate {
+                    name: format!("model.layers.{l}.block_sparse_moe.experts.{fused}"),
                     fused: Some((e as usize, row)),
                 },
             ]

@@ -88,9 +88,20 @@ fn prefill_logits(file: &[u8], tokens: &[u32], batch: u32, threads: u32) -> Vec<
     session.prefill(tokens).unwrap().to_vec()
 }
 
+/// Float weights: batched and step-by-step differ only in float summation
+/// order (1e-5). Quantized weights quantize their activations to int8, and a
+/// value that moves by one ulp across a rounding boundary moves a whole int8
+/// step, so there the bound is the scale of activation quantization noise
+/// (2e-2 of the largest logit); scalar kernels agree bit for bit
+/// (`MOTE_KERNELS=scalar`).
 fn batched_prefill_matches_steps(family: &str) {
     let r = reference(family);
-    for dtype in [DType::F32, DType::F16, DType::Q8, DType::Q4] {
+    for (dtype, bound) in [
+        (DType::F32, 1e-5),
+        (DType::F16, 1e-5),
+        (DType::Q8, 2e-2),
+        (DType::Q4, 2e-2),
+    ] {
         let file = convert(family, "f32", dtype);
         let steps = all_logits(&file, &r.tokens);
         let want = &steps[steps.len() - 1..];
@@ -98,7 +109,7 @@ fn batched_prefill_matches_steps(family: &str) {
             let got = vec![prefill_logits(&file, &r.tokens, batch, threads)];
             let err = max_rel_err(&got, want);
             assert!(
-                err < 1e-5,
+                err < bound,
                 "{family} {dtype} batch {batch} threads {threads}: relative error {err:.2e}"
             );
         }
@@ -146,3 +157,5 @@ macro_rules! family {
 family!(mixtral, "mixtral-tiny");
 family!(qwen3_moe, "qwen3moe-tiny");
 family!(olmoe, "olmoe-tiny");
+family!(granite_moe, "granitemoe-tiny");
+family!(llama, "llama-tiny");

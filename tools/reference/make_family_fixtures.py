@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build tiny random Qwen3-MoE and OLMoE models and write conformance fixtures.
+"""Build tiny random Qwen3-MoE, OLMoE, Llama and GraniteMoE models and write conformance fixtures.
 
 Run from the repo root:
 
@@ -8,7 +8,9 @@ Run from the repo root:
 Companion of make_fixtures.py (Mixtral): same outputs, same meanings, same
 fake-quantization spec and rounding (its helpers are imported, not copied),
 same prompt / greedy / eos rule. Writes, for each family, under
-<out>/<family>-tiny/:
+<out>/<family>-tiny/ (the f32/bf16 descriptions below are for the two MoE
+families with per-expert names; llama-tiny and granitemoe-tiny differ as
+described under "Families"):
 
   f32/            `save_pretrained` output in float32, single model.safetensors,
                   per-expert tensor names as transformers 5 saves them
@@ -47,9 +49,39 @@ Families:
                   (not a multiple of 32: down_proj rows end in a zero-padded
                   block), norm_topk_prob=False, rope_theta 1e4 (default).
 
+  llama-tiny      LlamaForCausalLM (dense, Llama 3.1 style): GQA 4/2 heads,
+                  head_dim 16, intermediate 80 (mlp.gate_proj/up_proj/down_proj),
+                  rope_theta 5e5 with "llama3" rope scaling (factor 8,
+                  low_freq_factor 1, high_freq_factor 4,
+                  original_max_position_embeddings 16 -- deliberately small so
+                  that at head_dim 16 one frequency is smoothed and the other
+                  seven are divided by 8; checked against an unscaled copy).
+                  f32/: single model.safetensors (dense names, as saved by
+                  transformers), config.json in the hub's older layout
+                  (top-level "rope_theta", "rope_scaling": {"rope_type":
+                  "llama3", ...}, "torch_dtype"). bf16/: same names, 3 shards,
+                  transformers-5 config ("rope_parameters", dtype bfloat16).
+  granitemoe-tiny GraniteMoeForCausalLM: GQA 4/2 heads, head_dim 16, 8 experts,
+                  top-2 (top-k of router logits, softmax over the k kept),
+                  intermediate 80, embedding_multiplier 3, residual_multiplier
+                  0.5, attention_multiplier 0.2 (the attention scale, replacing
+                  1/sqrt(head_dim)), logits_scaling 4 (logits divided by it),
+                  rope_theta 1e4 (transformers 5.24's default).
+                  f32/: single model.safetensors with the hub (pre-transformers-5)
+                  names save_pretrained writes: block_sparse_moe.router.layer.weight
+                  (E, H), block_sparse_moe.input_linear.weight (E, 2F, H; rows
+                  [0, F) gate, [F, 2F) up), block_sparse_moe.output_linear.weight
+                  (E, H, F); config.json in the hub's older layout (top-level
+                  "rope_theta", "rope_scaling": null, "torch_dtype").
+                  bf16/: transformers-5 in-memory names
+                  block_sparse_moe.router.weight, block_sparse_moe.experts.gate_up_proj,
+                  block_sparse_moe.experts.down_proj (same shapes), 3 shards,
+                  transformers-5 config ("rope_parameters", dtype bfloat16).
+
 Fake quantization: exactly make_fixtures.py's (quantized: embed_tokens,
-q/k/v/o_proj, every expert matrix, lm_head; NOT quantized: router
-mlp.gate.weight and every norm, including q_norm/k_norm).
+q/k/v/o_proj, every expert / dense MLP matrix, lm_head; NOT quantized: the
+router (mlp.gate.weight; GraniteMoE block_sparse_moe.router.weight) and every
+norm, including q_norm/k_norm).
 
 Deterministic: torch seeded with 0, single-threaded CPU float32.
 """
@@ -64,6 +96,10 @@ import sys
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import (
+    GraniteMoeConfig,
+    GraniteMoeForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
     OlmoeConfig,
     OlmoeForCausalLM,
     Qwen3MoeConfig,
@@ -125,6 +161,73 @@ def olmoe_config():
     )
 
 
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 16,
+}
+
+
+def llama_config(rope_parameters=None):
+    if rope_parameters is None:
+        rope_parameters = {"rope_theta": 500000.0, **LLAMA3_ROPE}
+    return LlamaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=80,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-5,
+        rope_parameters=rope_parameters,
+        tie_word_embeddings=False,
+        attention_bias=False,
+        mlp_bias=False,
+        bos_token_id=1,
+        eos_token_id=None,  # the chosen eos is set later
+    )
+
+
+def granitemoe_config():
+    return GraniteMoeConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=80,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_local_experts=8,
+        num_experts_per_tok=2,
+        embedding_multiplier=3.0,
+        residual_multiplier=0.5,
+        attention_multiplier=0.2,
+        logits_scaling=4.0,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        attention_bias=False,
+        bos_token_id=1,
+        eos_token_id=None,  # default 2; the chosen eos is set later
+    )
+
+
+def granitemoe_is_quantized(name):
+    # make_fixtures.is_quantized, with GraniteMoE's router name.
+    if "norm" in name or name.endswith("block_sparse_moe.router.weight"):
+        return False
+    return True
+
+
+# transformers-5 in-memory name -> name save_pretrained writes (hub layout)
+GRANITE_F32_RENAMES = [
+    ("block_sparse_moe.router.weight", "block_sparse_moe.router.layer.weight"),
+    ("block_sparse_moe.experts.gate_up_proj", "block_sparse_moe.input_linear.weight"),
+    ("block_sparse_moe.experts.down_proj", "block_sparse_moe.output_linear.weight"),
+]
+
 FAMILIES = [
     {
         "name": "qwen3moe-tiny",
@@ -157,6 +260,7 @@ FAMILIES = [
             "model.layers.2.mlp.experts.7.down_proj.weight": (64, 80),
         },
         "n_experts": 8,
+        "f32_layout": "per_expert",
     },
     {
         "name": "olmoe-tiny",
@@ -184,8 +288,93 @@ FAMILIES = [
             "model.layers.2.mlp.experts.15.down_proj.weight": (64, 48),
         },
         "n_experts": 16,
+        "f32_layout": "per_expert",
+    },
+    {
+        "name": "llama-tiny",
+        "cls": LlamaForCausalLM,
+        "config": llama_config,
+        "rope_theta": 500000.0,
+        "rope_parameters": {"rope_theta": 500000.0, **LLAMA3_ROPE},
+        # f32 config.json "rope_scaling" (hub Llama 3.1 layout)
+        "f32_rope_scaling": dict(LLAMA3_ROPE),
+        "old_style_f32_config": True,
+        "shapes": {
+            "model.embed_tokens.weight": (256, 64),
+            "model.layers.0.self_attn.q_proj.weight": (64, 64),
+            "model.layers.0.self_attn.k_proj.weight": (32, 64),
+            "model.layers.0.self_attn.v_proj.weight": (32, 64),
+            "model.layers.0.self_attn.o_proj.weight": (64, 64),
+            "model.layers.0.mlp.gate_proj.weight": (80, 64),
+            "model.layers.0.mlp.up_proj.weight": (80, 64),
+            "model.layers.0.mlp.down_proj.weight": (64, 80),
+            "model.layers.0.input_layernorm.weight": (64,),
+            "model.layers.0.post_attention_layernorm.weight": (64,),
+            "model.norm.weight": (64,),
+            "lm_head.weight": (256, 64),
+        },
+        "n_tensors": 2 + 3 * 9 + 1,
+        "quantized_suffixes": ("mlp.gate_proj.weight", "mlp.up_proj.weight",
+                               "mlp.down_proj.weight"),
+        "f32_layout": "same",
+        "n_experts": None,
+    },
+    {
+        "name": "granitemoe-tiny",
+        "cls": GraniteMoeForCausalLM,
+        "config": granitemoe_config,
+        "rope_theta": 1e4,
+        "old_style_f32_config": True,
+        "is_quantized": granitemoe_is_quantized,
+        "router_suffix": "block_sparse_moe.router.weight",
+        "shapes": {
+            "model.embed_tokens.weight": (256, 64),
+            "model.layers.0.self_attn.q_proj.weight": (64, 64),
+            "model.layers.0.self_attn.k_proj.weight": (32, 64),
+            "model.layers.0.self_attn.v_proj.weight": (32, 64),
+            "model.layers.0.self_attn.o_proj.weight": (64, 64),
+            "model.layers.0.input_layernorm.weight": (64,),
+            "model.layers.0.post_attention_layernorm.weight": (64,),
+            "model.layers.0.block_sparse_moe.router.weight": (8, 64),
+            "model.layers.0.block_sparse_moe.experts.gate_up_proj": (8, 160, 64),
+            "model.layers.0.block_sparse_moe.experts.down_proj": (8, 64, 80),
+            "model.norm.weight": (64,),
+            "lm_head.weight": (256, 64),
+        },
+        "n_tensors": 2 + 3 * 9 + 1,
+        "quantized_suffixes": ("block_sparse_moe.experts.gate_up_proj",
+                               "block_sparse_moe.experts.down_proj"),
+        "f32_layout": "renamed",
+        "f32_renames": GRANITE_F32_RENAMES,
+        "n_experts": 8,
+        "n_experts_attr": "num_local_experts",
     },
 ]
+
+
+def expected_rope(fam):
+    return fam.get("rope_parameters", {"rope_theta": fam["rope_theta"], "rope_type": "default"})
+
+
+def f32_name(fam, k):
+    for a, b in fam.get("f32_renames", []):
+        if k.endswith(a):
+            return k[: -len(a)] + b
+    return k
+
+
+def fake_quant_state(sd, kind, is_quantized):
+    """make_fixtures.fake_quant_state with the family's quantize predicate."""
+    out = {}
+    for name, t in sd.items():
+        if not is_quantized(name):
+            out[name] = t.clone()
+            continue
+        a = t.detach().float().numpy()
+        shp = a.shape  # 2-D [rows, cols] or fused experts [E, rows, cols]
+        deq = mf.fake_quant_2d(a.reshape(-1, shp[-1]), kind).reshape(shp)
+        out[name] = torch.from_numpy(deq)
+    return out
 
 
 # ---------------------------------------------------------------- model ----
@@ -197,7 +386,7 @@ def build_model(fam):
     model = fam["cls"](cfg).to(torch.float32)
     model.config._attn_implementation = "eager"
     rp = model.config.rope_parameters
-    assert rp == {"rope_theta": fam["rope_theta"], "rope_type": "default"}, rp
+    assert rp == expected_rope(fam), rp
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):  # input/post_attention_layernorm, q/k_norm, final norm
@@ -220,6 +409,41 @@ def write_f32(model, fam, d):
     files = sorted(os.listdir(d))
     assert files == ["config.json", "model.safetensors"], files
     saved = load_file(os.path.join(d, "model.safetensors"))
+    if fam["f32_layout"] != "per_expert":
+        # dense names (llama) or the hub's fused GraniteMoE names: every
+        # in-memory tensor saved once, bit-identical, under f32_name().
+        sd = model.state_dict()
+        assert sorted(saved) == sorted(f32_name(fam, k) for k in sd), sorted(saved)
+        assert len(saved) == fam["n_tensors"], len(saved)
+        for k, v in sd.items():
+            assert torch.equal(saved[f32_name(fam, k)], v), k
+    else:
+        check_per_expert_f32(model, fam, saved)
+    assert all(v.dtype == torch.float32 for v in saved.values())
+    if not fam["old_style_f32_config"]:
+        return
+    # Rewrite config to the hub's older style (as make_fixtures.write_f32 does).
+    path = os.path.join(d, "config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    rp = cfg.pop("rope_parameters")
+    assert rp == expected_rope(fam), rp
+    new = {}
+    renames = {"dtype": "torch_dtype", **fam.get("f32_config_renames", {})}
+    for k, v in cfg.items():
+        new[renames.get(k, k)] = v
+        if k == "rms_norm_eps":
+            new["rope_theta"] = float(fam["rope_theta"])
+            new["rope_scaling"] = fam.get("f32_rope_scaling")
+    assert "rope_theta" in new
+    for k in fam.get("f32_config_renames", {}):
+        assert k in cfg, k
+    with open(path, "w") as f:
+        json.dump(new, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def check_per_expert_f32(model, fam, saved):
     assert not any("gate_up_proj" in k for k in saved), sorted(saved)[:20]
     assert not any(k.endswith("experts.down_proj") for k in saved)
     for k, shp in fam["f32_shapes"].items():
@@ -230,28 +454,6 @@ def write_f32(model, fam, d):
     n_layers = model.config.num_hidden_layers
     per_expert = [k for k in saved if ".mlp.experts." in k]
     assert len(per_expert) == n_layers * fam["n_experts"] * 3, len(per_expert)
-    assert all(v.dtype == torch.float32 for v in saved.values())
-    if not fam["old_style_f32_config"]:
-        return
-    # Rewrite config to the hub's older style (as make_fixtures.write_f32 does).
-    path = os.path.join(d, "config.json")
-    with open(path) as f:
-        cfg = json.load(f)
-    rp = cfg.pop("rope_parameters")
-    assert rp == {"rope_theta": fam["rope_theta"], "rope_type": "default"}, rp
-    new = {}
-    renames = {"dtype": "torch_dtype", **fam.get("f32_config_renames", {})}
-    for k, v in cfg.items():
-        new[renames.get(k, k)] = v
-        if k == "rms_norm_eps":
-            new["rope_theta"] = float(fam["rope_theta"])
-            new["rope_scaling"] = None
-    assert "rope_theta" in new
-    for k in fam.get("f32_config_renames", {}):
-        assert k in cfg, k
-    with open(path, "w") as f:
-        json.dump(new, f, indent=2, sort_keys=True)
-        f.write("\n")
 
 
 def write_bf16(model, fam, tensors, d):
@@ -286,7 +488,7 @@ def write_bf16(model, fam, tensors, d):
     cfg.save_pretrained(d)
     with open(os.path.join(d, "config.json")) as f:
         c = json.load(f)
-    assert c["rope_parameters"] == {"rope_theta": fam["rope_theta"], "rope_type": "default"}, c
+    assert c["rope_parameters"] == expected_rope(fam), c
     assert c["dtype"] == "bfloat16", c.get("dtype")
     assert "rope_theta" not in c
 
@@ -308,14 +510,18 @@ def make_family(fam, out):
         assert k.endswith(".weight") or k.endswith("_proj"), k
     for k, shp in fam["shapes"].items():
         assert tuple(sd[k].shape) == shp, (k, tuple(sd[k].shape))
-    quantized = sorted(k for k in sd if mf.is_quantized(k))
-    assert not any("norm" in k or k.endswith("mlp.gate.weight") for k in quantized)
+    is_q = fam.get("is_quantized", mf.is_quantized)
+    router = fam.get("router_suffix", "mlp.gate.weight")
+    quantized = sorted(k for k in sd if is_q(k))
+    assert not any("norm" in k or k.endswith(router) for k in quantized)
     assert all(
         k in ("model.embed_tokens.weight", "lm_head.weight")
-        or k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight",
-                       "experts.gate_up_proj", "experts.down_proj"))
+        or k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight")
+                      + fam.get("quantized_suffixes", ("experts.gate_up_proj", "experts.down_proj")))
         for k in quantized
     ), quantized
+    not_quantized = sorted(k for k in sd if not is_q(k))
+    assert all("norm" in k or k.endswith(router) for k in not_quantized), not_quantized
 
     greedy = mf.greedy_ignore_eos(model, PROMPT, N_NEW)
     eos = mf.choose_eos(greedy)
@@ -346,7 +552,7 @@ def make_family(fam, out):
 
     sim_kl, sim_top1 = {}, {}
     for kind in ("f16", "int8", "int4"):
-        lq = mf.logits_of(mf.with_weights(model, mf.fake_quant_state(sd, kind)), tokens)
+        lq = mf.logits_of(mf.with_weights(model, fake_quant_state(sd, kind, is_q)), tokens)
         sim_kl[kind], sim_top1[kind] = mf.kl_top1(logits_f32, lq)
 
     # f32 checkpoint (per-expert names), then reload check.
@@ -354,8 +560,11 @@ def make_family(fam, out):
     write_f32(model, fam, f32_dir)
     m = load(fam, f32_dir, dtype=torch.float32)
     assert m.config.rope_parameters["rope_theta"] == fam["rope_theta"], m.config.rope_parameters
+    assert m.config.rope_parameters == expected_rope(fam), m.config.rope_parameters
     assert m.config.eos_token_id == eos
-    assert m.config.num_experts == fam["n_experts"], m.config.num_experts
+    if fam["n_experts"] is not None:
+        n_exp = getattr(m.config, fam.get("n_experts_attr", "num_experts"))
+        assert n_exp == fam["n_experts"], n_exp
     loaded = m.state_dict()
     for k, v in sd.items():
         assert torch.equal(loaded[k], v), k
@@ -368,6 +577,7 @@ def make_family(fam, out):
     m = load(fam, bf16_dir, dtype=torch.float32)
     assert m.config.eos_token_id == eos
     assert m.config.rope_parameters["rope_theta"] == fam["rope_theta"]
+    assert m.config.rope_parameters == expected_rope(fam), m.config.rope_parameters
     loaded = m.state_dict()
     for k, v in sd_bf16_up.items():
         assert torch.equal(loaded[k], v), k
@@ -401,6 +611,8 @@ def make_family(fam, out):
     print(f"bf16 vs f32       kl={kl_b:.3e} top1={t1_b:.3f}")
     for kind in ("f16", "int8", "int4"):
         print(f"sim {kind:5s}         kl={sim_kl[kind]:.3e} top1={sim_top1[kind]:.3f}")
+    if fam["name"] == "llama-tiny":
+        check_llama3_scaling_matters(model, sd, tokens, logits_f32)
     total = 0
     for dirpath, _, files in sorted(os.walk(root)):
         for fn in sorted(files):
@@ -409,6 +621,28 @@ def make_family(fam, out):
             total += sz
             print(f"{sz:>10d}  {os.path.relpath(p, out)}")
     print(f"{total:>10d}  total")
+
+
+def check_llama3_scaling_matters(model, sd, tokens, logits_f32):
+    """Same weights, plain rope (theta 5e5, no llama3 scaling): must differ."""
+    cfg = llama_config({"rope_type": "default", "rope_theta": 500000.0})
+    cfg._attn_implementation = "eager"
+    plain = LlamaForCausalLM(cfg).to(torch.float32)
+    plain.config._attn_implementation = "eager"
+    plain.load_state_dict(sd, strict=True)
+    plain.eval()
+    inv_s = model.model.rotary_emb.inv_freq
+    inv_p = plain.model.rotary_emb.inv_freq
+    changed = (inv_s != inv_p).sum().item()
+    assert changed > 0
+    lp = mf.logits_of(plain, tokens)
+    diff = (lp - logits_f32).abs().max().item()
+    kl, t1 = mf.kl_top1(logits_f32, lp)
+    print(f"llama3 rope scaling changes {changed}/{inv_s.numel()} inv_freq")
+    print(f"  inv_freq scaled  {[f'{x:.6g}' for x in inv_s.tolist()]}")
+    print(f"  inv_freq plain   {[f'{x:.6g}' for x in inv_p.tolist()]}")
+    print(f"  unscaled vs scaled logits: max|diff|={diff:.4f} kl={kl:.3e} top1={t1:.3f}")
+    assert diff > 1e-2, diff
 
 
 def main():
