@@ -97,6 +97,7 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         "OlmoeForCausalLM" | "model_type olmoe" => Architecture::Olmoe,
         "GraniteMoeForCausalLM" | "model_type granitemoe" => Architecture::GraniteMoe,
         "LlamaForCausalLM" | "model_type llama" => Architecture::Llama,
+        "Qwen2MoeForCausalLM" | "model_type qwen2_moe" => Architecture::Qwen2Moe,
         _ => {
             return Err(QuantizeError::UnsupportedArchitecture {
                 path,
@@ -222,7 +223,7 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         Architecture::Mixtral | Architecture::GraniteMoe | Architecture::Llama => {
             (f.u32("intermediate_size")?, true)
         }
-        Architecture::Qwen3Moe => {
+        Architecture::Qwen3Moe | Architecture::Qwen2Moe => {
             let step = f.opt_u32("decoder_sparse_step")?.unwrap_or(1);
             let dense = f
                 .get("mlp_only_layers")
@@ -274,6 +275,10 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         residual_multiplier: f.opt_f32("residual_multiplier")?.unwrap_or(1.0),
         attention_multiplier: f.opt_f32("attention_multiplier")?,
         logits_scaling: f.opt_f32("logits_scaling")?.unwrap_or(1.0),
+        shared_expert_ffn_size: match architecture {
+            Architecture::Qwen2Moe => f.u32("shared_expert_intermediate_size")?,
+            _ => 0,
+        },
     };
     config.validate().map_err(|e| f.err(e.to_string()))?;
     Ok(config)

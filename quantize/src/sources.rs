@@ -60,6 +60,13 @@ fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
         TensorKind::AttnO => vec![plain(format!("model.layers.{l}.self_attn.o_proj.weight"))],
         TensorKind::AttnQNorm => vec![plain(format!("model.layers.{l}.self_attn.q_norm.weight"))],
         TensorKind::AttnKNorm => vec![plain(format!("model.layers.{l}.self_attn.k_norm.weight"))],
+        TensorKind::AttnQBias => vec![plain(format!("model.layers.{l}.self_attn.q_proj.bias"))],
+        TensorKind::AttnKBias => vec![plain(format!("model.layers.{l}.self_attn.k_proj.bias"))],
+        TensorKind::AttnVBias => vec![plain(format!("model.layers.{l}.self_attn.v_proj.bias"))],
+        TensorKind::SharedGate => vec![plain(format!("model.layers.{l}.mlp.shared_expert.gate_proj.weight"))],
+        TensorKind::SharedUp => vec![plain(format!("model.layers.{l}.mlp.shared_expert.up_proj.weight"))],
+        TensorKind::SharedDown => vec![plain(format!("model.layers.{l}.mlp.shared_expert.down_proj.weight"))],
+        TensorKind::SharedExpertGate => vec![plain(format!("model.layers.{l}.mlp.shared_expert_gate.weight"))],
         TensorKind::Router => vec![
             plain(format!("model.layers.{l}.block_sparse_moe.gate.weight")),
             plain(format!("model.layers.{l}.mlp.gate.weight")),
@@ -112,8 +119,9 @@ pub fn find(ck: &Checkpoint, config: &ModelConfig, id: TensorId) -> Result<Sourc
         return match c.fused {
             None => {
                 // Norms are 1-D in checkpoints and [1, hidden] in mote.
+                // Vectors (norms, biases) are 1-D; a one-row Linear is [1, cols].
                 let ok = if rows == 1 {
-                    shape[..] == [cols]
+                    shape[..] == [cols] || shape[..] == [1, cols]
                 } else {
                     shape[..] == [rows, cols]
                 };

@@ -84,7 +84,7 @@ impl Buffers {
     pub fn new(config: &ModelConfig, max_context: u32, batch: u32) -> Self {
         let hidden = config.hidden_size as usize;
         let q_dim = config.q_dim();
-        let ffn = config.expert_ffn_size as usize;
+        let ffn = (config.expert_ffn_size.max(config.shared_expert_ffn_size)) as usize;
         let widest = hidden.max(q_dim).max(ffn);
         Buffers {
             batch: batch.clamp(1, max_context) as usize,

@@ -531,11 +531,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                 self.config.hidden_size as usize,
                 jobs[0].0.cols,
             ),
-            Input::Hidden => (
-                &*self.gate,
-                self.config.expert_ffn_size as usize,
-                jobs[0].0.cols,
-            ),
+            Input::Hidden => (&*self.gate, jobs[0].0.cols, jobs[0].0.cols),
         };
         let buf = match input {
             Input::Normed | Input::Context => &mut self.act,
@@ -563,6 +559,50 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             self.par.run(&self.kernels, &single);
         } else {
             self.par.run_batch(&self.kernels, &batch);
+        }
+    }
+
+    /// Qwen2's q/k/v projection biases.
+    fn add_qkv_biases(&mut self, layer: u32, n: usize) {
+        let c = self.config;
+        if !c.architecture.layer_tensors().contains(&TensorKind::AttnQBias) {
+            return;
+        }
+        let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
+        let qb = self.weight(TensorId::layer(TensorKind::AttnQBias, layer));
+        let kb = self.weight(TensorId::layer(TensorKind::AttnKBias, layer));
+        let vb = self.weight(TensorId::layer(TensorKind::AttnVBias, layer));
+        for (rows, width, bias) in
+            [(&mut *self.q, q_dim, qb), (&mut *self.k, kv_dim, kb), (&mut *self.v, kv_dim, vb)]
+        {
+            for row in rows[..n * width].chunks_exact_mut(width) {
+                row.iter_mut().enumerate().for_each(|(i, x)| *x += scalar::f32_at(bias.data, i));
+            }
+        }
+    }
+
+    /// The shared expert (Qwen2-MoE): a SwiGLU MLP every token goes
+    /// through, its output scaled by `sigmoid(shared_expert_gate · x)` and
+    /// added to the routed experts' sum in `moe`.
+    fn shared_expert(&mut self, layer: u32, n: usize) {
+        let c = self.config;
+        let (h, f) = (c.hidden_size as usize, c.shared_expert_ffn_size as usize);
+        let wg = self.weight(TensorId::layer(TensorKind::SharedGate, layer));
+        let wu = self.weight(TensorId::layer(TensorKind::SharedUp, layer));
+        let wd = self.weight(TensorId::layer(TensorKind::SharedDown, layer));
+        let gate = self.weight(TensorId::layer(TensorKind::SharedExpertGate, layer));
+        let outs = (self.gate.as_mut_ptr(), self.up.as_mut_ptr());
+        self.product(&[(wg, outs.0), (wu, outs.1)], Input::Normed, n);
+        for t in 0..n {
+            scalar::silu_mul(&mut self.gate[t * f..(t + 1) * f], &self.up[t * f..(t + 1) * f]);
+        }
+        let out = self.expert_out.as_mut_ptr();
+        self.product(&[(wd, out)], Input::Hidden, n);
+        for t in 0..n {
+            let xn = &self.xn[t * h..(t + 1) * h];
+            let logit: f32 = (0..h).map(|i| scalar::f32_at(gate.data, i) * xn[i]).sum();
+            let g = 1.0 / (1.0 + libm::expf(-logit));
+            scalar::axpy(&mut self.moe[t * h..(t + 1) * h], g, &self.expert_out[t * h..(t + 1) * h]);
         }
     }
 
@@ -628,6 +668,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
 
         let head_dim = c.head_dim as usize;
         let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
+        self.add_qkv_biases(layer, n);
         self.normalize_qk(layer, n);
         let max_context = self.max_context as usize;
         let layer_base = layer as usize * max_context * kv_dim;
@@ -848,11 +889,11 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                 );
             }
         }
+        if c.shared_expert_ffn_size > 0 {
+            self.shared_expert(layer, n);
+        }
         let mult = c.residual_multiplier;
-        self.x[..n * h]
-            .iter_mut()
-            .zip(self.moe.iter())
-            .for_each(|(x, m)| *x += m * mult);
+        self.x[..n * h].iter_mut().zip(self.moe.iter()).for_each(|(x, m)| *x += m * mult);
         Ok(())
     }
 }
@@ -959,6 +1000,7 @@ enum Input {
     Context,
     /// `expert_in` / `act_e`: the normed rows of the tokens routed to one expert.
     Expert,
-    /// `gate`: one expert's SwiGLU hidden rows.
+    /// `gate`: one expert's SwiGLU hidden rows (as wide as the down
+    /// projection's input).
     Hidden,
 }

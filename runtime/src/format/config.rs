@@ -30,6 +30,9 @@ pub enum Architecture {
     Olmoe,
     /// Llama (dense): one always-on expert (the MLP), no router.
     Llama,
+    /// Qwen2-MoE: q/k/v biases, and a shared expert beside the routed ones
+    /// whose output is scaled by a sigmoid gate.
+    Qwen2Moe,
     /// Granite MoE: Mixtral's shape with embedding, residual, attention
     /// and logits multipliers, experts stored fused.
     GraniteMoe,
@@ -44,6 +47,7 @@ impl Architecture {
             Architecture::Olmoe => "olmoe",
             Architecture::Llama => "llama",
             Architecture::GraniteMoe => "granitemoe",
+            Architecture::Qwen2Moe => "qwen2_moe",
         }
     }
 
@@ -58,7 +62,7 @@ impl Architecture {
             Architecture::Mixtral => QkNorm::None,
             Architecture::Qwen3Moe => QkNorm::PerHead,
             Architecture::Olmoe => QkNorm::Whole,
-            Architecture::Llama | Architecture::GraniteMoe => QkNorm::None,
+            Architecture::Llama | Architecture::GraniteMoe | Architecture::Qwen2Moe => QkNorm::None,
         }
     }
 
@@ -92,6 +96,25 @@ impl Architecture {
             TensorKind::AttnO,
             TensorKind::FfnNorm,
         ];
+        const QWEN2: &[TensorKind] = &[
+            TensorKind::AttnNorm,
+            TensorKind::AttnQ,
+            TensorKind::AttnK,
+            TensorKind::AttnV,
+            TensorKind::AttnQBias,
+            TensorKind::AttnKBias,
+            TensorKind::AttnVBias,
+            TensorKind::AttnO,
+            TensorKind::FfnNorm,
+            TensorKind::Router,
+            TensorKind::SharedGate,
+            TensorKind::SharedUp,
+            TensorKind::SharedDown,
+            TensorKind::SharedExpertGate,
+        ];
+        if self == Architecture::Qwen2Moe {
+            return QWEN2;
+        }
         match (self.has_router(), self.qk_norm()) {
             (false, _) => DENSE,
             (true, QkNorm::None) => PLAIN,
@@ -199,6 +222,8 @@ pub struct ModelConfig {
     pub attention_multiplier: Option<f32>,
     /// Divides the logits (Granite's `logits_scaling`; 1 elsewhere).
     pub logits_scaling: f32,
+    /// Hidden width of the shared expert (0: none).
+    pub shared_expert_ffn_size: u32,
 }
 
 impl ModelConfig {
@@ -349,8 +374,11 @@ pub fn expected_shape(config: &ModelConfig, kind: TensorKind) -> [u32; 2] {
         {
             [1, config.head_dim]
         }
-        TensorKind::AttnQNorm => [1, q],
-        TensorKind::AttnKNorm => [1, kv],
+        TensorKind::AttnQNorm | TensorKind::AttnQBias => [1, q],
+        TensorKind::AttnKNorm | TensorKind::AttnKBias | TensorKind::AttnVBias => [1, kv],
+        TensorKind::SharedGate | TensorKind::SharedUp => [config.shared_expert_ffn_size, h],
+        TensorKind::SharedDown => [h, config.shared_expert_ffn_size],
+        TensorKind::SharedExpertGate => [1, h],
         TensorKind::AttnQ => [q, h],
         TensorKind::AttnK | TensorKind::AttnV => [kv, h],
         TensorKind::AttnO => [h, q],
@@ -399,6 +427,7 @@ pub(crate) fn tiny_config() -> ModelConfig {
         residual_multiplier: 1.0,
         attention_multiplier: None,
         logits_scaling: 1.0,
+        shared_expert_ffn_size: 0,
     }
 }
 

@@ -39,6 +39,12 @@ pub enum TensorKind {
     AttnQNorm = 15,
     /// RMSNorm of the key projection (per head or over the whole projection).
     AttnKNorm = 16,
+    /// Bias of the query projection, `[1, heads * head_dim]`.
+    AttnQBias = 17,
+    /// Bias of the key projection, `[1, kv_heads * head_dim]`.
+    AttnKBias = 18,
+    /// Bias of the value projection, `[1, kv_heads * head_dim]`.
+    AttnVBias = 19,
     /// RMSNorm before the MoE block, `[1, hidden]`.
     FfnNorm = 20,
     /// Router (gate) producing one logit per expert, `[experts, hidden]`.
@@ -49,11 +55,19 @@ pub enum TensorKind {
     ExpertUp = 23,
     /// An expert's down projection (`w2`), `[hidden, ffn]`.
     ExpertDown = 24,
+    /// The shared expert's gate projection, `[shared_ffn, hidden]`.
+    SharedGate = 25,
+    /// The shared expert's up projection, `[shared_ffn, hidden]`.
+    SharedUp = 26,
+    /// The shared expert's down projection, `[hidden, shared_ffn]`.
+    SharedDown = 27,
+    /// The sigmoid gate of the shared expert's output, `[1, hidden]`.
+    SharedExpertGate = 28,
 }
 
 impl TensorKind {
     /// Every kind, for decoding.
-    pub const ALL: [TensorKind; 15] = [
+    pub const ALL: [TensorKind; 22] = [
         TensorKind::TokenEmbedding,
         TensorKind::OutputNorm,
         TensorKind::LmHead,
@@ -64,11 +78,18 @@ impl TensorKind {
         TensorKind::AttnO,
         TensorKind::AttnQNorm,
         TensorKind::AttnKNorm,
+        TensorKind::AttnQBias,
+        TensorKind::AttnKBias,
+        TensorKind::AttnVBias,
         TensorKind::FfnNorm,
         TensorKind::Router,
         TensorKind::ExpertGate,
         TensorKind::ExpertUp,
         TensorKind::ExpertDown,
+        TensorKind::SharedGate,
+        TensorKind::SharedUp,
+        TensorKind::SharedDown,
+        TensorKind::SharedExpertGate,
     ];
 
     /// The kind with this file code, if any.
@@ -89,6 +110,13 @@ impl TensorKind {
             TensorKind::AttnO => "attn_o",
             TensorKind::AttnQNorm => "attn_q_norm",
             TensorKind::AttnKNorm => "attn_k_norm",
+            TensorKind::AttnQBias => "attn_q_bias",
+            TensorKind::AttnKBias => "attn_k_bias",
+            TensorKind::AttnVBias => "attn_v_bias",
+            TensorKind::SharedGate => "shared_gate",
+            TensorKind::SharedUp => "shared_up",
+            TensorKind::SharedDown => "shared_down",
+            TensorKind::SharedExpertGate => "shared_expert_gate",
             TensorKind::FfnNorm => "ffn_norm",
             TensorKind::Router => "router",
             TensorKind::ExpertGate => "expert_gate",
@@ -114,6 +142,10 @@ impl TensorKind {
                 | TensorKind::AttnNorm
                 | TensorKind::AttnQNorm
                 | TensorKind::AttnKNorm
+                | TensorKind::AttnQBias
+                | TensorKind::AttnKBias
+                | TensorKind::AttnVBias
+                | TensorKind::SharedExpertGate
                 | TensorKind::FfnNorm
                 | TensorKind::Router
         )

@@ -7,10 +7,10 @@ use crate::format::config::{global_tensors, ModelConfig};
 use crate::format::tensor::{TensorId, TensorKind, NONE};
 
 /// Kinds of one layer in directory order (sorted by code) and whether each
-/// is per expert. At most 16 kinds a layer.
-fn layer_kinds(config: &ModelConfig) -> heapless::Vec<(TensorKind, bool), 16> {
+/// is per expert. At most 32 kinds a layer.
+fn layer_kinds(config: &ModelConfig) -> heapless::Vec<(TensorKind, bool), 32> {
     let arch = config.architecture;
-    let mut kinds: heapless::Vec<(TensorKind, bool), 16> = heapless::Vec::new();
+    let mut kinds: heapless::Vec<(TensorKind, bool), 32> = heapless::Vec::new();
     for &k in arch.layer_tensors() {
         let _ = kinds.push((k, false));
     }
@@ -64,7 +64,7 @@ pub fn record_index(config: &ModelConfig, id: TensorId) -> Option<usize> {
 /// Every tensor id of a model, in directory order.
 pub struct TensorIds<'c> {
     config: &'c ModelConfig,
-    kinds: heapless::Vec<(TensorKind, bool), 16>,
+    kinds: heapless::Vec<(TensorKind, bool), 32>,
     layer: u32,
     kind: usize,
     expert: u32,
