@@ -63,10 +63,18 @@ fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
         TensorKind::AttnQBias => vec![plain(format!("model.layers.{l}.self_attn.q_proj.bias"))],
         TensorKind::AttnKBias => vec![plain(format!("model.layers.{l}.self_attn.k_proj.bias"))],
         TensorKind::AttnVBias => vec![plain(format!("model.layers.{l}.self_attn.v_proj.bias"))],
-        TensorKind::SharedGate => vec![plain(format!("model.layers.{l}.mlp.shared_expert.gate_proj.weight"))],
-        TensorKind::SharedUp => vec![plain(format!("model.layers.{l}.mlp.shared_expert.up_proj.weight"))],
-        TensorKind::SharedDown => vec![plain(format!("model.layers.{l}.mlp.shared_expert.down_proj.weight"))],
-        TensorKind::SharedExpertGate => vec![plain(format!("model.layers.{l}.mlp.shared_expert_gate.weight"))],
+        TensorKind::SharedGate => vec![plain(format!(
+            "model.layers.{l}.mlp.shared_expert.gate_proj.weight"
+        ))],
+        TensorKind::SharedUp => vec![plain(format!(
+            "model.layers.{l}.mlp.shared_expert.up_proj.weight"
+        ))],
+        TensorKind::SharedDown => vec![plain(format!(
+            "model.layers.{l}.mlp.shared_expert.down_proj.weight"
+        ))],
+        TensorKind::SharedExpertGate => vec![plain(format!(
+            "model.layers.{l}.mlp.shared_expert_gate.weight"
+        ))],
         TensorKind::Router => vec![
             plain(format!("model.layers.{l}.block_sparse_moe.gate.weight")),
             plain(format!("model.layers.{l}.mlp.gate.weight")),

@@ -565,18 +565,26 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
     /// Qwen2's q/k/v projection biases.
     fn add_qkv_biases(&mut self, layer: u32, n: usize) {
         let c = self.config;
-        if !c.architecture.layer_tensors().contains(&TensorKind::AttnQBias) {
+        if !c
+            .architecture
+            .layer_tensors()
+            .contains(&TensorKind::AttnQBias)
+        {
             return;
         }
         let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
         let qb = self.weight(TensorId::layer(TensorKind::AttnQBias, layer));
         let kb = self.weight(TensorId::layer(TensorKind::AttnKBias, layer));
         let vb = self.weight(TensorId::layer(TensorKind::AttnVBias, layer));
-        for (rows, width, bias) in
-            [(&mut *self.q, q_dim, qb), (&mut *self.k, kv_dim, kb), (&mut *self.v, kv_dim, vb)]
-        {
+        for (rows, width, bias) in [
+            (&mut *self.q, q_dim, qb),
+            (&mut *self.k, kv_dim, kb),
+            (&mut *self.v, kv_dim, vb),
+        ] {
             for row in rows[..n * width].chunks_exact_mut(width) {
-                row.iter_mut().enumerate().for_each(|(i, x)| *x += scalar::f32_at(bias.data, i));
+                row.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, x)| *x += scalar::f32_at(bias.data, i));
             }
         }
     }
@@ -594,7 +602,10 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         let outs = (self.gate.as_mut_ptr(), self.up.as_mut_ptr());
         self.product(&[(wg, outs.0), (wu, outs.1)], Input::Normed, n);
         for t in 0..n {
-            scalar::silu_mul(&mut self.gate[t * f..(t + 1) * f], &self.up[t * f..(t + 1) * f]);
+            scalar::silu_mul(
+                &mut self.gate[t * f..(t + 1) * f],
+                &self.up[t * f..(t + 1) * f],
+            );
         }
         let out = self.expert_out.as_mut_ptr();
         self.product(&[(wd, out)], Input::Hidden, n);
@@ -602,7 +613,11 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             let xn = &self.xn[t * h..(t + 1) * h];
             let logit: f32 = (0..h).map(|i| scalar::f32_at(gate.data, i) * xn[i]).sum();
             let g = 1.0 / (1.0 + libm::expf(-logit));
-            scalar::axpy(&mut self.moe[t * h..(t + 1) * h], g, &self.expert_out[t * h..(t + 1) * h]);
+            scalar::axpy(
+                &mut self.moe[t * h..(t + 1) * h],
+                g,
+                &self.expert_out[t * h..(t + 1) * h],
+            );
         }
     }
 
@@ -893,7 +908,10 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             self.shared_expert(layer, n);
         }
         let mult = c.residual_multiplier;
-        self.x[..n * h].iter_mut().zip(self.moe.iter()).for_each(|(x, m)| *x += m * mult);
+        self.x[..n * h]
+            .iter_mut()
+            .zip(self.moe.iter())
+            .for_each(|(x, m)| *x += m * mult);
         Ok(())
     }
 }
