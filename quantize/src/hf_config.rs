@@ -183,7 +183,11 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
             }
         }
     };
-    if let Some(w) = f.opt_u32("sliding_window")? {
+    let windowed = f
+        .get("use_sliding_window")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    if let Some(w) = f.opt_u32("sliding_window")?.filter(|&w| w > 0 && windowed) {
         warnings.push(format!(
             "config.json sets sliding_window {w}: mote attends over the whole context, which matches \
              transformers only for contexts up to {w} tokens"

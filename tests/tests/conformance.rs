@@ -159,3 +159,4 @@ family!(qwen3_moe, "qwen3moe-tiny");
 family!(olmoe, "olmoe-tiny");
 family!(granite_moe, "granitemoe-tiny");
 family!(llama, "llama-tiny");
+family!(qwen2_moe, "qwen2moe-tiny");

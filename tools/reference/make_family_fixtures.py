@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build tiny random Qwen3-MoE, OLMoE, Llama and GraniteMoE models and write conformance fixtures.
+"""Build tiny random Qwen3-MoE, OLMoE, Llama, GraniteMoE and Qwen2-MoE models and write conformance fixtures.
 
 Run from the repo root:
 
@@ -77,11 +77,29 @@ Families:
                   block_sparse_moe.router.weight, block_sparse_moe.experts.gate_up_proj,
                   block_sparse_moe.experts.down_proj (same shapes), 3 shards,
                   transformers-5 config ("rope_parameters", dtype bfloat16).
+  qwen2moe-tiny   Qwen2MoeForCausalLM (Qwen1.5-MoE / Qwen2-57B-A14B style): GQA 4/2
+                  heads, head_dim 16, q/k/v_proj WITH biases (config "qkv_bias";
+                  o_proj has none), 8 routed experts, top-2 of the softmax over all
+                  experts, norm_topk_prob=False (weights not renormalised),
+                  moe_intermediate_size 48 (down_proj rows end in a zero-padded
+                  block), plus a shared expert (mlp.shared_expert.gate_proj/up_proj/
+                  down_proj, shared_expert_intermediate_size 96) whose output is
+                  scaled by sigmoid(mlp.shared_expert_gate (1, H) . x) and added to
+                  the routed sum; rope_theta 1e6 (set explicitly).
+                  f32/: per-expert names like qwen3moe (mlp.experts.E.gate_proj/
+                  up_proj/down_proj.weight, router mlp.gate.weight), config.json in
+                  the hub's older layout (top-level "rope_theta", "rope_scaling":
+                  null, "torch_dtype") and, like the hub's Qwen1.5-MoE configs,
+                  without "qkv_bias" (transformers defaults it to true; checked on
+                  reload). bf16/: fused experts, 3 shards, transformers-5 config
+                  ("rope_parameters", dtype bfloat16, "qkv_bias": true).
 
 Fake quantization: exactly make_fixtures.py's (quantized: embed_tokens,
 q/k/v/o_proj, every expert / dense MLP matrix, lm_head; NOT quantized: the
 router (mlp.gate.weight; GraniteMoE block_sparse_moe.router.weight) and every
-norm, including q_norm/k_norm).
+norm, including q_norm/k_norm). Qwen2-MoE additionally quantizes the shared
+expert's gate_proj/up_proj/down_proj and leaves mlp.shared_expert_gate.weight and
+the q/k/v biases unquantized.
 
 Deterministic: torch seeded with 0, single-threaded CPU float32.
 """
@@ -102,6 +120,8 @@ from transformers import (
     LlamaForCausalLM,
     OlmoeConfig,
     OlmoeForCausalLM,
+    Qwen2MoeConfig,
+    Qwen2MoeForCausalLM,
     Qwen3MoeConfig,
     Qwen3MoeForCausalLM,
 )
@@ -212,6 +232,40 @@ def granitemoe_config():
         bos_token_id=1,
         eos_token_id=None,  # default 2; the chosen eos is set later
     )
+
+
+def qwen2moe_config():
+    return Qwen2MoeConfig(
+        vocab_size=256,
+        hidden_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_experts=8,
+        num_experts_per_tok=2,
+        moe_intermediate_size=48,
+        shared_expert_intermediate_size=96,
+        intermediate_size=96,
+        norm_topk_prob=False,
+        decoder_sparse_step=1,
+        mlp_only_layers=[],
+        qkv_bias=True,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6},
+        tie_word_embeddings=False,
+        use_sliding_window=False,
+        bos_token_id=1,
+        eos_token_id=None,  # the chosen eos is set later
+    )
+
+
+def qwen2moe_is_quantized(name):
+    # make_fixtures.is_quantized, plus: the shared expert's scalar gate and the
+    # q/k/v biases stay f32 (the shared expert's gate/up/down_proj are quantized).
+    if name.endswith(("mlp.shared_expert_gate.weight", ".bias")):
+        return False
+    return mf.is_quantized(name)
 
 
 def granitemoe_is_quantized(name):
@@ -349,6 +403,56 @@ FAMILIES = [
         "n_experts": 8,
         "n_experts_attr": "num_local_experts",
     },
+    {
+        "name": "qwen2moe-tiny",
+        "cls": Qwen2MoeForCausalLM,
+        "config": qwen2moe_config,
+        "rope_theta": 1e6,
+        "old_style_f32_config": True,
+        # Hub Qwen1.5-MoE / Qwen2-MoE configs have no "qkv_bias" (older
+        # transformers hard-wired q/k/v biases); drop it from f32 like the hub.
+        "f32_config_drop": ["qkv_bias"],
+        "is_quantized": qwen2moe_is_quantized,
+        "biases": ("q_proj.bias", "k_proj.bias", "v_proj.bias"),
+        "not_quantized_suffixes": ("mlp.shared_expert_gate.weight",
+                                   "q_proj.bias", "k_proj.bias", "v_proj.bias"),
+        "quantized_suffixes": ("experts.gate_up_proj", "experts.down_proj",
+                               "mlp.shared_expert.gate_proj.weight",
+                               "mlp.shared_expert.up_proj.weight",
+                               "mlp.shared_expert.down_proj.weight"),
+        "shapes": {
+            "model.embed_tokens.weight": (256, 64),
+            "model.layers.0.self_attn.q_proj.weight": (64, 64),
+            "model.layers.0.self_attn.q_proj.bias": (64,),
+            "model.layers.0.self_attn.k_proj.weight": (32, 64),
+            "model.layers.0.self_attn.k_proj.bias": (32,),
+            "model.layers.0.self_attn.v_proj.weight": (32, 64),
+            "model.layers.0.self_attn.v_proj.bias": (32,),
+            "model.layers.0.self_attn.o_proj.weight": (64, 64),
+            "model.layers.0.input_layernorm.weight": (64,),
+            "model.layers.0.post_attention_layernorm.weight": (64,),
+            "model.layers.0.mlp.gate.weight": (8, 64),
+            "model.layers.0.mlp.experts.gate_up_proj": (8, 96, 64),
+            "model.layers.0.mlp.experts.down_proj": (8, 64, 48),
+            "model.layers.0.mlp.shared_expert.gate_proj.weight": (96, 64),
+            "model.layers.0.mlp.shared_expert.up_proj.weight": (96, 64),
+            "model.layers.0.mlp.shared_expert.down_proj.weight": (64, 96),
+            "model.layers.0.mlp.shared_expert_gate.weight": (1, 64),
+            "model.norm.weight": (64,),
+            "lm_head.weight": (256, 64),
+        },
+        # per layer: 4 attn weights + 3 biases + 2 norms + router + 2 fused
+        # experts + 3 shared expert + shared_expert_gate
+        "n_tensors": 2 + 3 * 16 + 1,
+        "f32_shapes": {
+            "model.layers.0.mlp.experts.0.gate_proj.weight": (48, 64),
+            "model.layers.0.mlp.experts.0.up_proj.weight": (48, 64),
+            "model.layers.0.mlp.experts.0.down_proj.weight": (64, 48),
+            "model.layers.2.mlp.experts.7.down_proj.weight": (64, 48),
+        },
+        "n_experts": 8,
+        "f32_layout": "per_expert",
+    },
 ]
 
 
@@ -430,6 +534,9 @@ def write_f32(model, fam, d):
     assert rp == expected_rope(fam), rp
     new = {}
     renames = {"dtype": "torch_dtype", **fam.get("f32_config_renames", {})}
+    for k in fam.get("f32_config_drop", []):
+        assert k in cfg, k
+        cfg.pop(k)
     for k, v in cfg.items():
         new[renames.get(k, k)] = v
         if k == "rms_norm_eps":
@@ -507,7 +614,9 @@ def make_family(fam, out):
     model = build_model(fam)
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     for k in sd:
-        assert k.endswith(".weight") or k.endswith("_proj"), k
+        assert k.endswith(".weight") or k.endswith("_proj") or k.endswith(fam.get("biases", ("\0",))), k
+    if "n_tensors" in fam:
+        assert len(sd) == fam["n_tensors"], len(sd)
     for k, shp in fam["shapes"].items():
         assert tuple(sd[k].shape) == shp, (k, tuple(sd[k].shape))
     is_q = fam.get("is_quantized", mf.is_quantized)
@@ -521,7 +630,8 @@ def make_family(fam, out):
         for k in quantized
     ), quantized
     not_quantized = sorted(k for k in sd if not is_q(k))
-    assert all("norm" in k or k.endswith(router) for k in not_quantized), not_quantized
+    assert all("norm" in k or k.endswith((router,) + fam.get("not_quantized_suffixes", ()))
+               for k in not_quantized), not_quantized
 
     greedy = mf.greedy_ignore_eos(model, PROMPT, N_NEW)
     eos = mf.choose_eos(greedy)
@@ -562,6 +672,8 @@ def make_family(fam, out):
     assert m.config.rope_parameters["rope_theta"] == fam["rope_theta"], m.config.rope_parameters
     assert m.config.rope_parameters == expected_rope(fam), m.config.rope_parameters
     assert m.config.eos_token_id == eos
+    for k in fam.get("f32_config_drop", []):
+        assert getattr(m.config, k) == getattr(model.config, k), k
     if fam["n_experts"] is not None:
         n_exp = getattr(m.config, fam.get("n_experts_attr", "num_experts"))
         assert n_exp == fam["n_experts"], n_exp
