@@ -31,7 +31,7 @@ use core::arch::asm;
 
 use half::f16;
 
-use super::{Activations, Kernels};
+use super::{check_float, check_quantized, Activations, Kernels};
 use crate::quant::{BLOCK_LEN, Q4_BLOCK_BYTES, Q4_VALUE_BYTES, Q8_BLOCK_BYTES, Q8_VALUE_BYTES};
 
 /// True when the CPU has Advanced SIMD (every aarch64 Linux CPU does).
@@ -72,35 +72,6 @@ pub fn upgrade(mut k: Kernels) -> Kernels {
         k.matvec_q8 = matvec_q8_dotprod;
     }
     k
-}
-
-/// Checks the shapes every quantized kernel relies on for its pointer
-/// arithmetic; returns the number of blocks per row.
-fn check(
-    w: &[u8],
-    row_bytes: usize,
-    x: &Activations<'_>,
-    out: &[f32],
-    block_bytes: usize,
-) -> usize {
-    let blocks = x.scales.len();
-    assert!(
-        row_bytes == blocks * block_bytes
-            && x.qs.len() >= blocks * BLOCK_LEN
-            && w.len() >= out.len() * row_bytes,
-        "matvec shapes disagree"
-    );
-    blocks
-}
-
-/// Checks the shapes of a float matvec; returns the number of columns.
-fn check_float(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &[f32], elem: usize) -> usize {
-    let cols = x.f32s.len();
-    assert!(
-        row_bytes == cols * elem && w.len() >= out.len() * row_bytes,
-        "matvec shapes disagree"
-    );
-    cols
 }
 
 /// Rows computed together: they share the activation loads (and, for int4
@@ -387,27 +358,27 @@ unsafe fn q8_neon(w: &[u8], row_bytes: usize, blocks: usize, x: &Activations<'_>
 }
 
 fn matvec_q4_dotprod(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
-    let blocks = check(w, row_bytes, x, out, Q4_BLOCK_BYTES);
+    let blocks = check_quantized(w, row_bytes, x, out, Q4_BLOCK_BYTES);
     // SAFETY: installed by `upgrade` only when the CPU has NEON and dotprod;
     // `check` proved the buffer sizes the loads use.
     unsafe { q4_dotprod(w, row_bytes, blocks, x, out) }
 }
 
 fn matvec_q8_dotprod(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
-    let blocks = check(w, row_bytes, x, out, Q8_BLOCK_BYTES);
+    let blocks = check_quantized(w, row_bytes, x, out, Q8_BLOCK_BYTES);
     // SAFETY: as for `matvec_q4_dotprod`.
     unsafe { q8_dotprod(w, row_bytes, blocks, x, out) }
 }
 
 fn matvec_q4_neon(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
-    let blocks = check(w, row_bytes, x, out, Q4_BLOCK_BYTES);
+    let blocks = check_quantized(w, row_bytes, x, out, Q4_BLOCK_BYTES);
     // SAFETY: installed by `upgrade` only when the CPU has NEON; `check`
     // proved the buffer sizes the loads use.
     unsafe { q4_neon(w, row_bytes, blocks, x, out) }
 }
 
 fn matvec_q8_neon(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
-    let blocks = check(w, row_bytes, x, out, Q8_BLOCK_BYTES);
+    let blocks = check_quantized(w, row_bytes, x, out, Q8_BLOCK_BYTES);
     // SAFETY: as for `matvec_q4_neon`.
     unsafe { q8_neon(w, row_bytes, blocks, x, out) }
 }

@@ -202,6 +202,42 @@ impl Kernels {
     }
 }
 
+/// Checks the shapes every quantized fast kernel relies on for its pointer
+/// arithmetic (one assert per call, not per row); returns the blocks per row.
+pub(crate) fn check_quantized(
+    w: &[u8],
+    row_bytes: usize,
+    x: &Activations<'_>,
+    out: &[f32],
+    block_bytes: usize,
+) -> usize {
+    let blocks = x.scales.len();
+    assert!(
+        row_bytes == blocks * block_bytes
+            && x.qs.len() >= blocks * crate::quant::BLOCK_LEN
+            && x.sums.len() >= blocks
+            && w.len() >= out.len() * row_bytes,
+        "matvec shapes disagree"
+    );
+    blocks
+}
+
+/// Checks the shapes of a float fast kernel; returns the columns.
+pub(crate) fn check_float(
+    w: &[u8],
+    row_bytes: usize,
+    x: &Activations<'_>,
+    out: &[f32],
+    elem: usize,
+) -> usize {
+    let cols = x.f32s.len();
+    assert!(
+        row_bytes == cols * elem && w.len() >= out.len() * row_bytes,
+        "matvec shapes disagree"
+    );
+    cols
+}
+
 impl<'a> Activations<'a> {
     /// The prefix that a matrix of `cols` columns reads.
     pub fn for_cols(&self, cols: usize) -> Activations<'a> {

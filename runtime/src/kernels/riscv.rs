@@ -40,7 +40,7 @@
 
 use core::arch::asm;
 
-use super::{scalar, Activations, Kernels};
+use super::{check_float, check_quantized, scalar, Activations, Kernels};
 use crate::quant::{BLOCK_LEN, Q4_BLOCK_BYTES, Q4_VALUE_BYTES, Q8_BLOCK_BYTES, Q8_VALUE_BYTES};
 
 /// True when the CPU (and the kernel, which must save vector state) has
@@ -93,35 +93,6 @@ pub fn upgrade(mut k: Kernels) -> Kernels {
         k.matvec_f32 = matvec_f32_rvv;
     }
     k
-}
-
-/// Checks the shapes every quantized kernel relies on for its pointer
-/// arithmetic; returns the number of blocks per row.
-fn check(
-    w: &[u8],
-    row_bytes: usize,
-    x: &Activations<'_>,
-    out: &[f32],
-    block_bytes: usize,
-) -> usize {
-    let blocks = x.scales.len();
-    assert!(
-        row_bytes == blocks * block_bytes
-            && x.qs.len() >= blocks * BLOCK_LEN
-            && w.len() >= out.len() * row_bytes,
-        "matvec shapes disagree"
-    );
-    blocks
-}
-
-/// Checks the shapes of a float matvec; returns the number of columns.
-fn check_float(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &[f32], elem: usize) -> usize {
-    let cols = x.f32s.len();
-    assert!(
-        row_bytes == cols * elem && w.len() >= out.len() * row_bytes,
-        "matvec shapes disagree"
-    );
-    cols
 }
 
 /// Blocks per asm loop iteration.
@@ -480,7 +451,7 @@ unsafe fn matvec_blocks(
 }
 
 fn matvec_q8_rvv(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
-    let blocks = check(w, row_bytes, x, out, Q8_BLOCK_BYTES);
+    let blocks = check_quantized(w, row_bytes, x, out, Q8_BLOCK_BYTES);
     if !(w.as_ptr() as usize).is_multiple_of(2) {
         return scalar::matvec_q8(w, row_bytes, x, out);
     }
@@ -490,7 +461,7 @@ fn matvec_q8_rvv(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32
 }
 
 fn matvec_q4_rvv(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
-    let blocks = check(w, row_bytes, x, out, Q4_BLOCK_BYTES);
+    let blocks = check_quantized(w, row_bytes, x, out, Q4_BLOCK_BYTES);
     if !(w.as_ptr() as usize).is_multiple_of(2) {
         return scalar::matvec_q4(w, row_bytes, x, out);
     }

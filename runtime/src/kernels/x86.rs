@@ -13,7 +13,7 @@
 
 use core::arch::x86_64::*;
 
-use super::{Activations, BatchActs, Kernels};
+use super::{check_float, check_quantized, Activations, BatchActs, Kernels};
 use crate::quant::{BLOCK_LEN, Q4_BLOCK_BYTES, Q4_VALUE_BYTES, Q8_BLOCK_BYTES, Q8_VALUE_BYTES};
 
 /// True when the CPU has everything the AVX-512 kernels use.
@@ -81,25 +81,6 @@ fn upgrade_avx512(mut k: Kernels) -> Kernels {
     k
 }
 
-/// Checks the shapes every kernel relies on for its pointer arithmetic.
-fn check(
-    w: &[u8],
-    row_bytes: usize,
-    x: &Activations<'_>,
-    out: &[f32],
-    block_bytes: usize,
-) -> usize {
-    let blocks = x.scales.len();
-    assert!(
-        row_bytes == blocks * block_bytes
-            && x.qs.len() >= blocks * BLOCK_LEN
-            && x.sums.len() >= blocks
-            && w.len() >= out.len() * row_bytes,
-        "matvec shapes disagree"
-    );
-    blocks
-}
-
 /// Mask of the first `n` of 64 byte lanes.
 #[inline(always)]
 fn byte_mask(n: usize) -> __mmask64 {
@@ -153,7 +134,7 @@ static SPREAD2: [[i32; 16]; 8] = {
 };
 
 fn matvec_q4_avx512(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
-    let blocks = check(w, row_bytes, x, out, Q4_BLOCK_BYTES);
+    let blocks = check_quantized(w, row_bytes, x, out, Q4_BLOCK_BYTES);
     // SAFETY: installed by `upgrade` only when the CPU has AVX-512 F/BW/VL/
     // VNNI, F16C and FMA; `check` proved the buffer sizes the loads use.
     unsafe { q4_avx512(w, row_bytes, blocks, x, out) }
@@ -246,7 +227,7 @@ unsafe fn q4_avx512(
 }
 
 fn matvec_q8_avx512(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
-    let blocks = check(w, row_bytes, x, out, Q8_BLOCK_BYTES);
+    let blocks = check_quantized(w, row_bytes, x, out, Q8_BLOCK_BYTES);
     // SAFETY: as for `matvec_q4_avx512`.
     unsafe { q8_avx512(w, row_bytes, blocks, x, out) }
 }
@@ -297,15 +278,6 @@ unsafe fn q8_avx512(
         }
         *o = _mm512_reduce_add_ps(acc);
     }
-}
-
-fn check_float(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &[f32], elem: usize) -> usize {
-    let cols = x.f32s.len();
-    assert!(
-        row_bytes == cols * elem && w.len() >= out.len() * row_bytes,
-        "matvec shapes disagree"
-    );
-    cols
 }
 
 fn matvec_f16_avx512(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
@@ -402,7 +374,7 @@ unsafe fn hsum8(v: __m256) -> f32 {
 }
 
 fn matvec_q4_avx2(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
-    let blocks = check(w, row_bytes, x, out, Q4_BLOCK_BYTES);
+    let blocks = check_quantized(w, row_bytes, x, out, Q4_BLOCK_BYTES);
     // SAFETY: installed by `upgrade` only when the CPU has AVX2, FMA and
     // F16C; `check` proved the buffer sizes the loads use.
     unsafe { q4_avx2(w, row_bytes, blocks, x, out) }
@@ -473,7 +445,7 @@ unsafe fn q4_avx2(w: &[u8], row_bytes: usize, blocks: usize, x: &Activations<'_>
 }
 
 fn matvec_q8_avx2(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
-    let blocks = check(w, row_bytes, x, out, Q8_BLOCK_BYTES);
+    let blocks = check_quantized(w, row_bytes, x, out, Q8_BLOCK_BYTES);
     // SAFETY: as for `matvec_q4_avx2`.
     unsafe { q8_avx2(w, row_bytes, blocks, x, out) }
 }
