@@ -589,18 +589,12 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         }
     }
 
-    /// The shared expert (Qwen2-MoE): a SwiGLU MLP every token goes
-    /// through, its output scaled by `sigmoid(shared_expert_gate · x)` and
-    /// added to the routed experts' sum in `moe`.
-    fn shared_expert(&mut self, layer: u32, n: usize) {
-        let c = self.config;
-        let (h, f) = (c.hidden_size as usize, c.shared_expert_ffn_size as usize);
-        let wg = self.weight(TensorId::layer(TensorKind::SharedGate, layer));
-        let wu = self.weight(TensorId::layer(TensorKind::SharedUp, layer));
-        let wd = self.weight(TensorId::layer(TensorKind::SharedDown, layer));
-        let gate = self.weight(TensorId::layer(TensorKind::SharedExpertGate, layer));
+    /// `expert_out = down(silu(gate · x) * (up · x))` for `n` rows of `input`,
+    /// the MLP of every expert (routed or shared).
+    fn swiglu(&mut self, [wg, wu, wd]: [Matrix<'a>; 3], input: Input, n: usize) {
+        let f = wg.rows;
         let outs = (self.gate.as_mut_ptr(), self.up.as_mut_ptr());
-        self.product(&[(wg, outs.0), (wu, outs.1)], Input::Normed, n);
+        self.product(&[(wg, outs.0), (wu, outs.1)], input, n);
         for t in 0..n {
             scalar::silu_mul(
                 &mut self.gate[t * f..(t + 1) * f],
@@ -609,6 +603,19 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         }
         let out = self.expert_out.as_mut_ptr();
         self.product(&[(wd, out)], Input::Hidden, n);
+    }
+
+    /// The shared expert (Qwen2-MoE): a SwiGLU MLP every token goes
+    /// through, its output scaled by `sigmoid(shared_expert_gate · x)` and
+    /// added to the routed experts' sum in `moe`.
+    fn shared_expert(&mut self, layer: u32, n: usize) {
+        let c = self.config;
+        let h = c.hidden_size as usize;
+        let wg = self.weight(TensorId::layer(TensorKind::SharedGate, layer));
+        let wu = self.weight(TensorId::layer(TensorKind::SharedUp, layer));
+        let wd = self.weight(TensorId::layer(TensorKind::SharedDown, layer));
+        let gate = self.weight(TensorId::layer(TensorKind::SharedExpertGate, layer));
+        self.swiglu([wg, wu, wd], Input::Normed, n);
         for t in 0..n {
             let xn = &self.xn[t * h..(t + 1) * h];
             let logit: f32 = (0..h).map(|i| scalar::f32_at(gate.data, i) * xn[i]).sum();
@@ -814,7 +821,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
 
     fn moe(&mut self, layer: u32, n: usize) -> Result<(), Error> {
         let c = self.config;
-        let (h, f) = (c.hidden_size as usize, c.expert_ffn_size as usize);
+        let h = c.hidden_size as usize;
         let (e_count, top_k) = (c.n_experts as usize, c.n_experts_per_token as usize);
         let norm = self.weight(TensorId::layer(TensorKind::FfnNorm, layer));
         for t in 0..n {
@@ -884,16 +891,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                 self.act_e.copy_token(j, &self.act, t);
             }
             let [wg, wu, wd] = self.expert(layer, expert)?;
-            let outs = (self.gate.as_mut_ptr(), self.up.as_mut_ptr());
-            self.product(&[(wg, outs.0), (wu, outs.1)], Input::Expert, m);
-            for j in 0..m {
-                scalar::silu_mul(
-                    &mut self.gate[j * f..(j + 1) * f],
-                    &self.up[j * f..(j + 1) * f],
-                );
-            }
-            let out = self.expert_out.as_mut_ptr();
-            self.product(&[(wd, out)], Input::Hidden, m);
+            self.swiglu([wg, wu, wd], Input::Expert, m);
             for j in 0..m {
                 let t = self.members[j] as usize;
                 let w = self.member_weight[j];
