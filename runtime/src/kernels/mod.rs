@@ -204,6 +204,11 @@ impl Kernels {
 
 /// Checks the shapes every quantized fast kernel relies on for its pointer
 /// arithmetic (one assert per call, not per row); returns the blocks per row.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
 pub(crate) fn check_quantized(
     w: &[u8],
     row_bytes: usize,
@@ -223,6 +228,11 @@ pub(crate) fn check_quantized(
 }
 
 /// Checks the shapes of a float fast kernel; returns the columns.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
 pub(crate) fn check_float(
     w: &[u8],
     row_bytes: usize,
