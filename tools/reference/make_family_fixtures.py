@@ -569,27 +569,7 @@ def write_bf16(model, fam, tensors, d):
         shutil.rmtree(d)
     os.makedirs(d)
     n_layers = model.config.num_hidden_layers
-    nshards = 3
-    shards = [dict() for _ in range(nshards)]
-    for name in sorted(tensors):
-        shards[mf.shard_of(name, n_layers)][name] = tensors[name]
-    weight_map = {}
-    total_size = 0
-    total_params = 0
-    for i, sh in enumerate(shards):
-        fname = f"model-{i + 1:05d}-of-{nshards:05d}.safetensors"
-        save_file(sh, os.path.join(d, fname), metadata={"format": "pt"})
-        for k, v in sh.items():
-            weight_map[k] = fname
-            total_size += v.numel() * v.element_size()
-            total_params += v.numel()
-    index = {
-        "metadata": {"total_parameters": total_params, "total_size": total_size},
-        "weight_map": dict(sorted(weight_map.items())),
-    }
-    with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
-        json.dump(index, f, indent=2)
-        f.write("\n")
+    mf.write_shards(tensors, d, n_layers)
     cfg = copy.deepcopy(model.config)
     cfg.dtype = torch.bfloat16
     cfg.save_pretrained(d)

@@ -226,20 +226,9 @@ def fused_bf16_tensors(sd_fused):
     return {k: v.detach().to(torch.bfloat16).contiguous() for k, v in sd_fused.items()}
 
 
-def shard_of(name, n_layers):
-    # 3 shards: [embed, layer 0], [layer 1 .. n-2], [layer n-1, norm, lm_head]
-    if name.startswith("model.layers."):
-        li = int(name.split(".")[2])
-        return 0 if li == 0 else (2 if li == n_layers - 1 else 1)
-    return 0 if "embed_tokens" in name else 2
-
-
-def write_bf16(model, tensors, d):
-    if os.path.isdir(d):
-        shutil.rmtree(d)
-    os.makedirs(d)
-    n_layers = model.config.num_hidden_layers
-    nshards = 3
+def write_shards(tensors, d, n_layers, nshards=3):
+    """Writes `tensors` into `d` as `nshards` safetensors files split by layer
+    (see shard_of) plus model.safetensors.index.json, as transformers does."""
     shards = [dict() for _ in range(nshards)]
     for name in sorted(tensors):
         shards[shard_of(name, n_layers)][name] = tensors[name]
@@ -260,6 +249,22 @@ def write_bf16(model, tensors, d):
     with open(os.path.join(d, "model.safetensors.index.json"), "w") as f:
         json.dump(index, f, indent=2)
         f.write("\n")
+
+
+def shard_of(name, n_layers):
+    # 3 shards: [embed, layer 0], [layer 1 .. n-2], [layer n-1, norm, lm_head]
+    if name.startswith("model.layers."):
+        li = int(name.split(".")[2])
+        return 0 if li == 0 else (2 if li == n_layers - 1 else 1)
+    return 0 if "embed_tokens" in name else 2
+
+
+def write_bf16(model, tensors, d):
+    if os.path.isdir(d):
+        shutil.rmtree(d)
+    os.makedirs(d)
+    n_layers = model.config.num_hidden_layers
+    write_shards(tensors, d, n_layers)
     cfg = copy.deepcopy(model.config)
     cfg.dtype = torch.bfloat16
     cfg.save_pretrained(d)
