@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub use mote::sample::argmax;
 use mote::{DType, Limits, Model, Plan, Session, SliceStorage};
 use serde::Deserialize;
 
@@ -97,17 +98,6 @@ pub fn greedy(file: &[u8], prompt: &[u32], n: usize, ignore_eos: bool) -> Vec<u3
         next = argmax(session.step(next).expect("step"));
     }
     out
-}
-
-/// Index of the largest value (first on ties).
-pub fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// max |a - b| / max |b| over all rows: the relative error the conformance bound uses.

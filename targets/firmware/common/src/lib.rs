@@ -4,6 +4,7 @@
 //! allocated (there is no allocator).
 #![no_std]
 
+use mote::sample::argmax;
 use mote::{Error, Limits, Model, Plan, Session, SliceStorage};
 
 /// The prompt every target (and the host check) uses.
@@ -14,16 +15,6 @@ pub const NEW_TOKENS: usize = 8;
 /// A byte array aligned like the `.mote` data region, for `include_bytes!`.
 #[repr(C, align(64))]
 pub struct Aligned<T: ?Sized>(pub T);
-
-fn argmax(v: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
 
 /// Generates `out.len()` tokens greedily after [`PROMPT`] (EOS ignored, as
 /// the host check does) and returns the arena bytes the plan needed.
