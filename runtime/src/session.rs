@@ -121,6 +121,8 @@ pub struct Session<'a, S: Storage + MaybeSync> {
     /// Weight bytes: the whole file in place, or the data region copied in.
     weights: &'a [u8],
     table: &'a [WeightRef],
+    /// Where each tensor's record (and table entry) is.
+    index: layout::Index,
     cache: Option<ExpertCache<'a>>,
     verify_experts: bool,
     prefetch: bool,
@@ -246,6 +248,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             par: Parallel::new(plan.limits.threads)?,
             weights,
             table,
+            index: layout::Index::new(config),
             cache,
             verify_experts: plan.limits.verify_experts,
             prefetch: plan.limits.prefetch,
@@ -377,7 +380,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
     fn weight(&self, id: TensorId) -> Matrix<'a> {
         // Every id the forward pass asks for exists: Model::open checked the
         // directory against the architecture, and the table mirrors it.
-        let index = layout::record_index(self.config, id).unwrap_or(0);
+        let index = self.index.of(id).unwrap_or(0);
         let w = self.table[index];
         let len = w.dtype.row_bytes(w.cols as usize) * w.rows as usize;
         let weights: &'a [u8] = self.weights;
@@ -393,7 +396,9 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
     /// from storage when the table is not resident.
     fn embed(&mut self, t: usize, token: u32) -> Result<(), Error> {
         let h = self.config.hidden_size as usize;
-        let index = layout::record_index(self.config, TensorId::global(TensorKind::TokenEmbedding))
+        let index = self
+            .index
+            .of(TensorId::global(TensorKind::TokenEmbedding))
             .unwrap_or(0);
         let w = self.table[index];
         let row_bytes = w.dtype.row_bytes(w.cols as usize);
@@ -438,7 +443,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         let Some(cache) = self.cache.as_mut() else {
             return Ok(ids.map(|id| self.weight(id)));
         };
-        let refs = ids.map(|id| self.table[layout::record_index(self.config, id).unwrap_or(0)]);
+        let refs = ids.map(|id| self.table[self.index.of(id).unwrap_or(0)]);
         let start = refs[0].offset;
         let end = refs[2].offset
             + refs[2].dtype.row_bytes(refs[2].cols as usize) as u64 * refs[2].rows as u64;
@@ -810,8 +815,8 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             let first = TensorId::expert(TensorKind::ExpertGate, layer, expert);
             let last = TensorId::expert(TensorKind::ExpertDown, layer, expert);
             let (a, b) = (
-                self.table[layout::record_index(c, first).unwrap_or(0)],
-                self.table[layout::record_index(c, last).unwrap_or(0)],
+                self.table[self.index.of(first).unwrap_or(0)],
+                self.table[self.index.of(last).unwrap_or(0)],
             );
             let end = b.offset + b.dtype.row_bytes(b.cols as usize) as u64 * b.rows as u64;
             self.model.storage().prefetch(a.offset, end - a.offset);
@@ -861,9 +866,10 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         }
 
         // The normed inputs, quantized once for every expert.
-        let gate0 =
-            self.table[layout::record_index(c, TensorId::expert(TensorKind::ExpertGate, layer, 0))
-                .unwrap_or(0)];
+        let gate0 = self.table[self
+            .index
+            .of(TensorId::expert(TensorKind::ExpertGate, layer, 0))
+            .unwrap_or(0)];
         if gate0.dtype.is_quantized() {
             self.act.quantize(&self.kernels, self.xn, h, h, n);
         }

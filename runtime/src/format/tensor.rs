@@ -65,6 +65,15 @@ pub enum TensorKind {
     SharedExpertGate = 28,
 }
 
+// Kind codes index fixed tables of 32 (model::layout::Index).
+const _: () = {
+    let mut i = 0;
+    while i < TensorKind::ALL.len() {
+        assert!((TensorKind::ALL[i] as u16) < 32);
+        i += 1;
+    }
+};
+
 impl TensorKind {
     /// Every kind, for decoding.
     pub const ALL: [TensorKind; 22] = [

@@ -36,29 +36,75 @@ pub fn tensor_count(config: &ModelConfig) -> usize {
 
 /// Directory index of `id`, or `None` if the architecture has no such tensor.
 pub fn record_index(config: &ModelConfig, id: TensorId) -> Option<usize> {
-    if id.layer == NONE {
-        let pos = global_tensors(config).iter().position(|&k| k == id.kind)?;
-        return (id.expert == NONE).then(|| per_layer(config) * config.n_layers as usize + pos);
-    }
-    if id.layer >= config.n_layers {
-        return None;
-    }
-    let mut index = per_layer(config) * id.layer as usize;
-    for (kind, per_expert) in layer_kinds(config) {
-        if kind == id.kind {
-            return match (per_expert, id.expert) {
-                (false, NONE) => Some(index),
-                (true, e) if e < config.n_experts => Some(index + e as usize),
-                _ => None,
-            };
-        }
-        index += if per_expert {
-            config.n_experts as usize
-        } else {
-            1
+    Index::new(config).of(id)
+}
+
+/// Kind codes are below this.
+const KIND_CODES: usize = 32;
+const ABSENT: u32 = u32::MAX;
+
+/// [`record_index`] precomputed for one config: a session keeps one so
+/// that looking a tensor up on the per-token path is a table read and a
+/// multiply, not a walk over the architecture's kinds.
+#[derive(Debug, Clone, Copy)]
+pub struct Index {
+    per_layer: usize,
+    n_layers: u32,
+    n_experts: u32,
+    /// Offset within a layer (layer kinds) or after the layers (global
+    /// kinds), by kind code; ABSENT if the architecture has no such kind.
+    layer_offset: [u32; KIND_CODES],
+    global_offset: [u32; KIND_CODES],
+    /// Bit per kind code: the kind has one tensor per expert.
+    per_expert: u32,
+}
+
+impl Index {
+    /// The index of `config`'s directory.
+    pub fn new(config: &ModelConfig) -> Self {
+        let mut index = Index {
+            per_layer: per_layer(config),
+            n_layers: config.n_layers,
+            n_experts: config.n_experts,
+            layer_offset: [ABSENT; KIND_CODES],
+            global_offset: [ABSENT; KIND_CODES],
+            per_expert: 0,
         };
+        let mut offset = 0u32;
+        for (kind, per_expert) in layer_kinds(config) {
+            index.layer_offset[kind as usize] = offset;
+            if per_expert {
+                index.per_expert |= 1 << kind as u32;
+                offset += config.n_experts;
+            } else {
+                offset += 1;
+            }
+        }
+        for (pos, &kind) in global_tensors(config).iter().enumerate() {
+            index.global_offset[kind as usize] = pos as u32;
+        }
+        index
     }
-    None
+
+    /// Directory index of `id`, or `None` if the architecture has no such tensor.
+    pub fn of(&self, id: TensorId) -> Option<usize> {
+        let code = id.kind as usize;
+        if id.layer == NONE {
+            let pos = self.global_offset[code];
+            return (pos != ABSENT && id.expert == NONE)
+                .then(|| self.per_layer * self.n_layers as usize + pos as usize);
+        }
+        let offset = self.layer_offset[code];
+        if id.layer >= self.n_layers || offset == ABSENT {
+            return None;
+        }
+        let base = self.per_layer * id.layer as usize + offset as usize;
+        match (self.per_expert & (1 << code) != 0, id.expert) {
+            (false, NONE) => Some(base),
+            (true, e) if e < self.n_experts => Some(base + e as usize),
+            _ => None,
+        }
+    }
 }
 
 /// Every tensor id of a model, in directory order.
