@@ -19,6 +19,7 @@ use crate::error::{io, QuantizeError};
 use crate::hf_config::read_config;
 use crate::safetensors::Checkpoint;
 use crate::sources::{find, Source};
+use crate::tokenizer::read_tokenizer;
 
 /// How to convert.
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +90,19 @@ pub fn quantize(
     let start = Instant::now();
     let mut warnings = Vec::new();
     let config = read_config(input, &mut warnings)?;
+    let tokenizer = read_tokenizer(input, &mut warnings)?.unwrap_or_default();
+    if !tokenizer.is_empty() {
+        let tokens = mote::Tokenizer::parse(&tokenizer)?.vocab_size();
+        if tokens > config.vocab_size {
+            return Err(QuantizeError::Tokenizer {
+                path: input.join("tokenizer.json"),
+                message: format!(
+                    "{tokens} tokens, but config.json's vocab_size is {}: not this model's tokenizer",
+                    config.vocab_size
+                ),
+            });
+        }
+    }
     let ck = Checkpoint::open(input)?;
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -130,10 +144,11 @@ pub fn quantize(
     let config_bytes = config.encode(&mut config_buf)?.to_vec();
     let config_offset = PREAMBLE_BYTES as u64;
     let directory_offset = align_up(config_offset + config_bytes.len() as u64, TENSOR_ALIGN);
-    let data_offset = align_up(
+    let tokenizer_offset = align_up(
         directory_offset + (planned.len() * RECORD_BYTES) as u64,
-        EXPERT_ALIGN,
+        TENSOR_ALIGN,
     );
+    let data_offset = align_up(tokenizer_offset + tokenizer.len() as u64, EXPERT_ALIGN);
 
     // Data layout: per layer its own tensors, then each expert's group
     // 4 KiB-aligned; then the global tensors.
@@ -230,6 +245,13 @@ pub fn quantize(
         directory_crc: crc32fast::hash(&directory),
         data_offset,
         data_len,
+        tokenizer_offset: if tokenizer.is_empty() {
+            0
+        } else {
+            tokenizer_offset
+        },
+        tokenizer_len: tokenizer.len() as u64,
+        tokenizer_crc: crc32fast::hash(&tokenizer),
     };
     let mut file = w
         .into_inner()
@@ -241,6 +263,8 @@ pub fn quantize(
         file.write_all(&config_bytes)?;
         file.seek(SeekFrom::Start(directory_offset))?;
         file.write_all(&directory)?;
+        file.seek(SeekFrom::Start(tokenizer_offset))?;
+        file.write_all(&tokenizer)?;
         file.sync_all()
     })()
     .map_err(werr)?;

@@ -89,6 +89,14 @@ pub enum QuantizeError {
         /// The value.
         value: f32,
     },
+    /// `tokenizer.json` describes a tokenizer mote cannot reproduce exactly.
+    #[error("{}: {message}", path.display())]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// The output does not form a valid file (a bug, or limits exceeded).
     #[error("output: {0}")]
     Format(#[from] mote::Error),

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use mote::format::config::MAX_EOS_TOKENS;
+use mote::format::config::{MAX_EOS_TOKENS, MAX_ROPE_FACTORS};
 use mote::{Architecture, ModelConfig, RopeScaling};
 use serde_json::Value;
 
@@ -13,8 +13,14 @@ use crate::error::{io, QuantizeError};
 /// The `architectures` values this build converts.
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
     "MixtralForCausalLM",
+    "Qwen2MoeForCausalLM",
     "Qwen3MoeForCausalLM",
     "OlmoeForCausalLM",
+    "GraniteMoeForCausalLM",
+    "GraniteMoeSharedForCausalLM",
+    "HunYuanMoEV1ForCausalLM",
+    "PhimoeForCausalLM",
+    "LlamaForCausalLM",
 ];
 
 struct Fields<'a> {
@@ -37,6 +43,25 @@ impl Fields<'_> {
     fn u32(&self, key: &str) -> Result<u32, QuantizeError> {
         self.opt_u32(key)?
             .ok_or_else(|| self.err(format!("missing field \"{key}\"")))
+    }
+
+    /// A per-layer setting given as one integer or a list of equal ones
+    /// (Hunyuan's `num_experts`, `moe_topk`).
+    fn same_per_layer(&self, key: &str) -> Result<u32, QuantizeError> {
+        match self.get(key) {
+            Some(Value::Array(a)) => {
+                let first = a.first().and_then(Value::as_u64);
+                match first {
+                    Some(v) if a.iter().all(|x| x.as_u64() == Some(v)) => {
+                        u32::try_from(v).map_err(|_| self.err(format!("{key} is too large")))
+                    }
+                    _ => Err(self.err(format!(
+                        "{key} differs between layers; mote needs one value for every layer"
+                    ))),
+                }
+            }
+            _ => self.u32(key),
+        }
     }
 
     fn opt_u32(&self, key: &str) -> Result<Option<u32>, QuantizeError> {
@@ -98,6 +123,15 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         "GraniteMoeForCausalLM" | "model_type granitemoe" => Architecture::GraniteMoe,
         "LlamaForCausalLM" | "model_type llama" => Architecture::Llama,
         "Qwen2MoeForCausalLM" | "model_type qwen2_moe" => Architecture::Qwen2Moe,
+        "HunYuanMoEV1ForCausalLM" | "model_type hunyuan_v1_moe" => Architecture::HunyuanMoe,
+        "PhimoeForCausalLM" | "PhiMoEForCausalLM" | "model_type phimoe" => Architecture::PhiMoe,
+        // Without a shared MLP it is plain Granite MoE.
+        "GraniteMoeSharedForCausalLM" | "model_type granitemoeshared" => {
+            match f.opt_u32("shared_intermediate_size")? {
+                Some(n) if n > 0 => Architecture::GraniteMoeShared,
+                _ => Architecture::GraniteMoe,
+            }
+        }
         _ => {
             return Err(QuantizeError::UnsupportedArchitecture {
                 path,
@@ -131,13 +165,15 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
     // rope_theta and rope_scaling at top level.
     let rope_params = f.get("rope_parameters").filter(|v| v.is_object());
     let rope_scaling_obj = rope_params.or_else(|| f.get("rope_scaling").filter(|v| v.is_object()));
-    let rope_theta = match rope_params
+    let mut rope_theta = match rope_params
         .and_then(|p| p.get("rope_theta"))
         .and_then(Value::as_f64)
     {
         Some(t) => t as f32,
         None => f.opt_f32("rope_theta")?.unwrap_or(1e6),
     };
+    let mut rope_short_factor = heapless::Vec::new();
+    let mut rope_long_factor = heapless::Vec::new();
     let rope_scaling = match rope_scaling_obj {
         None => RopeScaling::None,
         Some(obj) => {
@@ -148,6 +184,15 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
                 .unwrap_or("default");
             match kind {
                 "default" => RopeScaling::None,
+                // Hunyuan's fixed-alpha NTK rope (labelled "dynamic"):
+                // just a larger base, theta · alpha^(d / (d - 2)).
+                "dynamic" if architecture == Architecture::HunyuanMoe && obj.get("alpha").is_some() => {
+                    let alpha = obj.get("alpha").and_then(Value::as_f64).filter(|a| *a > 0.0);
+                    let alpha = alpha.ok_or_else(|| f.err("rope alpha must be a positive number".into()))?;
+                    let d = head_dim as f64;
+                    rope_theta = (rope_theta as f64 * alpha.powf(d / (d - 2.0))) as f32;
+                    RopeScaling::None
+                }
                 "linear" => {
                     let factor = obj.get("factor").and_then(Value::as_f64).ok_or_else(|| {
                         f.err("linear rope scaling needs a numeric \"factor\"".into())
@@ -175,9 +220,46 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
                         original_max_position: original as u32,
                     }
                 }
+                "longrope" | "su" => {
+                    let factors = |k: &str| -> Result<heapless::Vec<f32, MAX_ROPE_FACTORS>, QuantizeError> {
+                        let list = obj.get(k).and_then(Value::as_array).ok_or_else(|| {
+                            f.err(format!("longrope scaling needs a \"{k}\" list"))
+                        })?;
+                        let mut out = heapless::Vec::new();
+                        for v in list {
+                            let v = v.as_f64().ok_or_else(|| f.err(format!("{k} holds a non-number")))?;
+                            out.push(v as f32)
+                                .map_err(|_| f.err(format!("{k} has more than {MAX_ROPE_FACTORS} values")))?;
+                        }
+                        if out.len() != head_dim as usize / 2 {
+                            return Err(f.err(format!(
+                                "{k} has {} values; head_dim {head_dim} needs {}",
+                                out.len(),
+                                head_dim / 2
+                            )));
+                        }
+                        Ok(out)
+                    };
+                    rope_short_factor = factors("short_factor")?;
+                    rope_long_factor = factors("long_factor")?;
+                    let num = |k: &str| obj.get(k).and_then(Value::as_f64).map(|v| v as f32);
+                    let original = obj
+                        .get("original_max_position_embeddings")
+                        .or_else(|| f.get("original_max_position_embeddings"))
+                        .and_then(Value::as_u64)
+                        .ok_or_else(|| f.err("longrope scaling needs original_max_position_embeddings".into()))?;
+                    let (Some(short_mscale), Some(long_mscale)) = (num("short_mscale"), num("long_mscale")) else {
+                        return Err(f.err("longrope scaling needs short_mscale and long_mscale".into()));
+                    };
+                    RopeScaling::LongRope {
+                        original_max_position: original as u32,
+                        short_mscale,
+                        long_mscale,
+                    }
+                }
                 other => {
                     return Err(f.err(format!(
-                        "rope scaling type {other:?} is not supported for this architecture (supported: default, linear, llama3)"
+                        "rope scaling type {other:?} is not supported for this architecture (supported: default, linear, llama3, longrope)"
                     )))
                 }
             }
@@ -216,17 +298,37 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
     // OLMoE configs say `num_experts`.
     let n_experts = match (architecture, f.opt_u32("num_local_experts")?) {
         (Architecture::Llama, _) => 1,
+        (Architecture::HunyuanMoe, _) => f.same_per_layer("num_experts")?,
         (_, Some(n)) => n,
         (_, None) => f.u32("num_experts")?,
     };
     let n_experts_per_token = match architecture {
         Architecture::Llama => 1,
+        Architecture::HunyuanMoe => f.same_per_layer("moe_topk")?,
         _ => f.u32("num_experts_per_tok")?,
     };
-    let (expert_ffn_size, norm_topk_prob) = match architecture {
-        Architecture::Mixtral | Architecture::GraniteMoe | Architecture::Llama => {
-            (f.u32("intermediate_size")?, true)
+    if architecture == Architecture::PhiMoe {
+        for key in ["attention_bias", "lm_head_bias"] {
+            if f.get(key).and_then(Value::as_bool) != Some(true) {
+                return Err(f.err(format!(
+                    "Phi-MoE without {key} is not supported (Phi-3.5-MoE has both biases)"
+                )));
+            }
         }
+    }
+    if architecture == Architecture::HunyuanMoe
+        && f.get("attention_bias").and_then(Value::as_bool) == Some(true)
+    {
+        return Err(f.err("attention_bias true is not supported for Hunyuan yet".into()));
+    }
+    let (expert_ffn_size, norm_topk_prob) = match architecture {
+        Architecture::Mixtral
+        | Architecture::GraniteMoe
+        | Architecture::GraniteMoeShared
+        | Architecture::Llama
+        | Architecture::HunyuanMoe => (f.u32("intermediate_size")?, true),
+        // Sparsemixer weights are never renormalised.
+        Architecture::PhiMoe => (f.u32("intermediate_size")?, false),
         Architecture::Qwen3Moe | Architecture::Qwen2Moe => {
             let step = f.opt_u32("decoder_sparse_step")?.unwrap_or(1);
             let dense = f
@@ -281,8 +383,17 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         logits_scaling: f.opt_f32("logits_scaling")?.unwrap_or(1.0),
         shared_expert_ffn_size: match architecture {
             Architecture::Qwen2Moe => f.u32("shared_expert_intermediate_size")?,
+            // transformers' Hunyuan sizes its shared MLP like the experts.
+            Architecture::HunyuanMoe => f.u32("intermediate_size")?,
+            Architecture::GraniteMoeShared => f.u32("shared_intermediate_size")?,
             _ => 0,
         },
+        router_jitter: match architecture {
+            Architecture::PhiMoe => f.opt_f32("router_jitter_noise")?.unwrap_or(0.01),
+            _ => 0.0,
+        },
+        rope_short_factor,
+        rope_long_factor,
     };
     config.validate().map_err(|e| f.err(e.to_string()))?;
     Ok(config)
@@ -355,5 +466,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("hidden_size"), "{e}");
+    }
+
+    const HUNYUAN: &str = r#""architectures": ["HunYuanMoEV1ForCausalLM"], "vocab_size": 100, "hidden_size": 64,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+        "intermediate_size": 48, "rms_norm_eps": 1e-5, "rope_theta": 10000.0"#;
+
+    #[test]
+    fn hunyuan_per_layer_lists_and_ntk_alpha_rope() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &format!(
+                "{{{HUNYUAN}, \"num_experts\": [8, 8], \"moe_topk\": [2, 2], \
+                 \"rope_scaling\": {{\"type\": \"dynamic\", \"alpha\": 1000.0, \"factor\": 1.0}}}}"
+            ),
+        );
+        let c = read_config(dir.path(), &mut Vec::new()).unwrap();
+        assert_eq!((c.n_experts, c.n_experts_per_token), (8, 2));
+        assert_eq!(c.shared_expert_ffn_size, 48);
+        // theta · alpha^(16/14)
+        let want = 10000.0f64 * 1000f64.powf(16.0 / 14.0);
+        assert!(
+            (c.rope_theta as f64 / want - 1.0).abs() < 1e-6,
+            "{}",
+            c.rope_theta
+        );
+        assert_eq!(c.rope_scaling, RopeScaling::None);
+
+        write(
+            dir.path(),
+            &format!("{{{HUNYUAN}, \"num_experts\": [8, 16], \"moe_topk\": 2}}"),
+        );
+        let e = read_config(dir.path(), &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("num_experts differs between layers"), "{e}");
     }
 }

@@ -24,10 +24,12 @@ pub struct Source {
     pub cols: usize,
 }
 
-/// A candidate name and, for fused tensors, (expert, first row).
+/// A candidate name and, for fused tensors, (expert, first row): the rows
+/// of one matrix inside a 3-D `[experts, 2·rows or rows, cols]` tensor, or,
+/// with no expert, inside a 2-D `[2·rows, cols]` gate-and-up tensor.
 struct Candidate {
     name: String,
-    fused: Option<(usize, usize)>,
+    fused: Option<(Option<usize>, usize)>,
 }
 
 fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
@@ -50,6 +52,13 @@ fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
         TensorKind::TokenEmbedding => vec![plain("model.embed_tokens.weight".into())],
         TensorKind::OutputNorm => vec![plain("model.norm.weight".into())],
         TensorKind::LmHead => vec![plain("lm_head.weight".into())],
+        TensorKind::LmHeadBias => vec![plain("lm_head.bias".into())],
+        TensorKind::OutputNormBias => vec![plain("model.norm.bias".into())],
+        TensorKind::AttnNormBias => vec![plain(format!("model.layers.{l}.input_layernorm.bias"))],
+        TensorKind::FfnNormBias => vec![plain(format!(
+            "model.layers.{l}.post_attention_layernorm.bias"
+        ))],
+        TensorKind::AttnOBias => vec![plain(format!("model.layers.{l}.self_attn.o_proj.bias"))],
         TensorKind::AttnNorm => vec![plain(format!("model.layers.{l}.input_layernorm.weight"))],
         TensorKind::FfnNorm => vec![plain(format!(
             "model.layers.{l}.post_attention_layernorm.weight"
@@ -58,20 +67,39 @@ fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
         TensorKind::AttnK => vec![plain(format!("model.layers.{l}.self_attn.k_proj.weight"))],
         TensorKind::AttnV => vec![plain(format!("model.layers.{l}.self_attn.v_proj.weight"))],
         TensorKind::AttnO => vec![plain(format!("model.layers.{l}.self_attn.o_proj.weight"))],
-        TensorKind::AttnQNorm => vec![plain(format!("model.layers.{l}.self_attn.q_norm.weight"))],
-        TensorKind::AttnKNorm => vec![plain(format!("model.layers.{l}.self_attn.k_norm.weight"))],
         TensorKind::AttnQBias => vec![plain(format!("model.layers.{l}.self_attn.q_proj.bias"))],
         TensorKind::AttnKBias => vec![plain(format!("model.layers.{l}.self_attn.k_proj.bias"))],
         TensorKind::AttnVBias => vec![plain(format!("model.layers.{l}.self_attn.v_proj.bias"))],
-        TensorKind::SharedGate => vec![plain(format!(
-            "model.layers.{l}.mlp.shared_expert.gate_proj.weight"
-        ))],
-        TensorKind::SharedUp => vec![plain(format!(
-            "model.layers.{l}.mlp.shared_expert.up_proj.weight"
-        ))],
-        TensorKind::SharedDown => vec![plain(format!(
-            "model.layers.{l}.mlp.shared_expert.down_proj.weight"
-        ))],
+        // Shared experts: Qwen2-MoE's `shared_expert`, Hunyuan's
+        // `shared_mlp`, Granite's layer-level `shared_mlp` with gate and up
+        // fused in `input_linear`.
+        TensorKind::SharedGate | TensorKind::SharedUp | TensorKind::SharedDown => {
+            let (proj, granite, row) = match id.kind {
+                TensorKind::SharedGate => ("gate_proj", "input_linear", Some(0)),
+                TensorKind::SharedUp => (
+                    "up_proj",
+                    "input_linear",
+                    Some(config.shared_expert_ffn_size as usize),
+                ),
+                _ => ("down_proj", "output_linear", None),
+            };
+            vec![
+                plain(format!("model.layers.{l}.mlp.shared_expert.{proj}.weight")),
+                plain(format!("model.layers.{l}.mlp.shared_mlp.{proj}.weight")),
+                Candidate {
+                    name: format!("model.layers.{l}.shared_mlp.{granite}.weight"),
+                    fused: row.map(|r| (None, r)),
+                },
+            ]
+        }
+        TensorKind::AttnQNorm => vec![
+            plain(format!("model.layers.{l}.self_attn.q_norm.weight")),
+            plain(format!("model.layers.{l}.self_attn.query_layernorm.weight")),
+        ],
+        TensorKind::AttnKNorm => vec![
+            plain(format!("model.layers.{l}.self_attn.k_norm.weight")),
+            plain(format!("model.layers.{l}.self_attn.key_layernorm.weight")),
+        ],
         TensorKind::SharedExpertGate => vec![plain(format!(
             "model.layers.{l}.mlp.shared_expert_gate.weight"
         ))],
@@ -82,6 +110,8 @@ fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
                 "model.layers.{l}.block_sparse_moe.router.layer.weight"
             )),
             plain(format!("model.layers.{l}.block_sparse_moe.router.weight")),
+            plain(format!("model.layers.{l}.mlp.gate.wg.weight")),
+            plain(format!("model.layers.{l}.mlp.router.weight")),
         ],
         TensorKind::ExpertGate | TensorKind::ExpertUp | TensorKind::ExpertDown => {
             let (w, proj, fused, row) = match id.kind {
@@ -97,17 +127,21 @@ fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
             };
             vec![
                 plain(per_expert(w, proj)),
+                // Phi-MoE's hub checkpoints use Mixtral's names.
+                plain(format!(
+                    "model.layers.{l}.block_sparse_moe.experts.{e}.{w}.weight"
+                )),
                 Candidate {
                     name: format!("model.layers.{l}.mlp.experts.{fused}"),
-                    fused: Some((e as usize, row)),
+                    fused: Some((Some(e as usize), row)),
                 },
                 Candidate {
                     name: format!("model.layers.{l}.block_sparse_moe.{granite}.weight"),
-                    fused: Some((e as usize, row)),
+                    fused: Some((Some(e as usize), row)),
                 },
                 Candidate {
                     name: format!("model.layers.{l}.block_sparse_moe.experts.{fused}"),
-                    fused: Some((e as usize, row)),
+                    fused: Some((Some(e as usize), row)),
                 },
             ]
         }
@@ -158,7 +192,11 @@ pub fn find(ck: &Checkpoint, config: &ModelConfig, id: TensorId) -> Result<Sourc
                     TensorKind::ExpertDown => rows,
                     _ => 2 * rows,
                 };
-                let expected = vec![config.n_experts as usize, per_expert_rows, cols];
+                let expected = match expert {
+                    Some(_) => vec![config.n_experts as usize, per_expert_rows, cols],
+                    None => vec![per_expert_rows, cols],
+                };
+                let expert = expert.unwrap_or(0);
                 if *shape != expected {
                     return Err(QuantizeError::Shape {
                         tensor: c.name.clone(),
@@ -167,8 +205,12 @@ pub fn find(ck: &Checkpoint, config: &ModelConfig, id: TensorId) -> Result<Sourc
                     });
                 }
                 let skip_rows = (expert * per_expert_rows + row) as u64;
+                let name = match c.fused {
+                    Some((Some(_), _)) => format!("{}[{expert}][{row}..{}]", c.name, row + rows),
+                    _ => format!("{}[{row}..{}]", c.name, row + rows),
+                };
                 Ok(Source {
-                    name: format!("{}[{expert}][{row}..{}]", c.name, row + rows),
+                    name,
                     entry: entry.clone(),
                     skip_bytes: skip_rows * cols as u64 * elem,
                     rows,

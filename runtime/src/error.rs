@@ -40,6 +40,8 @@ pub enum Section {
     Data,
     /// One tensor's bytes.
     Tensor(TensorId),
+    /// The tokenizer section.
+    Tokenizer,
 }
 
 /// Everything that can go wrong when opening a model, planning memory or
@@ -154,6 +156,23 @@ pub enum Error {
     },
     /// `prefill` was called with no tokens.
     EmptyPrompt,
+    /// The file's tokenizer section is malformed.
+    BadTokenizer {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The file has no tokenizer section (converted from a folder without
+    /// `tokenizer.json`), so it speaks token ids only.
+    NoTokenizer,
+    /// A caller's buffer is too small for the result.
+    BufferTooSmall {
+        /// What the buffer holds.
+        what: &'static str,
+        /// Elements needed (at least).
+        needed: usize,
+        /// Elements provided.
+        provided: usize,
+    },
 }
 
 impl From<StorageError> for Error {
@@ -182,6 +201,7 @@ impl fmt::Display for Section {
             Section::Directory => f.write_str("tensor directory"),
             Section::Data => f.write_str("data region"),
             Section::Tensor(t) => write!(f, "tensor {t}"),
+            Section::Tokenizer => f.write_str("tokenizer"),
         }
     }
 }
@@ -239,6 +259,14 @@ impl fmt::Display for Error {
                 "context full: position {position} is past the planned context of {max_context} tokens"
             ),
             Error::EmptyPrompt => f.write_str("prefill needs at least one token"),
+            Error::BadTokenizer { reason } => write!(f, "bad tokenizer section: {reason}"),
+            Error::NoTokenizer => f.write_str(
+                "the file has no tokenizer (its checkpoint folder had no tokenizer.json); use token ids",
+            ),
+            Error::BufferTooSmall { what, needed, provided } => write!(
+                f,
+                "buffer for {what} too small: needs at least {needed}, {provided} provided"
+            ),
         }
     }
 }

@@ -35,6 +35,7 @@ pub mod session;
 pub mod storage;
 #[cfg(feature = "std")]
 mod threads;
+pub mod tokenizer;
 
 pub use error::{Error, StorageError};
 pub use experts::{CacheStats, EvictionPolicy};
@@ -48,3 +49,4 @@ pub use session::Session;
 pub use storage::{FaultyStorage, MaybeSync, SliceStorage, Storage};
 #[cfg(feature = "std")]
 pub use storage::{FileStorage, MmapStorage};
+pub use tokenizer::{TextDecoder, Tokenizer};

@@ -13,7 +13,7 @@
 use crate::arena::Arena;
 use crate::error::Error;
 use crate::experts::{checksum_error, CacheStats, ExpertCache, ExpertPlace};
-use crate::format::config::{ModelConfig, QkNorm, RopeScaling};
+use crate::format::config::{global_tensors, ModelConfig, QkNorm, RopeScaling};
 use crate::format::tensor::{DType, TensorId, TensorKind};
 use crate::kernels::{scalar, BatchActs, Kernels, Matrix};
 use crate::model::{layout, Model};
@@ -161,6 +161,8 @@ pub struct Session<'a, S: Storage + MaybeSync> {
     scores: &'a mut [f32],
     logits: &'a mut [f32],
     inv_freq: &'a mut [f32],
+    /// Factor on rotated queries and keys (LongRoPE's mscale; else 1).
+    rope_scale: f32,
     k_cache: &'a mut [f32],
     v_cache: &'a mut [f32],
 }
@@ -241,7 +243,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         };
 
         let n = b.batch;
-        let session = Session {
+        let mut session = Session {
             model,
             config,
             kernels: Kernels::detect(),
@@ -283,8 +285,9 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             scores: arena.take(b.scores, 0.0f32)?,
             logits: arena.take(b.vocab, 0.0f32)?,
             inv_freq: arena.take(b.rope, 0.0f32)?,
+            rope_scale: 1.0,
         };
-        rope_frequencies(config, session.inv_freq);
+        session.rope_scale = rope_frequencies(config, session.max_context, session.inv_freq);
         Ok(session)
     }
 
@@ -506,9 +509,9 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             self.moe(layer, n)?;
         }
         if logits {
-            let norm = self.weight(TensorId::global(TensorKind::OutputNorm));
+            let norm = self.norm_weights(TensorKind::OutputNorm, TensorKind::OutputNormBias, None);
             let last = &self.x[(n - 1) * h..n * h];
-            scalar::rmsnorm(&mut self.xn[..h], last, norm.data, c.norm_eps);
+            norm.apply(&mut self.xn[..h], last, c.norm_eps);
             let head = if c.tied_embeddings {
                 TensorKind::TokenEmbedding
             } else {
@@ -517,6 +520,10 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             let head = self.weight(TensorId::global(head));
             let out = self.logits.as_mut_ptr();
             self.product(&[(head, out)], Input::Normed, 1);
+            if global_tensors(c).contains(&TensorKind::LmHeadBias) {
+                let bias = self.weight(TensorId::global(TensorKind::LmHeadBias));
+                add_bias(self.logits, bias.data);
+            }
             if c.logits_scaling != 1.0 {
                 self.logits.iter_mut().for_each(|l| *l /= c.logits_scaling);
             }
@@ -587,9 +594,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             (&mut *self.v, kv_dim, vb),
         ] {
             for row in rows[..n * width].chunks_exact_mut(width) {
-                row.iter_mut()
-                    .enumerate()
-                    .for_each(|(i, x)| *x += scalar::f32_at(bias.data, i));
+                add_bias(row, bias.data);
             }
         }
     }
@@ -610,8 +615,9 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         self.product(&[(wd, out)], Input::Hidden, n);
     }
 
-    /// The shared expert (Qwen2-MoE): a SwiGLU MLP every token goes
-    /// through, its output scaled by `sigmoid(shared_expert_gate · x)` and
+    /// The shared expert (Qwen2-MoE, Hunyuan, Granite shared): a SwiGLU MLP
+    /// every token goes through, its output scaled by
+    /// `sigmoid(shared_expert_gate · x)` where the family gates it, and
     /// added to the routed experts' sum in `moe`.
     fn shared_expert(&mut self, layer: u32, n: usize) {
         let c = self.config;
@@ -619,12 +625,15 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         let wg = self.weight(TensorId::layer(TensorKind::SharedGate, layer));
         let wu = self.weight(TensorId::layer(TensorKind::SharedUp, layer));
         let wd = self.weight(TensorId::layer(TensorKind::SharedDown, layer));
-        let gate = self.weight(TensorId::layer(TensorKind::SharedExpertGate, layer));
+        let gated = c.architecture.shared_expert_gated();
+        let gate = gated.then(|| self.weight(TensorId::layer(TensorKind::SharedExpertGate, layer)));
         self.swiglu([wg, wu, wd], Input::Normed, n);
         for t in 0..n {
             let xn = &self.xn[t * h..(t + 1) * h];
-            let logit: f32 = (0..h).map(|i| scalar::f32_at(gate.data, i) * xn[i]).sum();
-            let g = 1.0 / (1.0 + libm::expf(-logit));
+            let g = gate.map_or(1.0, |gate| {
+                let logit: f32 = (0..h).map(|i| scalar::f32_at(gate.data, i) * xn[i]).sum();
+                1.0 / (1.0 + libm::expf(-logit))
+            });
             scalar::axpy(
                 &mut self.moe[t * h..(t + 1) * h],
                 g,
@@ -633,15 +642,32 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         }
     }
 
-    /// The family's query/key normalisation (before rope), then OLMoE's clamp.
-    fn normalize_qk(&mut self, layer: u32, n: usize) {
+    /// The weights of a norm: `bias` only for LayerNorm families.
+    fn norm_weights(&self, weight: TensorKind, bias: TensorKind, layer: Option<u32>) -> Norm<'a> {
+        let id = |kind| match layer {
+            Some(l) => TensorId::layer(kind, l),
+            None => TensorId::global(kind),
+        };
+        Norm {
+            weight: self.weight(id(weight)).data,
+            bias: self
+                .config
+                .architecture
+                .layer_norm()
+                .then(|| self.weight(id(bias)).data),
+        }
+    }
+
+    /// The family's query/key normalisation before rope (`after_rope`
+    /// false) or after it, then OLMoE's clamp (before rope).
+    fn normalize_qk(&mut self, layer: u32, n: usize, after_rope: bool) {
         let c = self.config;
         let (q_dim, kv_dim, head_dim) = (c.q_dim(), c.kv_dim(), c.head_dim as usize);
         let qk = c.architecture.qk_norm();
-        if qk != QkNorm::None {
+        if qk != QkNorm::None && (qk == QkNorm::PerHeadAfterRope) == after_rope {
             let qn = self.weight(TensorId::layer(TensorKind::AttnQNorm, layer));
             let kn = self.weight(TensorId::layer(TensorKind::AttnKNorm, layer));
-            let width = if qk == QkNorm::PerHead {
+            let width = if qk != QkNorm::Whole {
                 head_dim
             } else {
                 usize::MAX
@@ -655,7 +681,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                     .for_each(|x| scalar::rmsnorm_in_place(x, kn.data, c.norm_eps));
             }
         }
-        if let Some(clip) = c.clip_qkv {
+        if let Some(clip) = c.clip_qkv.filter(|_| !after_rope) {
             for v in self.q[..n * q_dim]
                 .iter_mut()
                 .chain(&mut self.k[..n * kv_dim])
@@ -669,12 +695,11 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
     fn attention(&mut self, layer: u32, n: usize) {
         let c = self.config;
         let h = c.hidden_size as usize;
-        let norm = self.weight(TensorId::layer(TensorKind::AttnNorm, layer));
+        let norm = self.norm_weights(TensorKind::AttnNorm, TensorKind::AttnNormBias, Some(layer));
         for t in 0..n {
-            scalar::rmsnorm(
+            norm.apply(
                 &mut self.xn[t * h..(t + 1) * h],
                 &self.x[t * h..(t + 1) * h],
-                norm.data,
                 c.norm_eps,
             );
         }
@@ -696,7 +721,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         let head_dim = c.head_dim as usize;
         let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
         self.add_qkv_biases(layer, n);
-        self.normalize_qk(layer, n);
+        self.normalize_qk(layer, n, false);
         let max_context = self.max_context as usize;
         let layer_base = layer as usize * max_context * kv_dim;
         for t in 0..n {
@@ -717,6 +742,17 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                 p,
                 self.inv_freq,
             );
+        }
+        if self.rope_scale != 1.0 {
+            let scale = self.rope_scale;
+            self.q[..n * q_dim]
+                .iter_mut()
+                .chain(&mut self.k[..n * kv_dim])
+                .for_each(|v| *v *= scale);
+        }
+        self.normalize_qk(layer, n, true);
+        for t in 0..n {
+            let pos = self.pos as usize + t;
             let here = layer_base + pos * kv_dim;
             self.k_cache[here..here + kv_dim]
                 .copy_from_slice(&self.k[t * kv_dim..(t + 1) * kv_dim]);
@@ -767,6 +803,15 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
 
         let out = self.proj.as_mut_ptr();
         self.product(&[(wo, out)], Input::Context, n);
+        if c.architecture
+            .layer_tensors()
+            .contains(&TensorKind::AttnOBias)
+        {
+            let bias = self.weight(TensorId::layer(TensorKind::AttnOBias, layer));
+            for row in self.proj[..n * h].chunks_exact_mut(h) {
+                add_bias(row, bias.data);
+            }
+        }
         let m = c.residual_multiplier;
         self.x[..n * h]
             .iter_mut()
@@ -785,9 +830,9 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             c.n_experts as usize,
             c.n_experts_per_token as usize,
         );
-        let norm = self.weight(TensorId::layer(TensorKind::FfnNorm, layer));
+        let norm = self.norm_weights(TensorKind::FfnNorm, TensorKind::FfnNormBias, Some(layer));
         let router = self.weight(TensorId::layer(TensorKind::Router, layer));
-        scalar::rmsnorm(&mut self.xn[..h], &self.x[..h], norm.data, c.norm_eps);
+        norm.apply(&mut self.xn[..h], &self.x[..h], c.norm_eps);
         for (p, row) in self.router[..e_count]
             .iter_mut()
             .zip(router.data.chunks_exact(4 * h))
@@ -828,12 +873,11 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         let c = self.config;
         let h = c.hidden_size as usize;
         let (e_count, top_k) = (c.n_experts as usize, c.n_experts_per_token as usize);
-        let norm = self.weight(TensorId::layer(TensorKind::FfnNorm, layer));
+        let norm = self.norm_weights(TensorKind::FfnNorm, TensorKind::FfnNormBias, Some(layer));
         for t in 0..n {
-            scalar::rmsnorm(
+            norm.apply(
                 &mut self.xn[t * h..(t + 1) * h],
                 &self.x[t * h..(t + 1) * h],
-                norm.data,
                 c.norm_eps,
             );
         }
@@ -847,7 +891,11 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                 let probs = &mut self.router[t * e_count..(t + 1) * e_count];
                 let chosen = &mut self.route_expert[t * top_k..(t + 1) * top_k];
                 let weights = &mut self.route_weight[t * top_k..(t + 1) * top_k];
-                route(probs, chosen, weights, c.norm_topk_prob);
+                if c.architecture.sparsemixer() {
+                    sparsemixer(probs, chosen, weights, c.router_jitter);
+                } else {
+                    route(probs, chosen, weights, c.norm_topk_prob);
+                }
             }
         } else {
             // Dense: the MLP is expert 0, always on, weight 1.
@@ -920,12 +968,33 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
     }
 }
 
-/// Rope inverse frequencies `θ^(-2i/d)`, with Llama 3.1's scaling applied
-/// where the config asks for it (as transformers' `_compute_llama3_parameters`).
-fn rope_frequencies(config: &ModelConfig, inv_freq: &mut [f32]) {
+/// Rope inverse frequencies `θ^(-2i/d)` for a session of `max_context`
+/// positions, with Llama 3.1's scaling (as transformers'
+/// `_compute_llama3_parameters`) or LongRoPE's per-frequency factors applied
+/// where the config asks for them; returns the factor rotated queries and
+/// keys are scaled by (LongRoPE's mscale, else 1).
+fn rope_frequencies(config: &ModelConfig, max_context: u32, inv_freq: &mut [f32]) -> f32 {
     let head_dim = config.head_dim as f32;
     for (i, f) in inv_freq.iter_mut().enumerate() {
         *f = 1.0 / libm::powf(config.rope_theta, (2 * i) as f32 / head_dim);
+    }
+    if let RopeScaling::LongRope {
+        original_max_position,
+        short_mscale,
+        long_mscale,
+    } = config.rope_scaling
+    {
+        // transformers picks the factors by the current length; a session
+        // picks them once, by the context it plans for.
+        let long = max_context > original_max_position;
+        let (factors, mscale) = match long {
+            true => (&config.rope_long_factor, long_mscale),
+            false => (&config.rope_short_factor, short_mscale),
+        };
+        for (f, d) in inv_freq.iter_mut().zip(factors.iter()) {
+            *f /= d;
+        }
+        return mscale;
     }
     if let RopeScaling::Llama3 {
         factor,
@@ -952,6 +1021,7 @@ fn rope_frequencies(config: &ModelConfig, inv_freq: &mut [f32]) {
             };
         }
     }
+    1.0
 }
 
 /// Reads `dst` from `offset`, split across the session's threads when it
@@ -991,6 +1061,59 @@ fn read_parallel<S: Storage + MaybeSync>(
     }
     #[cfg(not(feature = "std"))]
     Ok(storage.read_at(offset, dst)?)
+}
+
+/// Adds a bias vector (f32 bytes) to `row`.
+fn add_bias(row: &mut [f32], bias: &[u8]) {
+    row.iter_mut()
+        .enumerate()
+        .for_each(|(i, x)| *x += scalar::f32_at(bias, i));
+}
+
+/// A norm's weights: RMSNorm, or LayerNorm with its bias.
+struct Norm<'w> {
+    weight: &'w [u8],
+    bias: Option<&'w [u8]>,
+}
+
+impl Norm<'_> {
+    fn apply(&self, out: &mut [f32], x: &[f32], eps: f32) {
+        match self.bias {
+            Some(bias) => scalar::layernorm(out, x, self.weight, bias, eps),
+            None => scalar::rmsnorm(out, x, self.weight, eps),
+        }
+    }
+}
+
+/// Phi-MoE's sparsemixer at inference, on router `logits`: the best expert,
+/// weighted by its softmax among the experts within `2·eps` (relative) of
+/// it; then the best of the rest, weighted likewise among the rest. The
+/// weights are not renormalised.
+fn sparsemixer(logits: &[f32], chosen: &mut [u32], weights: &mut [f32], eps: f32) {
+    for k in 0..2 {
+        let mut best = usize::MAX;
+        for (e, &s) in logits.iter().enumerate() {
+            if !chosen[..k].contains(&(e as u32)) && (best == usize::MAX || s > logits[best]) {
+                best = e;
+            }
+        }
+        let top = logits[best];
+        // softmax over the unmasked experts, read at `best`.
+        let kept = |e: usize, s: f32| {
+            let factor = libm::fabsf(s).max(top);
+            // As in torch, a NaN ratio (0/0) does not mask.
+            let masked = (top - s) / factor > 2.0 * eps;
+            !chosen[..k].contains(&(e as u32)) && !masked
+        };
+        let total: f32 = logits
+            .iter()
+            .enumerate()
+            .filter(|&(e, &s)| kept(e, s))
+            .map(|(_, &s)| libm::expf(s - top))
+            .sum();
+        chosen[k] = best as u32;
+        weights[k] = 1.0 / total;
+    }
 }
 
 /// Softmax over router logits, the top-k (ties to the lower index), and

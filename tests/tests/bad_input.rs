@@ -51,8 +51,8 @@ fn truncation_at_every_section_boundary_is_reported_for_that_section() {
     let cases: &[(u64, &str)] = &[
         (0, "preamble"),
         (1, "preamble"),
-        (63, "preamble"),
-        (64, "config"),
+        (PREAMBLE_BYTES as u64 - 1, "preamble"),
+        (PREAMBLE_BYTES as u64, "config"),
         (config_end - 1, "config"),
         (config_end, "directory"),
         (p.directory_offset + 1, "directory"),

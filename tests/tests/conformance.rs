@@ -160,3 +160,6 @@ family!(olmoe, "olmoe-tiny");
 family!(granite_moe, "granitemoe-tiny");
 family!(llama, "llama-tiny");
 family!(qwen2_moe, "qwen2moe-tiny");
+family!(hunyuan_moe, "hunyuanmoe-tiny");
+family!(granite_moe_shared, "granitemoeshared-tiny");
+family!(phimoe, "phimoe-tiny");

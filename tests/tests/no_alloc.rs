@@ -1,4 +1,4 @@
-//! `prefill` and `step` never touch the global allocator, on the caller's
+//! `prefill` and `step`, encoding, sampling and decoding text never touch the global allocator, on the caller's
 //! thread or on the session's worker threads. A counting allocator counts
 //! every allocation in the process while a measurement is on; the whole
 //! test is one function so that no other test allocates meanwhile.
@@ -6,8 +6,11 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use mote::{DType, FaultyStorage, Limits, Model, Plan, Session, SliceStorage};
-use mote_tests::{convert, reference};
+use mote::{
+    DType, FaultyStorage, Limits, Model, Plan, Sampler, SamplerConfig, Session, SliceStorage,
+    TextDecoder, Tokenizer,
+};
+use mote_tests::{convert, fixture, reference};
 
 struct Counting;
 
@@ -62,6 +65,65 @@ fn prefill_and_32_steps_allocate_nothing_with_one_and_two_threads() {
 
     for family in ["mixtral-tiny", "olmoe-tiny", "qwen3moe-tiny"] {
         every_dtype_allocates_nothing(family);
+    }
+    text_in_and_out_allocates_nothing();
+}
+
+/// Encoding a prompt, sampling, and streaming the text back out.
+fn text_in_and_out_allocates_nothing() {
+    let text = "Hello, world! It's 2026: naïve café, cafe\u{301}, 你好 🙂\n\n  end";
+    for name in [
+        "gpt2-bytelevel",
+        "llama3-bytelevel",
+        "qwen2-bytelevel",
+        "llama2-sentencepiece",
+        "mistral-metaspace",
+    ] {
+        let folder = fixture("tokenizers").join(name);
+        let section = mote_quantize::read_tokenizer(&folder, &mut Vec::new())
+            .unwrap()
+            .unwrap();
+        let tok = Tokenizer::parse(&section).unwrap();
+        let mut ids = vec![0u32; tok.max_tokens(text.len())];
+        let mut piece = vec![0u8; tok.max_decoded_bytes()];
+        let mut whole = vec![0u8; tok.max_decoded_bytes() * ids.len()];
+        let mut candidates = vec![0u32; tok.vocab_size() as usize];
+        let mut logits: Vec<f32> = (0..tok.vocab_size())
+            .map(|i| ((i * 7919) % 113) as f32 * 0.05)
+            .collect();
+        let mut sampler = Sampler::new(
+            SamplerConfig {
+                temperature: 0.8,
+                top_k: 40,
+                top_p: 0.9,
+                min_p: 0.01,
+                repetition_penalty: 1.1,
+                seed: 7,
+            },
+            &mut candidates,
+        );
+        let mut streamed = 0;
+        let n = allocations_in(|| {
+            let k = tok.encode(text, true, &mut ids).unwrap();
+            let mut dec = TextDecoder::new(true);
+            for &id in &ids[..k] {
+                streamed += dec.push(&tok, id, &mut piece).unwrap().len();
+            }
+            streamed += dec.finish(&mut piece).unwrap().len();
+            tok.decode(&ids[..k], true, &mut whole).unwrap();
+            for _ in 0..8 {
+                let next = sampler.sample(&mut logits, &ids[..k]);
+                let _ = dec.push(&tok, next, &mut piece).unwrap();
+            }
+        });
+        assert!(
+            streamed >= text.len() - 2,
+            "{name}: {streamed} bytes streamed"
+        );
+        assert_eq!(
+            n, 0,
+            "{name}: {n} allocations encoding, sampling and decoding"
+        );
     }
 }
 

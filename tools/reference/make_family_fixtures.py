@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""Build tiny random Qwen3-MoE, OLMoE, Llama, GraniteMoE and Qwen2-MoE models and write conformance fixtures.
+"""Build tiny random Qwen3-MoE, OLMoE, Llama, GraniteMoE(-Shared), Qwen2-MoE, HunYuan-MoE and Phi-MoE models and write conformance fixtures.
 
 Run from the repo root:
 
-    python3 tools/reference/make_family_fixtures.py [--out tests/fixtures]
+    python3 tools/reference/make_family_fixtures.py [--out tests/fixtures] [--family NAME ...]
+
+(--family is repeatable, e.g. --family hunyuanmoe-tiny --family
+granitemoeshared-tiny; default: every family. Every family re-seeds torch
+with 0, so its files do not depend on which other families are built.)
 
 Companion of make_fixtures.py (Mixtral): same outputs, same meanings, same
 fake-quantization spec and rounding (its helpers are imported, not copied),
 same prompt / greedy / eos rule. Writes, for each family, under
-<out>/<family>-tiny/ (the f32/bf16 descriptions below are for the two MoE
-families with per-expert names; llama-tiny and granitemoe-tiny differ as
-described under "Families"):
+<out>/<family>-tiny/ (the f32/bf16 descriptions below are for the MoE
+families with per-expert names; llama-tiny, granitemoe-tiny and
+granitemoeshared-tiny differ as described under "Families"):
 
   f32/            `save_pretrained` output in float32, single model.safetensors,
                   per-expert tensor names as transformers 5 saves them
@@ -93,13 +97,76 @@ Families:
                   without "qkv_bias" (transformers defaults it to true; checked on
                   reload). bf16/: fused experts, 3 shards, transformers-5 config
                   ("rope_parameters", dtype bfloat16, "qkv_bias": true).
+  hunyuanmoe-tiny HunYuanMoEV1ForCausalLM (Hunyuan-A13B style): GQA 4/2 heads,
+                  head_dim 24 (!= hidden/heads = 16), no biases, per-head
+                  self_attn.query_layernorm/key_layernorm (weights [head_dim])
+                  applied AFTER rope (the opposite of Qwen3-MoE; checked to
+                  matter), 8 experts, top-2 of the softmax over all experts,
+                  renormalised (router mlp.gate.wg.weight (E, H), kept and run in
+                  f32 by transformers even in a bf16 model), intermediate_size 48
+                  for the routed experts AND the always-on shared MLP
+                  (mlp.shared_mlp.gate_proj/up_proj/down_proj; added to the routed
+                  sum unscaled, no gate), rope_theta 1e4 default rope (set
+                  explicitly; the hub's A13B uses "dynamic" alpha scaling).
+                  config: "num_experts" 8 and "moe_topk" 2 as ints (the hub
+                  also allows per-layer lists).
+                  f32/: per-expert names as transformers 5 saves them (the
+                  Tencent checkpoints' layout): mlp.experts.E.gate_proj/up_proj/
+                  down_proj.weight; config.json in the hub's older layout
+                  (top-level "rope_theta", "rope_scaling": null, "torch_dtype").
+                  bf16/: fused experts, 3 shards, transformers-5 config.
+  granitemoeshared-tiny
+                  GraniteMoeSharedForCausalLM: granitemoe-tiny (same multipliers,
+                  names, f32/ and bf16/ layouts) plus a per-layer shared MLP,
+                  shared_intermediate_size 40 (!= the experts' 80):
+                  model.layers.L.shared_mlp.input_linear.weight (2S, H; rows
+                  [0, S) gate, [S, 2S) up, like the experts' input_linear) and
+                  shared_mlp.output_linear.weight (H, S), same names in f32/ and
+                  bf16/. It sees the same post_attention_layernorm output as the
+                  routed experts and is added to their sum before the
+                  residual_multiplier.
+  phimoe-tiny     PhimoeForCausalLM (Phi-3.5-MoE style): GQA 4/2 heads, head_dim
+                  16, biases on q/k/v/o_proj, LayerNorm (weight AND bias, eps =
+                  "rms_norm_eps" 1e-5) for input_layernorm,
+                  post_attention_layernorm and the final norm, lm_head with a
+                  bias ("lm_head_bias"), all biases 0.1 * randn (a runtime
+                  ignoring any of them fails; checked). 8 experts,
+                  intermediate_size 48, sparsemixer routing (always top-2; see
+                  sparsemixer_inference: per stage the experts more than
+                  2 * router_jitter_noise = 0.02 (relative) below the stage's best
+                  are masked and the weight is the softmax over the rest, taken
+                  at the best; the two weights are not renormalised). The router
+                  rows share a common direction so that the masking keeps between 1
+                  and 5 candidates per stage (counts are printed), embed_tokens
+                  is 0.5 * randn (see PHIMOE_EMBED_STD). Rope: rope_theta 1e4,
+                  "longrope" with original_max_position_embeddings 64 (above every
+                  fixture position), so inv_freq[i] = 1 / (short_factor[i] *
+                  theta^(2i/16)) and cos/sin are multiplied by short_mscale 1.1;
+                  long_factor / long_mscale 1.2 are present but unused.
+                  Checked to matter each: the LayerNorm biases, the lm_head bias,
+                  sparsemixer vs plain top-2 renormalised, longrope vs plain rope.
+                  f32/: the hub's (Mixtral-style) names, as save_pretrained writes
+                  them: block_sparse_moe.experts.E.w1/w3/w2.weight (gate (F, H), up
+                  (F, H), down (H, F)), router block_sparse_moe.gate.weight (E, H);
+                  config.json in the hub's older layout (top-level "rope_theta",
+                  "rope_scaling" {"type": "longrope", short_factor, long_factor,
+                  short_mscale, long_mscale, original_max_position_embeddings},
+                  "torch_dtype"; top-level "original_max_position_embeddings"
+                  as transformers writes it). bf16/: transformers-5 names
+                  mlp.router.weight, mlp.experts.gate_up_proj (E, 2F, H),
+                  mlp.experts.down_proj (E, H, F), 3 shards, transformers-5 config
+                  ("rope_parameters" with "rope_type": "longrope", dtype bfloat16).
 
 Fake quantization: exactly make_fixtures.py's (quantized: embed_tokens,
 q/k/v/o_proj, every expert / dense MLP matrix, lm_head; NOT quantized: the
 router (mlp.gate.weight; GraniteMoE block_sparse_moe.router.weight) and every
 norm, including q_norm/k_norm). Qwen2-MoE additionally quantizes the shared
 expert's gate_proj/up_proj/down_proj and leaves mlp.shared_expert_gate.weight and
-the q/k/v biases unquantized.
+the q/k/v biases unquantized. HunYuan-MoE leaves its router
+mlp.gate.wg.weight unquantized and quantizes the shared MLP's gate_proj/up_proj/
+down_proj; GraniteMoeShared quantizes shared_mlp.input_linear/output_linear.
+Phi-MoE leaves its router mlp.router.weight and every bias (q/k/v/o_proj,
+LayerNorm, lm_head) unquantized.
 
 Deterministic: torch seeded with 0, single-threaded CPU float32.
 """
@@ -116,10 +183,16 @@ from safetensors.torch import load_file, save_file
 from transformers import (
     GraniteMoeConfig,
     GraniteMoeForCausalLM,
+    GraniteMoeSharedConfig,
+    GraniteMoeSharedForCausalLM,
+    HunYuanMoEV1Config,
+    HunYuanMoEV1ForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     OlmoeConfig,
     OlmoeForCausalLM,
+    PhimoeConfig,
+    PhimoeForCausalLM,
     Qwen2MoeConfig,
     Qwen2MoeForCausalLM,
     Qwen3MoeConfig,
@@ -211,8 +284,8 @@ def llama_config(rope_parameters=None):
     )
 
 
-def granitemoe_config():
-    return GraniteMoeConfig(
+def granitemoe_config(config_cls=GraniteMoeConfig, **extra):
+    return config_cls(
         vocab_size=256,
         hidden_size=64,
         intermediate_size=80,
@@ -230,6 +303,35 @@ def granitemoe_config():
         tie_word_embeddings=False,
         attention_bias=False,
         bos_token_id=1,
+        eos_token_id=None,  # default 2; the chosen eos is set later
+        **extra,
+    )
+
+
+def granitemoeshared_config():
+    # granitemoe-tiny plus a shared MLP narrower than the routed experts (40 vs
+    # 80; 40 is not a multiple of 32 either).
+    return granitemoe_config(GraniteMoeSharedConfig, shared_intermediate_size=40)
+
+
+def hunyuanmoe_config():
+    return HunYuanMoEV1Config(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=48,  # routed experts AND the shared MLP
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=24,
+        num_experts=8,  # int, not the hub's per-layer list form
+        moe_topk=2,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e4},
+        tie_word_embeddings=False,
+        attention_bias=False,
+        bos_token_id=1,
+        pad_token_id=None,  # default 0 (a real token here); keep it unset like Mixtral
         eos_token_id=None,  # default 2; the chosen eos is set later
     )
 
@@ -260,12 +362,100 @@ def qwen2moe_config():
     )
 
 
+# Phi-3.5-MoE style "longrope": short_factor / short_mscale apply while
+# max(position_ids) + 1 <= original_max_position_embeddings (64 here, above
+# every fixture sequence); the long_* values are only there to be ignored.
+PHIMOE_ROPE = {
+    "rope_type": "longrope",
+    "short_factor": [1.0, 1.05, 1.12, 1.18, 1.25, 1.33, 1.41, 1.5],
+    "long_factor": [1.0, 1.3, 1.8, 2.5, 3.4, 4.6, 6.2, 8.0],
+    "short_mscale": 1.1,
+    "long_mscale": 1.2,
+    "original_max_position_embeddings": 64,
+}
+# Router rows: a direction shared by all experts (scale PHIMOE_ROUTER_SHARED)
+# plus per-expert noise (PHIMOE_ROUTER_SPREAD), so the router logits are
+# large (|max| ~ 10) with a relative spread of a few percent -- the same order
+# as sparsemixer's relative threshold 2 * router_jitter_noise = 0.02. With the
+# usual 0.08 * randn rows (|logits| < 1, spread ~0.6) nearly every expert but
+# the selected one is masked at nearly every position (all weights 1.0), which
+# would not tell a correct sparsemixer from "weights = 1".
+PHIMOE_ROUTER_SHARED = 2.0
+PHIMOE_ROUTER_SPREAD = 0.08
+# embed_tokens 0.5 * randn instead of 0.08: with 0.08 the (nonzero) attention
+# and LayerNorm biases add a position-independent part to the residual stream
+# that swamps the token signal, and greedy decoding collapses onto one token
+# (no usable eos).
+PHIMOE_EMBED_STD = 0.5
+
+
+def phimoe_config(rope_parameters=None):
+    if rope_parameters is None:
+        rope_parameters = {"rope_theta": 1e4, **PHIMOE_ROPE}
+    return PhimoeConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_local_experts=8,
+        num_experts_per_tok=2,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-5,  # the LayerNorm eps
+        rope_parameters=rope_parameters,  # theta 1e4 like the hub (5.24's default is 1e6)
+        router_jitter_noise=0.01,  # sparsemixer's jitter_eps (Phi-3.5-MoE's value)
+        input_jitter_noise=0.0,
+        attention_bias=True,
+        lm_head_bias=True,
+        tie_word_embeddings=False,
+        sliding_window=None,
+        bos_token_id=1,
+        eos_token_id=None,  # default 2; the chosen eos is set later
+    )
+
+
+def phimoe_init(name, p):
+    """Phi-MoE parameters that build_model's default init does not cover:
+    every bias (q/k/v/o_proj, the three LayerNorms, lm_head) 0.1 * randn, so a
+    runtime ignoring any of them fails, the router (see
+    PHIMOE_ROUTER_SHARED) and the embeddings (PHIMOE_EMBED_STD). Returns False
+    for the rest (default init)."""
+    if name == "model.embed_tokens.weight":
+        p.copy_(PHIMOE_EMBED_STD * torch.randn_like(p))
+        return True
+    if name.endswith(".bias"):
+        p.copy_(0.1 * torch.randn_like(p))
+        return True
+    if name.endswith("mlp.router.weight"):
+        shared = torch.randn(1, p.shape[1])
+        p.copy_(PHIMOE_ROUTER_SHARED * shared + PHIMOE_ROUTER_SPREAD * torch.randn_like(p))
+        return True
+    return False
+
+
+def phimoe_is_quantized(name):
+    # make_fixtures.is_quantized, with Phi-MoE's router name; every bias
+    # (attention, LayerNorm, lm_head) stays f32.
+    if "norm" in name or name.endswith(("mlp.router.weight", ".bias")):
+        return False
+    return True
+
+
 def qwen2moe_is_quantized(name):
     # make_fixtures.is_quantized, plus: the shared expert's scalar gate and the
     # q/k/v biases stay f32 (the shared expert's gate/up/down_proj are quantized).
     if name.endswith(("mlp.shared_expert_gate.weight", ".bias")):
         return False
     return mf.is_quantized(name)
+
+
+def hunyuanmoe_is_quantized(name):
+    # make_fixtures.is_quantized, with HunYuan's router name (the shared MLP's
+    # gate/up/down_proj are quantized; query/key_layernorm are norms).
+    if "norm" in name or name.endswith("mlp.gate.wg.weight"):
+        return False
+    return True
 
 
 def granitemoe_is_quantized(name):
@@ -453,7 +643,127 @@ FAMILIES = [
         "n_experts": 8,
         "f32_layout": "per_expert",
     },
+    {
+        "name": "hunyuanmoe-tiny",
+        "cls": HunYuanMoEV1ForCausalLM,
+        "config": hunyuanmoe_config,
+        "rope_theta": 1e4,
+        "old_style_f32_config": True,
+        "is_quantized": hunyuanmoe_is_quantized,
+        "router_suffix": "mlp.gate.wg.weight",
+        "quantized_suffixes": ("experts.gate_up_proj", "experts.down_proj",
+                               "mlp.shared_mlp.gate_proj.weight",
+                               "mlp.shared_mlp.up_proj.weight",
+                               "mlp.shared_mlp.down_proj.weight"),
+        "shapes": {
+            "model.embed_tokens.weight": (256, 64),
+            "model.layers.0.self_attn.q_proj.weight": (96, 64),
+            "model.layers.0.self_attn.k_proj.weight": (48, 64),
+            "model.layers.0.self_attn.v_proj.weight": (48, 64),
+            "model.layers.0.self_attn.o_proj.weight": (64, 96),
+            "model.layers.0.self_attn.query_layernorm.weight": (24,),
+            "model.layers.0.self_attn.key_layernorm.weight": (24,),
+            "model.layers.0.input_layernorm.weight": (64,),
+            "model.layers.0.post_attention_layernorm.weight": (64,),
+            "model.layers.0.mlp.gate.wg.weight": (8, 64),
+            "model.layers.0.mlp.experts.gate_up_proj": (8, 96, 64),
+            "model.layers.0.mlp.experts.down_proj": (8, 64, 48),
+            "model.layers.0.mlp.shared_mlp.gate_proj.weight": (48, 64),
+            "model.layers.0.mlp.shared_mlp.up_proj.weight": (48, 64),
+            "model.layers.0.mlp.shared_mlp.down_proj.weight": (64, 48),
+            "model.norm.weight": (64,),
+            "lm_head.weight": (256, 64),
+        },
+        # per layer: 4 attn weights + query/key_layernorm + 2 norms + router +
+        # 2 fused experts + 3 shared MLP
+        "n_tensors": 2 + 3 * 14 + 1,
+        "f32_shapes": {
+            "model.layers.0.mlp.experts.0.gate_proj.weight": (48, 64),
+            "model.layers.0.mlp.experts.0.up_proj.weight": (48, 64),
+            "model.layers.0.mlp.experts.0.down_proj.weight": (64, 48),
+            "model.layers.2.mlp.experts.7.down_proj.weight": (64, 48),
+        },
+        "n_experts": 8,
+        "f32_layout": "per_expert",
+    },
 ]
+
+# granitemoeshared-tiny: granitemoe-tiny plus the per-layer shared MLP
+# (outside block_sparse_moe; no renaming between the hub and transformers 5).
+_GRANITEMOE = next(f for f in FAMILIES if f["name"] == "granitemoe-tiny")
+FAMILIES.append({
+    **_GRANITEMOE,
+    "name": "granitemoeshared-tiny",
+    "cls": GraniteMoeSharedForCausalLM,
+    "config": granitemoeshared_config,
+    "shapes": {
+        **_GRANITEMOE["shapes"],
+        "model.layers.0.shared_mlp.input_linear.weight": (80, 64),  # rows [0, 40) gate, [40, 80) up
+        "model.layers.0.shared_mlp.output_linear.weight": (64, 40),
+    },
+    "n_tensors": _GRANITEMOE["n_tensors"] + 3 * 2,
+    "quantized_suffixes": _GRANITEMOE["quantized_suffixes"] + (
+        "shared_mlp.input_linear.weight", "shared_mlp.output_linear.weight"),
+})
+
+FAMILIES.append({
+    "name": "phimoe-tiny",
+    "cls": PhimoeForCausalLM,
+    "config": phimoe_config,
+    "rope_theta": 1e4,
+    "rope_parameters": {"rope_theta": 1e4, **PHIMOE_ROPE},
+    # f32 config.json "rope_scaling", spelled like the hub's Phi-3.5-MoE
+    # ("type", not "rope_type"); transformers 5 keeps the "type" key next to
+    # the "rope_type" it derives from it when it reloads the f32 folder.
+    "f32_rope_scaling": {"type": "longrope",
+                         **{k: v for k, v in PHIMOE_ROPE.items() if k != "rope_type"}},
+    "f32_reloaded_rope": {"rope_theta": 1e4, "type": "longrope", **PHIMOE_ROPE},
+    "old_style_f32_config": True,
+    "init": phimoe_init,
+    "is_quantized": phimoe_is_quantized,
+    "router_suffix": "mlp.router.weight",
+    "biases": (".bias",),
+    "not_quantized_suffixes": (".bias",),
+    "shapes": {
+        "model.embed_tokens.weight": (256, 64),
+        "model.layers.0.self_attn.q_proj.weight": (64, 64),
+        "model.layers.0.self_attn.q_proj.bias": (64,),
+        "model.layers.0.self_attn.k_proj.weight": (32, 64),
+        "model.layers.0.self_attn.k_proj.bias": (32,),
+        "model.layers.0.self_attn.v_proj.weight": (32, 64),
+        "model.layers.0.self_attn.v_proj.bias": (32,),
+        "model.layers.0.self_attn.o_proj.weight": (64, 64),
+        "model.layers.0.self_attn.o_proj.bias": (64,),
+        "model.layers.0.input_layernorm.weight": (64,),
+        "model.layers.0.input_layernorm.bias": (64,),
+        "model.layers.0.post_attention_layernorm.weight": (64,),
+        "model.layers.0.post_attention_layernorm.bias": (64,),
+        "model.layers.0.mlp.router.weight": (8, 64),
+        "model.layers.0.mlp.experts.gate_up_proj": (8, 96, 64),
+        "model.layers.0.mlp.experts.down_proj": (8, 64, 48),
+        "model.norm.weight": (64,),
+        "model.norm.bias": (64,),
+        "lm_head.weight": (256, 64),
+        "lm_head.bias": (256,),
+    },
+    # per layer: 4 attn weights + 4 attn biases + 2 LayerNorms (weight, bias)
+    # + router + 2 fused experts; final LayerNorm and lm_head with biases
+    "n_tensors": 1 + 3 * 15 + 4,
+    # the hub's (Mixtral-style) names, written by save_pretrained
+    "f32_renames": [("mlp.router.weight", "block_sparse_moe.gate.weight")],
+    # per-expert hub names: <prefix>.E.<gate>/<up>/<down>.weight
+    "f32_experts": ("block_sparse_moe.experts", "w1", "w3", "w2"),
+    "f32_shapes": {
+        "model.layers.0.block_sparse_moe.experts.0.w1.weight": (48, 64),
+        "model.layers.0.block_sparse_moe.experts.0.w3.weight": (48, 64),
+        "model.layers.0.block_sparse_moe.experts.0.w2.weight": (64, 48),
+        "model.layers.2.block_sparse_moe.experts.7.w2.weight": (64, 48),
+        "model.layers.0.block_sparse_moe.gate.weight": (8, 64),
+    },
+    "n_experts": 8,
+    "n_experts_attr": "num_local_experts",
+    "f32_layout": "per_expert",
+})
 
 
 def expected_rope(fam):
@@ -491,8 +801,11 @@ def build_model(fam):
     model.config._attn_implementation = "eager"
     rp = model.config.rope_parameters
     assert rp == expected_rope(fam), rp
+    init = fam.get("init")
     with torch.no_grad():
         for name, p in model.named_parameters():
+            if init is not None and init(name, p):
+                continue
             if name.endswith("norm.weight"):  # input/post_attention_layernorm, q/k_norm, final norm
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
             else:  # embeddings, linears, router, fused experts
@@ -557,10 +870,33 @@ def check_per_expert_f32(model, fam, saved):
         assert tuple(saved[k].shape) == shp, (k, tuple(saved[k].shape))
     for k, shp in fam["shapes"].items():
         if ".experts." not in k:
-            assert tuple(saved[k].shape) == shp, (k, tuple(saved[k].shape))
+            assert tuple(saved[f32_name(fam, k)].shape) == shp, (k, tuple(saved[f32_name(fam, k)].shape))
     n_layers = model.config.num_hidden_layers
-    per_expert = [k for k in saved if ".mlp.experts." in k]
+    experts, gate, up, down = fam.get("f32_experts", ("mlp.experts", None, None, None))
+    per_expert = [k for k in saved if f".{experts}." in k]
     assert len(per_expert) == n_layers * fam["n_experts"] * 3, len(per_expert)
+    if gate is None:
+        return
+    # Exact name set and values: fused gate_up_proj rows [0, F) are <gate>,
+    # rows [F, 2F) <up>; down_proj[E] is <down>.
+    sd = model.state_dict()
+    expected = set()
+    for k, v in sd.items():
+        if not k.endswith(("experts.gate_up_proj", "experts.down_proj")):
+            expected.add(f32_name(fam, k))
+            assert torch.equal(saved[f32_name(fam, k)], v), k
+            continue
+        pre = k[: k.index(".mlp.experts.")] + "." + experts
+        for e in range(fam["n_experts"]):
+            if k.endswith("gate_up_proj"):
+                f = v.shape[1] // 2
+                pairs = [(gate, v[e, :f]), (up, v[e, f:])]
+            else:
+                pairs = [(down, v[e])]
+            for n, t in pairs:
+                expected.add(f"{pre}.{e}.{n}.weight")
+                assert torch.equal(saved[f"{pre}.{e}.{n}.weight"], t), (k, e, n)
+    assert sorted(saved) == sorted(expected), sorted(set(saved) ^ expected)
 
 
 def write_bf16(model, fam, tensors, d):
@@ -650,7 +986,8 @@ def make_family(fam, out):
     write_f32(model, fam, f32_dir)
     m = load(fam, f32_dir, dtype=torch.float32)
     assert m.config.rope_parameters["rope_theta"] == fam["rope_theta"], m.config.rope_parameters
-    assert m.config.rope_parameters == expected_rope(fam), m.config.rope_parameters
+    assert m.config.rope_parameters == fam.get("f32_reloaded_rope", expected_rope(fam)), \
+        m.config.rope_parameters
     assert m.config.eos_token_id == eos
     for k in fam.get("f32_config_drop", []):
         assert getattr(m.config, k) == getattr(model.config, k), k
@@ -705,6 +1042,10 @@ def make_family(fam, out):
         print(f"sim {kind:5s}         kl={sim_kl[kind]:.3e} top1={sim_top1[kind]:.3f}")
     if fam["name"] == "llama-tiny":
         check_llama3_scaling_matters(model, sd, tokens, logits_f32)
+    if fam["name"] == "hunyuanmoe-tiny":
+        check_qk_norm_after_rope_matters(model, tokens, logits_f32)
+    if fam["name"] == "phimoe-tiny":
+        check_phimoe(model, sd, sd_bf16_up, tokens, logits_f32)
     total = 0
     for dirpath, _, files in sorted(os.walk(root)):
         for fn in sorted(files):
@@ -735,6 +1076,233 @@ def check_llama3_scaling_matters(model, sd, tokens, logits_f32):
     print(f"  inv_freq plain   {[f'{x:.6g}' for x in inv_p.tolist()]}")
     print(f"  unscaled vs scaled logits: max|diff|={diff:.4f} kl={kl:.3e} top1={t1:.3f}")
     assert diff > 1e-2, diff
+
+
+def check_qk_norm_after_rope_matters(model, tokens, logits_f32):
+    """Same weights, query/key_layernorm applied BEFORE rope (Qwen3-MoE's
+    order) instead of after (HunYuan's): must differ."""
+    mod = sys.modules[type(model).__module__]
+    rope = mod.apply_rotary_pos_emb
+    m = copy.deepcopy(model)
+    cur, calls = {}, [0]
+    for layer in m.model.layers:
+        a = layer.self_attn
+        a.register_forward_pre_hook(lambda attn, args: cur.__setitem__("attn", attn))
+        a.q_norm_first, a.k_norm_first = a.query_layernorm, a.key_layernorm
+        a.query_layernorm, a.key_layernorm = torch.nn.Identity(), torch.nn.Identity()
+
+    def norm_then_rope(q, k, cos, sin, *args, **kw):
+        calls[0] += 1
+        attn = cur["attn"]
+        return rope(attn.q_norm_first(q), attn.k_norm_first(k), cos, sin, *args, **kw)
+
+    mod.apply_rotary_pos_emb = norm_then_rope
+    try:
+        lb = mf.logits_of(m, tokens)
+    finally:
+        mod.apply_rotary_pos_emb = rope
+    assert calls[0] == len(m.model.layers), calls
+    diff = (lb - logits_f32).abs().max().item()
+    kl, t1 = mf.kl_top1(logits_f32, lb)
+    print(f"q/k norm before rope instead of after: max|diff|={diff:.4f} kl={kl:.3e} top1={t1:.3f}")
+    assert diff > 1e-2, diff
+
+
+# ---------------------------------------------------------- phi-moe ----
+
+def sparsemixer_inference(scores, jitter_eps):
+    """transformers' Phi-MoE sparsemixer(scores, jitter_eps, training=False),
+    written out step by step (always top-2, whatever num_experts_per_tok
+    says); check_phimoe checks it is bit-identical inside the model.
+    Returns (weights (T, 2), experts (T, 2), per-stage details)."""
+    thr = 2 * jitter_eps
+    # Stage 1: e1 = argmax s. Expert i stays a candidate unless
+    # (s[e1] - s[i]) / max(|s[i]|, s[e1]) > 2 * jitter_eps; the weight of e1 is
+    # the softmax over the remaining candidates, taken at e1.
+    s1, e1 = scores.max(dim=-1, keepdim=True)
+    ratio1 = (s1 - scores) / scores.abs().clamp(min=s1)
+    masked1 = ratio1 > thr
+    w1 = torch.softmax(scores.masked_fill(masked1, float("-inf")), dim=-1).gather(-1, e1)
+    # Stage 2: the same with e1 removed: e2 = argmax of the others, threshold
+    # (s[e2] - s[i]) / max(|s[i]|, s[e2]) > 2 * jitter_eps, softmax over the
+    # candidates other than e1, taken at e2. w1 + w2 is NOT renormalised.
+    rest = scores.scatter(-1, e1, float("-inf"))
+    s2, e2 = rest.max(dim=-1, keepdim=True)
+    ratio2 = (s2 - scores) / scores.abs().clamp(min=s2)
+    masked2 = ratio2 > thr
+    w2 = torch.softmax(rest.masked_fill(masked2, float("-inf")), dim=-1).gather(-1, e2)
+    info = {"e1": e1, "e2": e2, "s1": s1, "s2": s2, "ratio1": ratio1, "ratio2": ratio2,
+            "masked1": masked1, "masked2": masked2}
+    return torch.cat((w1, w2), dim=-1), torch.cat((e1, e2), dim=-1), info
+
+
+def plain_top2(scores):
+    """Mixtral-style routing: top-2 of softmax over all experts, renormalised."""
+    w, e = torch.softmax(scores, dim=-1).topk(2, dim=-1)
+    return w / w.sum(-1, keepdim=True), e
+
+
+def router_logits_of(model, tokens):
+    """Router logits of every layer for `tokens`: (layers * positions, E)."""
+    logs = []
+    hooks = [layer.mlp.router.register_forward_hook(
+        lambda mod, args, out: logs.append(out[0].detach().clone())) for layer in model.model.layers]
+    try:
+        lo = mf.logits_of(model, tokens)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(logs) == len(model.model.layers)
+    return torch.cat(logs), lo
+
+
+def routing_stats(label, scores, eps):
+    """Prints what sparsemixer does to these router logits compared with plain
+    top-2 routing and with sparsemixer minus the masking; returns the stats."""
+    w, e, info = sparsemixer_inference(scores, eps)
+    t = scores.shape[0]
+    # Selection is always plain top-2 at inference (no ties here).
+    wp, ep = plain_top2(scores)
+    assert torch.equal(e, ep), "sparsemixer picked other experts than top-2"
+    # Sparsemixer without the threshold masks.
+    p1 = torch.softmax(scores, -1).gather(-1, info["e1"])
+    rest = scores.scatter(-1, info["e1"], float("-inf"))
+    p2 = torch.softmax(rest, -1).gather(-1, info["e2"])
+    w_nomask = torch.cat((p1, p2), -1)
+    n1 = (~info["masked1"]).sum(-1)  # candidates in stage 1, e1 included
+    cand2 = ~info["masked2"]
+    cand2.scatter_(-1, info["e1"], False)
+    n2 = cand2.sum(-1)  # candidates in stage 2, e2 included
+    changed = ((w - w_nomask).abs() > 1e-6).any(-1)
+    ones = (w == 1.0).all(-1)
+    # Distance of every non-selected expert's ratio from the threshold, in
+    # ratio units and in router-logit units (ratio * factor).
+    others1 = torch.ones_like(info["masked1"]).scatter_(-1, info["e1"], False)
+    others2 = others1.clone().scatter_(-1, info["e2"], False)
+    f1 = scores.abs().clamp(min=info["s1"])
+    f2 = scores.abs().clamp(min=info["s2"])
+    m_ratio = torch.cat(((info["ratio1"] - 2 * eps).abs()[others1],
+                         (info["ratio2"] - 2 * eps).abs()[others2]))
+    m_logit = torch.cat((((info["ratio1"] - 2 * eps) * f1).abs()[others1],
+                         (((info["ratio2"] - 2 * eps) * f2).abs())[others2]))
+    top3 = scores.topk(3, -1).values
+    sel_gap = (top3[:, 1] - top3[:, 2]).min().item()
+    print(f"  {label}: {t} routing decisions (layers x positions), |max logit| "
+          f"mean {info['s1'].abs().mean().item():.2f}")
+    print(f"    stage-1 candidates (e1 incl.) histogram 1..8: "
+          f"{torch.bincount(n1, minlength=9)[1:].tolist()}")
+    print(f"    stage-2 candidates (e2 incl.) histogram 1..7: "
+          f"{torch.bincount(n2, minlength=8)[1:].tolist()}")
+    print(f"    masking changed the weights (vs no masking) in {changed.sum().item()}/{t}; "
+          f"both weights exactly 1.0 in {ones.sum().item()}/{t}; "
+          f"w1+w2 in [{w.sum(-1).min().item():.3f}, {w.sum(-1).max().item():.3f}]")
+    print(f"    vs plain top-2 renormalised: same experts in {t}/{t}, "
+          f"max|w diff| {(w - wp).abs().max().item():.3f}, mean {(w - wp).abs().mean().item():.3f}")
+    print(f"    threshold margins: smallest |ratio - 0.02| "
+          f"{[f'{x:.1e}' for x in m_ratio.sort().values[:4].tolist()]}, in logit units "
+          f"{[f'{x:.1e}' for x in m_logit.sort().values[:4].tolist()]}; "
+          f"smallest 2nd-3rd logit gap {sel_gap:.1e}")
+    return {"n1": n1, "n2": n2, "changed": changed, "ones": ones, "margin_logit": m_logit.min().item()}
+
+
+def phimoe_variant_logits(sd, tokens, rope_parameters):
+    cfg = phimoe_config(rope_parameters)
+    cfg._attn_implementation = "eager"
+    m = PhimoeForCausalLM(cfg).to(torch.float32)
+    m.config._attn_implementation = "eager"
+    m.load_state_dict(sd, strict=True)
+    m.eval()
+    return m, mf.logits_of(m, tokens)
+
+
+def report_diff(what, ref, other, min_diff=1e-2):
+    diff = (other - ref).abs().max().item()
+    kl, t1 = mf.kl_top1(ref, other)
+    print(f"  {what}: max|diff|={diff:.4f} kl={kl:.3e} top1={t1:.3f}")
+    assert diff > min_diff, (what, diff)
+    return diff
+
+
+def check_phimoe(model, sd, sd_bf16_up, tokens, logits_f32):
+    """Phi-MoE checks: rope formula, sparsemixer (reimplemented, bit-identical),
+    routing statistics, and that norm biases, lm_head bias, sparsemixer and
+    longrope each change the logits."""
+    mod = sys.modules[type(model).__module__]
+    cfg = model.config
+    eps = cfg.router_jitter_noise
+    rp = cfg.rope_parameters
+    hd = cfg.hidden_size // cfg.num_attention_heads
+
+    # --- longrope, below original_max_position_embeddings -----------------
+    i = torch.arange(0, hd, 2, dtype=torch.int64).float() / hd
+    inv_short = 1.0 / (torch.tensor(rp["short_factor"], dtype=torch.float32) * rp["rope_theta"] ** i)
+    inv_plain = 1.0 / (rp["rope_theta"] ** i)
+    rot = model.model.rotary_emb
+    assert torch.equal(rot.inv_freq, inv_short), (rot.inv_freq, inv_short)
+    pos = torch.arange(len(tokens))[None]
+    x = torch.zeros(1, len(tokens), cfg.hidden_size)
+    cos, sin = rot(x, pos)
+    emb = torch.cat((pos[0, :, None].float() * inv_short,) * 2, -1)
+    assert torch.equal(cos[0], emb.cos() * rp["short_mscale"]), "cos formula"
+    assert torch.equal(sin[0], emb.sin() * rp["short_mscale"]), "sin formula"
+    print(f"longrope (seq {len(tokens)} <= original_max_position_embeddings "
+          f"{rp['original_max_position_embeddings']}): inv_freq = 1/(short_factor * theta^(2i/d)), "
+          f"cos/sin * short_mscale {rp['short_mscale']}")
+    print(f"  inv_freq longrope {[f'{v:.6g}' for v in inv_short.tolist()]}")
+    print(f"  inv_freq plain    {[f'{v:.6g}' for v in inv_plain.tolist()]}")
+
+    # --- sparsemixer: the reimplementation is transformers' ----------------
+    scores, lo = router_logits_of(model, tokens)
+    assert torch.equal(lo, logits_f32)
+    w_t, e_t = mod.sparsemixer(scores, jitter_eps=eps, training=False, top_k=2)
+    w_r, e_r, _ = sparsemixer_inference(scores, eps)
+    assert torch.equal(w_t, w_r) and torch.equal(e_t, e_r)
+    sm = mod.sparsemixer
+    mod.sparsemixer = lambda s, jitter_eps, training, top_k=2: sparsemixer_inference(s, jitter_eps)[:2]
+    try:
+        assert torch.equal(mf.logits_of(model, tokens), logits_f32), "sparsemixer_inference"
+    finally:
+        mod.sparsemixer = sm
+    print(f"sparsemixer (jitter_eps {eps}, threshold {2 * eps}) reimplemented: bit-identical")
+
+    # --- routing statistics -------------------------------------------------
+    st = routing_stats("f32 weights", scores, eps)
+    assert st["changed"].sum() > 0 and st["ones"].sum() > 0
+    assert (st["n1"] == 1).any() and (st["n1"] > 2).any()
+    assert (st["n2"] == 1).any() and (st["n2"] > 2).any()
+    scores_b, _ = router_logits_of(mf.with_weights(model, sd_bf16_up), tokens)
+    st_b = routing_stats("bf16-rounded weights", scores_b, eps)
+    for stt in (st, st_b):
+        assert stt["margin_logit"] > 1e-4, stt["margin_logit"]
+
+    # --- each feature matters ------------------------------------------------
+    print("phimoe feature checks (same weights, one feature removed):")
+    no_norm_bias = {k: (torch.zeros_like(v) if k.endswith("norm.bias") else v) for k, v in sd.items()}
+    assert sum(k.endswith("norm.bias") for k in sd) == 2 * cfg.num_hidden_layers + 1
+    report_diff("(a) LayerNorm biases dropped", logits_f32,
+                mf.logits_of(mf.with_weights(model, no_norm_bias), tokens))
+    no_head_bias = {k: (torch.zeros_like(v) if k == "lm_head.bias" else v) for k, v in sd.items()}
+    report_diff("(b) lm_head bias dropped", logits_f32,
+                mf.logits_of(mf.with_weights(model, no_head_bias), tokens))
+    mod.sparsemixer = lambda s, jitter_eps, training, top_k=2: plain_top2(s)
+    try:
+        lp = mf.logits_of(model, tokens)
+    finally:
+        mod.sparsemixer = sm
+    report_diff("(c) plain softmax top-2 renormalised instead of sparsemixer", logits_f32, lp)
+    theta = rp["rope_theta"]
+    m, lp = phimoe_variant_logits(sd, tokens, {"rope_type": "default", "rope_theta": theta})
+    assert torch.equal(m.model.rotary_emb.inv_freq, inv_plain)
+    report_diff("(d) plain rope (no short_factor, no short_mscale)", logits_f32, lp)
+    variants = [
+        ("short_factor only (short_mscale 1)", {"short_mscale": 1.0}),
+        ("short_mscale only (short_factor all 1)", {"short_factor": [1.0] * (hd // 2)}),
+        ("long_factor/long_mscale instead of short", {"short_factor": rp["long_factor"],
+                                                      "short_mscale": rp["long_mscale"]}),
+    ]
+    for what, change in variants:
+        _, lp = phimoe_variant_logits(sd, tokens, {"rope_theta": theta, **PHIMOE_ROPE, **change})
+        report_diff(f"    {what}", logits_f32, lp)
 
 
 def main():

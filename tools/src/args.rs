@@ -26,6 +26,16 @@ pub enum Command {
     Bench(BenchArgs),
     /// Say whether a model fits a board, with which expert cache, and its decode ceiling.
     Plan(PlanArgs),
+    /// Print the token ids of a text as JSON (no special tokens added).
+    Tokenize(TokenizeArgs),
+    /// Print the text of token ids as JSON.
+    Detokenize(DetokenizeArgs),
+    /// Generate text from a prompt, streaming it as it comes.
+    Run(RunArgs),
+    /// Talk with a model in its chat format; Ctrl-D ends.
+    Chat(ChatArgs),
+    /// Perplexity of a model on a text file (and KL divergence against another file).
+    Eval(EvalArgs),
 }
 
 /// Weight types for `mote quantize`.
@@ -74,8 +84,8 @@ pub struct QuantizeArgs {
 /// Options shared by the commands that load a model.
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
-    /// The .mote file.
-    pub model: PathBuf,
+    /// The .mote file (default: the small model built into this binary).
+    pub model: Option<PathBuf>,
     /// Most bytes the session may use (e.g. 64MiB, 1.5GiB, 300000). The
     /// file is then read with pread (not mapped) and experts are paged
     /// into the slots the budget leaves.
@@ -222,6 +232,94 @@ pub struct PlanArgs {
     #[arg(long, default_value_t = 512)]
     pub max_context: u32,
     /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    /// The .mote file (default: the built-in model).
+    pub model: Option<PathBuf>,
+    /// The text.
+    #[arg(long)]
+    pub text: String,
+    /// Add the tokenizer's special tokens (BOS) as when prompting.
+    #[arg(long)]
+    pub special: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DetokenizeArgs {
+    /// The .mote file (default: the built-in model).
+    pub model: Option<PathBuf>,
+    /// Comma-separated token ids.
+    #[arg(long, value_parser = parse_tokens)]
+    pub ids: TokenList,
+    /// Keep special tokens (BOS, EOS, chat markers) in the text.
+    #[arg(long)]
+    pub keep_special: bool,
+}
+
+/// Options of the commands that generate text.
+#[derive(Debug, Clone, Args)]
+pub struct TextArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Most tokens to generate (per reply in `chat`).
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: u32,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: u32,
+    /// Context length to plan for (default: the model's, at most 4096).
+    #[arg(long)]
+    pub context: Option<u32>,
+    /// No statistics on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub text: TextArgs,
+    /// The prompt.
+    #[arg(long, short)]
+    pub prompt: String,
+    /// Keep going past the model's end-of-sequence token.
+    #[arg(long)]
+    pub ignore_eos: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub text: TextArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// UTF-8 text to score.
+    #[arg(long)]
+    pub text: PathBuf,
+    /// Another .mote file of the same model: also report the mean KL
+    /// divergence of its next-token distributions from this model's.
+    #[arg(long)]
+    pub kl_vs: Option<PathBuf>,
+    /// Tokens per window; the text is scored in consecutive windows.
+    #[arg(long, default_value_t = 256)]
+    pub window: u32,
+    /// Score at most this many tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub max_tokens: usize,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: u32,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }

@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 
 use anyhow::{Context, Result};
-use mote::{FileStorage, Limits, MmapStorage, Model, Plan, Session, Storage};
+use mote::{FileStorage, Limits, MmapStorage, Model, Plan, Session, SliceStorage, Storage};
 use serde_json::json;
 
 use crate::args::{
@@ -12,6 +12,7 @@ use crate::args::{
     QuantizeArgs, WeightType,
 };
 use crate::boards;
+use crate::text;
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -21,6 +22,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(a) => inspect(a),
         Command::Bench(a) => bench(a),
         Command::Plan(a) => plan(a),
+        Command::Tokenize(a) => text::tokenize(a),
+        Command::Detokenize(a) => text::detokenize(a),
+        Command::Run(a) => text::run(a),
+        Command::Chat(a) => text::chat(a),
+        Command::Eval(a) => text::eval(a),
     }
 }
 
@@ -136,10 +142,22 @@ fn plan(a: PlanArgs) -> Result<()> {
 
 /// The storage a command reads: a populated memory map, or positional
 /// reads when a memory budget is set (mapped pages would count against it).
-type AnyStorage = Box<dyn Storage + Sync>;
+pub type AnyStorage = Box<dyn Storage + Sync>;
 
-fn open(load: &LoadArgs) -> Result<Model<AnyStorage>> {
-    let path = &load.model;
+/// Opens the model `load` names, or the built-in one.
+pub fn open(load: &LoadArgs) -> Result<Model<AnyStorage>> {
+    let Some(path) = &load.model else {
+        let bytes = SliceStorage::new(crate::builtin::MODEL);
+        let storage: AnyStorage = match load.memory_budget {
+            Some(_) => Box::new(crate::builtin::Unmapped(bytes)),
+            None => Box::new(bytes),
+        };
+        let model = Model::open(storage).context("built-in model")?;
+        if !load.no_verify {
+            model.verify_checksums().context("built-in model")?;
+        }
+        return Ok(model);
+    };
     let storage: AnyStorage = if load.memory_budget.is_some() {
         Box::new(FileStorage::open(path).with_context(|| format!("{}", path.display()))?)
     } else {
@@ -154,7 +172,14 @@ fn open(load: &LoadArgs) -> Result<Model<AnyStorage>> {
     Ok(model)
 }
 
-fn limits(load: &LoadArgs, max_context: u32) -> Limits {
+/// The model's path as given, or "built-in".
+pub fn model_name(load: &LoadArgs) -> String {
+    load.model
+        .as_ref()
+        .map_or_else(|| "built-in".into(), |p| p.display().to_string())
+}
+
+pub fn limits(load: &LoadArgs, max_context: u32) -> Limits {
     Limits {
         memory_budget_bytes: load.memory_budget,
         max_context,
@@ -165,7 +190,7 @@ fn limits(load: &LoadArgs, max_context: u32) -> Limits {
     }
 }
 
-fn print_json(value: &serde_json::Value) -> Result<()> {
+pub fn print_json(value: &serde_json::Value) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, value)?;
     writeln!(out)?;
@@ -225,8 +250,28 @@ fn generate(a: GenerateArgs) -> Result<()> {
     print_json(&json!({ "tokens": out }))
 }
 
+/// What `inspect` says about the tokenizer: kind, vocabulary, chat format.
+fn tokenizer_summary(model: &Model<AnyStorage>) -> Result<Option<serde_json::Value>> {
+    if model.tokenizer_len() == 0 {
+        return Ok(None);
+    }
+    let mut buf = vec![0u8; model.tokenizer_len()];
+    let tok = model.tokenizer(&mut buf)?;
+    Ok(Some(json!({
+        "kind": match tok.kind() {
+            mote::format::tokenizer::TokenizerKind::ByteLevel => "byte-level BPE",
+            mote::format::tokenizer::TokenizerKind::SentencePiece => "SentencePiece BPE",
+        },
+        "tokens": tok.vocab_size(),
+        "bytes": model.tokenizer_len(),
+        "chat_format": tok.chat_template().name(),
+        "adds": tok.prefix().collect::<Vec<_>>(),
+    })))
+}
+
 fn inspect(a: InspectArgs) -> Result<()> {
     let model = open(&a.load)?;
+    let tokenizer = tokenizer_summary(&model)?;
     let c = model.config();
     let plan = Plan::new(&model, &limits(&a.load, a.max_context))?;
     let kernels = mote::kernels::Kernels::detect();
@@ -259,6 +304,7 @@ fn inspect(a: InspectArgs) -> Result<()> {
                 "norm_topk_prob": c.norm_topk_prob, "clip_qkv": c.clip_qkv,
             },
             "file_bytes": mote::Storage::len(model.storage()),
+            "tokenizer": tokenizer,
             "weight_bytes": model.weight_bytes(),
             "tensors": dir,
             "plan": {
@@ -273,7 +319,7 @@ fn inspect(a: InspectArgs) -> Result<()> {
         }));
     }
     let mut o = std::io::stdout().lock();
-    writeln!(o, "{}", a.load.model.display())?;
+    writeln!(o, "{}", model_name(&a.load))?;
     writeln!(o, "  architecture      {}", c.architecture.name())?;
     writeln!(o, "  layers            {}", c.n_layers)?;
     writeln!(o, "  hidden            {}", c.hidden_size)?;
@@ -301,6 +347,16 @@ fn inspect(a: InspectArgs) -> Result<()> {
         &c.eos_token_ids[..]
     )?;
     writeln!(o, "  tied embeddings   {}", c.tied_embeddings)?;
+    match &tokenizer {
+        Some(t) => writeln!(
+            o,
+            "  tokenizer         {}, {} tokens, {} chat format",
+            t["kind"].as_str().unwrap_or(""),
+            t["tokens"],
+            t["chat_format"].as_str().unwrap_or("")
+        )?,
+        None => writeln!(o, "  tokenizer         none (token ids only)")?,
+    }
     writeln!(
         o,
         "\ntensors ({}, {:.2} MiB)",
@@ -361,7 +417,7 @@ fn prediction_accuracy(s: &mote::CacheStats) -> Option<f64> {
 }
 
 /// Peak resident set size of this process in MiB (Linux: VmHWM).
-fn peak_rss_mib() -> Option<f64> {
+pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -419,7 +475,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     let rss = peak_rss_mib();
     if a.json {
         return print_json(&json!({
-            "tool": "mote", "model": a.load.model.display().to_string(), "threads": a.threads,
+            "tool": "mote", "model": model_name(&a.load), "threads": a.threads,
             "load_s": load_s, "prefill_tok_s": prefill_tok_s, "decode_tok_s": decode_tok_s,
             "peak_rss_mib": rss, "weight_bytes_per_token": bytes, "decode_weight_gb_s": gb_s,
             "kernels": kernels, "arena_bytes": plan.arena_bytes(),
@@ -433,7 +489,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     writeln!(
         o,
         "{}  (threads {}, kernels {kernels})",
-        a.load.model.display(),
+        model_name(&a.load),
         a.threads
     )?;
     writeln!(o, "  load            {load_s:.3} s")?;

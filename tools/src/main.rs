@@ -1,4 +1,5 @@
-//! `mote`: convert checkpoints, inspect files, compute logits and generate.
+//! `mote`: convert checkpoints, inspect files, compute logits, generate
+//! tokens and text.
 //!
 //! Output for tools is JSON on stdout; errors are one line on stderr,
 //! `mote: <what>: <why>`, with exit status 1.
@@ -6,7 +7,9 @@
 
 mod args;
 mod boards;
+mod builtin;
 mod commands;
+mod text;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -13,6 +13,8 @@ pub const MAX_EXPERTS: u32 = 256;
 pub const MAX_EXPERTS_PER_TOKEN: u32 = 16;
 /// Most end-of-sequence token ids a config may list.
 pub const MAX_EOS_TOKENS: usize = 8;
+/// Most LongRoPE factors (`head_dim / 2`) a config holds.
+pub const MAX_ROPE_FACTORS: usize = 256;
 
 /// The model family: decides which tensors each layer has and how the layer
 /// computes.
@@ -36,6 +38,15 @@ pub enum Architecture {
     /// Granite MoE: Mixtral's shape with embedding, residual, attention
     /// and logits multipliers, experts stored fused.
     GraniteMoe,
+    /// Tencent Hunyuan MoE: an ungated shared MLP beside the routed
+    /// experts, RMSNorm on each query and key head after rope, renormalised
+    /// top-k weights.
+    HunyuanMoe,
+    /// Granite MoE with an ungated shared MLP beside the routed experts.
+    GraniteMoeShared,
+    /// Phi-MoE: LayerNorm with biases, biases on every attention projection
+    /// and on the output head, sparsemixer top-2 routing.
+    PhiMoe,
 }
 
 impl Architecture {
@@ -48,6 +59,9 @@ impl Architecture {
             Architecture::Llama => "llama",
             Architecture::GraniteMoe => "granitemoe",
             Architecture::Qwen2Moe => "qwen2_moe",
+            Architecture::HunyuanMoe => "hunyuan_v1_moe",
+            Architecture::GraniteMoeShared => "granitemoeshared",
+            Architecture::PhiMoe => "phimoe",
         }
     }
 
@@ -62,8 +76,28 @@ impl Architecture {
             Architecture::Mixtral => QkNorm::None,
             Architecture::Qwen3Moe => QkNorm::PerHead,
             Architecture::Olmoe => QkNorm::Whole,
-            Architecture::Llama | Architecture::GraniteMoe | Architecture::Qwen2Moe => QkNorm::None,
+            Architecture::HunyuanMoe => QkNorm::PerHeadAfterRope,
+            Architecture::Llama
+            | Architecture::GraniteMoe
+            | Architecture::GraniteMoeShared
+            | Architecture::Qwen2Moe
+            | Architecture::PhiMoe => QkNorm::None,
         }
+    }
+
+    /// LayerNorm with a bias (Phi-MoE) instead of RMSNorm.
+    pub fn layer_norm(self) -> bool {
+        self == Architecture::PhiMoe
+    }
+
+    /// Phi-MoE's sparsemixer routing instead of a softmax over all experts.
+    pub fn sparsemixer(self) -> bool {
+        self == Architecture::PhiMoe
+    }
+
+    /// Whether a shared expert's output is scaled by a sigmoid gate (Qwen2-MoE).
+    pub fn shared_expert_gated(self) -> bool {
+        self == Architecture::Qwen2Moe
     }
 
     /// Tensors each layer has once (not per expert), in forward order.
@@ -112,8 +146,53 @@ impl Architecture {
             TensorKind::SharedDown,
             TensorKind::SharedExpertGate,
         ];
-        if self == Architecture::Qwen2Moe {
-            return QWEN2;
+        const HUNYUAN: &[TensorKind] = &[
+            TensorKind::AttnNorm,
+            TensorKind::AttnQ,
+            TensorKind::AttnK,
+            TensorKind::AttnV,
+            TensorKind::AttnQNorm,
+            TensorKind::AttnKNorm,
+            TensorKind::AttnO,
+            TensorKind::FfnNorm,
+            TensorKind::Router,
+            TensorKind::SharedGate,
+            TensorKind::SharedUp,
+            TensorKind::SharedDown,
+        ];
+        const SHARED: &[TensorKind] = &[
+            TensorKind::AttnNorm,
+            TensorKind::AttnQ,
+            TensorKind::AttnK,
+            TensorKind::AttnV,
+            TensorKind::AttnO,
+            TensorKind::FfnNorm,
+            TensorKind::Router,
+            TensorKind::SharedGate,
+            TensorKind::SharedUp,
+            TensorKind::SharedDown,
+        ];
+        const PHI: &[TensorKind] = &[
+            TensorKind::AttnNorm,
+            TensorKind::AttnNormBias,
+            TensorKind::AttnQ,
+            TensorKind::AttnK,
+            TensorKind::AttnV,
+            TensorKind::AttnQBias,
+            TensorKind::AttnKBias,
+            TensorKind::AttnVBias,
+            TensorKind::AttnO,
+            TensorKind::AttnOBias,
+            TensorKind::FfnNorm,
+            TensorKind::FfnNormBias,
+            TensorKind::Router,
+        ];
+        match self {
+            Architecture::PhiMoe => return PHI,
+            Architecture::Qwen2Moe => return QWEN2,
+            Architecture::HunyuanMoe => return HUNYUAN,
+            Architecture::GraniteMoeShared => return SHARED,
+            _ => {}
         }
         match (self.has_router(), self.qk_norm()) {
             (false, _) => DENSE,
@@ -132,7 +211,8 @@ impl Architecture {
     }
 }
 
-/// Normalisation of the query and key projections before rope.
+/// Normalisation of the query and key projections (before rope, or after
+/// it for Hunyuan).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QkNorm {
     /// None (Mixtral).
@@ -142,6 +222,8 @@ pub enum QkNorm {
     PerHead,
     /// RMSNorm over the whole projection (OLMoE).
     Whole,
+    /// RMSNorm over each head after rope (Hunyuan).
+    PerHeadAfterRope,
 }
 
 /// How rope positions are scaled for longer contexts.
@@ -167,6 +249,18 @@ pub enum RopeScaling {
         high_freq_factor: f32,
         /// Context of the model before scaling.
         original_max_position: u32,
+    },
+    /// Phi's LongRoPE: each frequency divided by its own factor
+    /// (`ModelConfig::rope_short_factor` for contexts up to
+    /// `original_max_position`, `rope_long_factor` beyond), and rotated
+    /// queries and keys multiplied by the matching mscale.
+    LongRope {
+        /// Context the short factors are for.
+        original_max_position: u32,
+        /// Scale of cos/sin with the short factors.
+        short_mscale: f32,
+        /// Scale of cos/sin with the long factors.
+        long_mscale: f32,
     },
 }
 
@@ -224,6 +318,14 @@ pub struct ModelConfig {
     pub logits_scaling: f32,
     /// Hidden width of the shared expert (0: none).
     pub shared_expert_ffn_size: u32,
+    /// Sparsemixer's jitter epsilon: experts whose logit is more than
+    /// `2·eps` (relative) below the best are masked (Phi-MoE; 0 elsewhere).
+    pub router_jitter: f32,
+    /// LongRoPE per-frequency divisors for short contexts (`head_dim / 2`
+    /// values; empty unless `rope_scaling` is `LongRope`).
+    pub rope_short_factor: heapless::Vec<f32, MAX_ROPE_FACTORS>,
+    /// LongRoPE divisors past `original_max_position`.
+    pub rope_long_factor: heapless::Vec<f32, MAX_ROPE_FACTORS>,
 }
 
 impl ModelConfig {
@@ -308,6 +410,15 @@ impl ModelConfig {
         {
             return bad("a dense model has exactly one expert");
         }
+        let shared = self
+            .architecture
+            .layer_tensors()
+            .contains(&TensorKind::SharedGate);
+        if shared != (self.shared_expert_ffn_size > 0) || self.shared_expert_ffn_size > limit {
+            return bad(
+                "shared_expert_ffn_size must be nonzero exactly for families with a shared expert",
+            );
+        }
         if let RopeScaling::Llama3 {
             factor,
             low_freq_factor,
@@ -328,6 +439,34 @@ impl ModelConfig {
             if !(c.is_finite() && c > 0.0) {
                 return bad("clip_qkv must be finite and positive");
             }
+        }
+        if let RopeScaling::LongRope {
+            original_max_position,
+            short_mscale,
+            long_mscale,
+        } = self.rope_scaling
+        {
+            let half = self.head_dim as usize / 2;
+            let factors_ok = [&self.rope_short_factor, &self.rope_long_factor]
+                .iter()
+                .all(|f| f.len() == half && f.iter().all(|v| v.is_finite() && *v > 0.0));
+            let scales_ok = [short_mscale, long_mscale]
+                .iter()
+                .all(|m| m.is_finite() && *m > 0.0);
+            if !factors_ok || !scales_ok || original_max_position == 0 {
+                return bad("longrope needs head_dim/2 positive short and long factors and positive mscales");
+            }
+        } else if !self.rope_short_factor.is_empty() || !self.rope_long_factor.is_empty() {
+            return bad("rope factors are only for longrope scaling");
+        }
+        if self.architecture.sparsemixer() && self.n_experts_per_token != 2 {
+            return bad("sparsemixer routing chooses exactly 2 experts");
+        }
+        if !(self.router_jitter.is_finite() && self.router_jitter >= 0.0) {
+            return bad("router_jitter must be finite and non-negative");
+        }
+        if self.architecture == Architecture::PhiMoe && self.tied_embeddings {
+            return bad("Phi-MoE has a biased lm_head, so it cannot tie it to the embeddings");
         }
         if let RopeScaling::Linear { factor } = self.rope_scaling {
             if !(factor.is_finite() && factor > 0.0) {
@@ -368,9 +507,19 @@ pub fn expected_shape(config: &ModelConfig, kind: TensorKind) -> [u32; 2] {
     let f = config.expert_ffn_size;
     match kind {
         TensorKind::TokenEmbedding | TensorKind::LmHead => [config.vocab_size, h],
-        TensorKind::OutputNorm | TensorKind::AttnNorm | TensorKind::FfnNorm => [1, h],
+        TensorKind::OutputNorm
+        | TensorKind::AttnNorm
+        | TensorKind::FfnNorm
+        | TensorKind::OutputNormBias
+        | TensorKind::AttnNormBias
+        | TensorKind::FfnNormBias
+        | TensorKind::AttnOBias => [1, h],
+        TensorKind::LmHeadBias => [1, config.vocab_size],
         TensorKind::AttnQNorm | TensorKind::AttnKNorm
-            if config.architecture.qk_norm() == QkNorm::PerHead =>
+            if matches!(
+                config.architecture.qk_norm(),
+                QkNorm::PerHead | QkNorm::PerHeadAfterRope
+            ) =>
         {
             [1, config.head_dim]
         }
@@ -390,6 +539,15 @@ pub fn expected_shape(config: &ModelConfig, kind: TensorKind) -> [u32; 2] {
 
 /// Global (non-layer) tensors of a model, in directory order.
 pub fn global_tensors(config: &ModelConfig) -> &'static [TensorKind] {
+    if config.architecture == Architecture::PhiMoe {
+        return &[
+            TensorKind::TokenEmbedding,
+            TensorKind::OutputNorm,
+            TensorKind::LmHead,
+            TensorKind::OutputNormBias,
+            TensorKind::LmHeadBias,
+        ];
+    }
     if config.tied_embeddings {
         &[TensorKind::TokenEmbedding, TensorKind::OutputNorm]
     } else {
@@ -428,6 +586,9 @@ pub(crate) fn tiny_config() -> ModelConfig {
         attention_multiplier: None,
         logits_scaling: 1.0,
         shared_expert_ffn_size: 0,
+        router_jitter: 0.0,
+        rope_short_factor: heapless::Vec::new(),
+        rope_long_factor: heapless::Vec::new(),
     }
 }
 

@@ -3,24 +3,26 @@
 //! `docs/format.md` is the prose specification of what is here.
 //!
 //! ```text
-//! 0      preamble (64 bytes): magic, version, offsets and CRCs of the sections
-//! 64     config: postcard-encoded ModelConfig (at most 4096 bytes)
+//! 0      preamble (128 bytes): magic, version, offsets and CRCs of the sections
+//! 128    config: postcard-encoded ModelConfig (at most 4096 bytes)
 //! 64·k   directory: tensor_count records of 64 bytes, sorted by (layer, kind, expert)
+//! 64·k   tokenizer (optional): vocabulary, merges, added tokens (format::tokenizer)
 //! 4096·k data: tensors 64-byte aligned; each expert's gate, up, down contiguous,
 //!        the group starting on a 4096-byte boundary (one read pages one expert in)
 //! ```
 
 pub mod config;
 pub mod tensor;
+pub mod tokenizer;
 
 use crate::error::Error;
 
 /// First eight bytes of every `.mote` file (PNG-style: catches text-mode mangling).
 pub const MAGIC: [u8; 8] = *b"MOTE\r\n\x1a\n";
 /// The format version this build reads and writes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Size of the preamble in bytes.
-pub const PREAMBLE_BYTES: usize = 64;
+pub const PREAMBLE_BYTES: usize = 128;
 /// Largest config section accepted; bounds the stack buffer it is decoded from.
 pub const MAX_CONFIG_BYTES: usize = 4096;
 /// Alignment of every tensor's first byte.
@@ -34,7 +36,7 @@ pub const EXPERT_ALIGN: u64 = 4096;
 /// |---|---|---|
 /// | 0 | magic `MOTE\r\n\x1a\n` | [u8; 8] |
 /// | 8 | version | u32 |
-/// | 12 | preamble length (64) | u32 |
+/// | 12 | preamble length (128) | u32 |
 /// | 16 | config offset | u64 |
 /// | 24 | config length | u32 |
 /// | 28 | config CRC32 | u32 |
@@ -43,6 +45,10 @@ pub const EXPERT_ALIGN: u64 = 4096;
 /// | 44 | directory CRC32 | u32 |
 /// | 48 | data offset | u64 |
 /// | 56 | data length | u64 |
+/// | 64 | tokenizer offset | u64 (0: no tokenizer) |
+/// | 72 | tokenizer length | u64 (0: no tokenizer) |
+/// | 80 | tokenizer CRC32 | u32 |
+/// | 84 | reserved | 44 zero bytes |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Preamble {
     /// Format version.
@@ -63,6 +69,12 @@ pub struct Preamble {
     pub data_offset: u64,
     /// Length of the data region in bytes.
     pub data_len: u64,
+    /// Offset of the tokenizer section.
+    pub tokenizer_offset: u64,
+    /// Length of the tokenizer section in bytes (0: the file has none).
+    pub tokenizer_len: u64,
+    /// CRC32 of the tokenizer section.
+    pub tokenizer_crc: u32,
 }
 
 impl Preamble {
@@ -80,6 +92,9 @@ impl Preamble {
         b[44..48].copy_from_slice(&self.directory_crc.to_le_bytes());
         b[48..56].copy_from_slice(&self.data_offset.to_le_bytes());
         b[56..64].copy_from_slice(&self.data_len.to_le_bytes());
+        b[64..72].copy_from_slice(&self.tokenizer_offset.to_le_bytes());
+        b[72..80].copy_from_slice(&self.tokenizer_len.to_le_bytes());
+        b[80..84].copy_from_slice(&self.tokenizer_crc.to_le_bytes());
         b
     }
 
@@ -106,7 +121,7 @@ impl Preamble {
         }
         if u32_at(12) as usize != PREAMBLE_BYTES {
             return Err(Error::BadPreamble {
-                reason: "preamble length is not 64",
+                reason: "preamble length is not 128",
             });
         }
         Ok(Preamble {
@@ -119,6 +134,9 @@ impl Preamble {
             directory_crc: u32_at(44),
             data_offset: u64_at(48),
             data_len: u64_at(56),
+            tokenizer_offset: u64_at(64),
+            tokenizer_len: u64_at(72),
+            tokenizer_crc: u32_at(80),
         })
     }
 }
@@ -144,6 +162,9 @@ mod tests {
             directory_crc: 2,
             data_offset: 4096,
             data_len: 12345,
+            tokenizer_offset: 1024,
+            tokenizer_len: 77,
+            tokenizer_crc: 3,
         };
         assert_eq!(Preamble::decode(&p.encode()), Ok(p));
     }
@@ -160,6 +181,9 @@ mod tests {
             directory_crc: 0,
             data_offset: 4096,
             data_len: 0,
+            tokenizer_offset: 0,
+            tokenizer_len: 0,
+            tokenizer_crc: 0,
         };
         let mut b = p.encode();
         b[8..12].copy_from_slice(&(VERSION + 1).to_le_bytes());

@@ -25,6 +25,10 @@ pub enum TensorKind {
     OutputNorm = 1,
     /// Output projection to logits, `[vocab, hidden]`.
     LmHead = 2,
+    /// The final LayerNorm's bias, `[1, hidden]` (Phi-MoE).
+    OutputNormBias = 3,
+    /// The output projection's bias, `[1, vocab]` (Phi-MoE).
+    LmHeadBias = 4,
     /// RMSNorm before attention, `[1, hidden]`.
     AttnNorm = 10,
     /// Query projection, `[heads * head_dim, hidden]`.
@@ -63,6 +67,12 @@ pub enum TensorKind {
     SharedDown = 27,
     /// The sigmoid gate of the shared expert's output, `[1, hidden]`.
     SharedExpertGate = 28,
+    /// The attention output projection's bias, `[1, hidden]` (Phi-MoE).
+    AttnOBias = 29,
+    /// The attention LayerNorm's bias, `[1, hidden]` (Phi-MoE).
+    AttnNormBias = 30,
+    /// The FFN LayerNorm's bias, `[1, hidden]` (Phi-MoE).
+    FfnNormBias = 31,
 }
 
 // Kind codes index fixed tables of 32 (model::layout::Index).
@@ -76,10 +86,12 @@ const _: () = {
 
 impl TensorKind {
     /// Every kind, for decoding.
-    pub const ALL: [TensorKind; 22] = [
+    pub const ALL: [TensorKind; 27] = [
         TensorKind::TokenEmbedding,
         TensorKind::OutputNorm,
         TensorKind::LmHead,
+        TensorKind::OutputNormBias,
+        TensorKind::LmHeadBias,
         TensorKind::AttnNorm,
         TensorKind::AttnQ,
         TensorKind::AttnK,
@@ -99,6 +111,9 @@ impl TensorKind {
         TensorKind::SharedUp,
         TensorKind::SharedDown,
         TensorKind::SharedExpertGate,
+        TensorKind::AttnOBias,
+        TensorKind::AttnNormBias,
+        TensorKind::FfnNormBias,
     ];
 
     /// The kind with this file code, if any.
@@ -112,6 +127,11 @@ impl TensorKind {
             TensorKind::TokenEmbedding => "token_embedding",
             TensorKind::OutputNorm => "output_norm",
             TensorKind::LmHead => "lm_head",
+            TensorKind::OutputNormBias => "output_norm_bias",
+            TensorKind::LmHeadBias => "lm_head_bias",
+            TensorKind::AttnOBias => "attn_o_bias",
+            TensorKind::AttnNormBias => "attn_norm_bias",
+            TensorKind::FfnNormBias => "ffn_norm_bias",
             TensorKind::AttnNorm => "attn_norm",
             TensorKind::AttnQ => "attn_q",
             TensorKind::AttnK => "attn_k",
@@ -157,6 +177,11 @@ impl TensorKind {
                 | TensorKind::SharedExpertGate
                 | TensorKind::FfnNorm
                 | TensorKind::Router
+                | TensorKind::OutputNormBias
+                | TensorKind::LmHeadBias
+                | TensorKind::AttnOBias
+                | TensorKind::AttnNormBias
+                | TensorKind::FfnNormBias
         )
     }
 }

@@ -186,6 +186,18 @@ pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[u8], eps: f32) {
     }
 }
 
+/// `out = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias` (LayerNorm,
+/// biased variance as torch computes it).
+pub fn layernorm(out: &mut [f32], x: &[f32], weight: &[u8], bias: &[u8], eps: f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / libm::sqrtf(var + eps);
+    for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+        *o = (v - mean) * inv * f32_at(weight, i) + f32_at(bias, i);
+    }
+}
+
 /// `x = x / rms(x) * weight` in place.
 pub fn rmsnorm_in_place(x: &mut [f32], weight: &[u8], eps: f32) {
     let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;

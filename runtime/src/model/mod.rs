@@ -10,8 +10,11 @@ pub mod layout;
 use crate::error::{Error, Section};
 use crate::format::config::{expected_shape, ModelConfig};
 use crate::format::tensor::{DType, TensorId, TensorRecord, RECORD_BYTES};
-use crate::format::{Preamble, EXPERT_ALIGN, MAX_CONFIG_BYTES, PREAMBLE_BYTES, TENSOR_ALIGN};
+use crate::format::{
+    Preamble, EXPERT_ALIGN, MAGIC, MAX_CONFIG_BYTES, PREAMBLE_BYTES, TENSOR_ALIGN,
+};
 use crate::storage::Storage;
+use crate::tokenizer::Tokenizer;
 
 /// A model file opened on some storage. Holds no heap memory.
 #[derive(Debug)]
@@ -43,6 +46,14 @@ impl<S: Storage> Model<S> {
     /// checked by [`Model::verify_checksums`].
     pub fn open(storage: S) -> Result<Self, Error> {
         let file_len = storage.len();
+        // A short file that is not a .mote file at all says so.
+        if file_len < PREAMBLE_BYTES as u64 && file_len >= MAGIC.len() as u64 {
+            let mut magic = [0u8; 8];
+            storage.read_at(0, &mut magic)?;
+            if magic != MAGIC {
+                return Err(Error::BadMagic { found: magic });
+            }
+        }
         check_section(Section::Preamble, 0, PREAMBLE_BYTES as u64, file_len)?;
         let mut pre = [0u8; PREAMBLE_BYTES];
         storage.read_at(0, &mut pre)?;
@@ -107,6 +118,19 @@ impl<S: Storage> Model<S> {
             preamble.data_len,
             file_len,
         )?;
+        if preamble.tokenizer_len != 0 {
+            if preamble.tokenizer_len > u64::from(u32::MAX) {
+                return Err(Error::BadPreamble {
+                    reason: "tokenizer section is larger than 4 GiB",
+                });
+            }
+            check_section(
+                Section::Tokenizer,
+                preamble.tokenizer_offset,
+                preamble.tokenizer_len,
+                file_len,
+            )?;
+        }
         let model = Model {
             storage,
             preamble,
@@ -318,6 +342,44 @@ impl<S: Storage> Model<S> {
             }
         }
         Ok(())
+    }
+
+    /// Bytes of the tokenizer section (0: the file has none).
+    pub fn tokenizer_len(&self) -> usize {
+        self.preamble.tokenizer_len as usize
+    }
+
+    /// The file's tokenizer, checked (CRC32, then every table). Read in
+    /// place when the storage is addressable (a map, a flash slice), else
+    /// into `buf`, which needs [`Model::tokenizer_len`] bytes.
+    pub fn tokenizer<'b>(&'b self, buf: &'b mut [u8]) -> Result<Tokenizer<'b>, Error> {
+        let len = self.tokenizer_len();
+        if len == 0 {
+            return Err(Error::NoTokenizer);
+        }
+        let offset = self.preamble.tokenizer_offset;
+        let bytes: &[u8] = match self.storage.as_slice() {
+            Some(all) => &all[offset as usize..offset as usize + len],
+            None => {
+                let provided = buf.len();
+                let dst = buf.get_mut(..len).ok_or(Error::BufferTooSmall {
+                    what: "tokenizer section",
+                    needed: len,
+                    provided,
+                })?;
+                self.storage.read_at(offset, dst)?;
+                dst
+            }
+        };
+        let found = crc32fast::hash(bytes);
+        if found != self.preamble.tokenizer_crc {
+            return Err(Error::Checksum {
+                section: Section::Tokenizer,
+                expected: self.preamble.tokenizer_crc,
+                found,
+            });
+        }
+        Tokenizer::parse(bytes)
     }
 
     /// Bytes of all tensor data.

@@ -1,0 +1,227 @@
+//! The pre-tokenizer split rules of byte-level BPE tokenizers, written out
+//! as hand-made matchers of the regular expressions `tokenizers` runs
+//! (no regex engine, no heap): each call returns where the piece that
+//! starts at `start` ends, trying the pattern's alternatives in order as a
+//! backtracking regex engine would.
+
+use super::letters::LETTERS;
+use crate::format::tokenizer::SplitRule;
+
+/// `\p{L}`.
+pub(super) fn is_letter(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_alphabetic();
+    }
+    let c = c as u32;
+    LETTERS
+        .binary_search_by(|&(lo, hi)| {
+            if hi < c {
+                core::cmp::Ordering::Less
+            } else if lo > c {
+                core::cmp::Ordering::Greater
+            } else {
+                core::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
+}
+
+/// `\p{N}`.
+fn is_number(c: char) -> bool {
+    c.is_numeric()
+}
+
+/// `\s`.
+fn is_space(c: char) -> bool {
+    c.is_whitespace()
+}
+
+fn is_newline(c: char) -> bool {
+    c == '\r' || c == '\n'
+}
+
+/// Neither whitespace, letter nor number: `[^\s\p{L}\p{N}]`.
+fn is_other(c: char) -> bool {
+    !is_space(c) && !is_letter(c) && !is_number(c)
+}
+
+/// End of the run of characters of `s` from `i` that satisfy `f`, at most
+/// `max` of them.
+fn run(s: &str, i: usize, max: usize, f: impl Fn(char) -> bool) -> usize {
+    let mut end = i;
+    for (n, c) in s[i..].chars().enumerate() {
+        if n == max || !f(c) {
+            break;
+        }
+        end += c.len_utf8();
+    }
+    end
+}
+
+/// `'s|'t|'re|'ve|'m|'ll|'d`, optionally ignoring ASCII case.
+fn contraction(s: &str, i: usize, any_case: bool) -> Option<usize> {
+    let rest = &s.as_bytes()[i..];
+    if rest.first() != Some(&b'\'') {
+        return None;
+    }
+    for suffix in ["s", "t", "re", "ve", "m", "ll", "d"] {
+        let n = suffix.len();
+        if let Some(cand) = rest.get(1..1 + n) {
+            let hit = if any_case {
+                cand.eq_ignore_ascii_case(suffix.as_bytes())
+            } else {
+                cand == suffix.as_bytes()
+            };
+            if hit {
+                return Some(i + 1 + n);
+            }
+        }
+    }
+    None
+}
+
+/// `\s+(?!\S)|\s+` at `i` (a whitespace character): the whole run if it
+/// ends the text, else the run less its last character (that one joins the
+/// next word), else the single character.
+fn whitespace(s: &str, i: usize) -> usize {
+    let end = run(s, i, usize::MAX, is_space);
+    if end == s.len() {
+        return end;
+    }
+    let last = s[..end].chars().next_back().map_or(0, char::len_utf8);
+    if end - last > i {
+        end - last
+    } else {
+        end
+    }
+}
+
+/// `c` followed by a run of `f` characters, with `c` optional and a space:
+/// ` ?X+`. Returns the end if at least one `X` follows.
+fn space_then_run(s: &str, i: usize, f: impl Fn(char) -> bool) -> Option<usize> {
+    let mut chars = s[i..].chars();
+    let c0 = chars.next()?;
+    let from = if c0 == ' ' && chars.next().is_some_and(&f) {
+        i + 1
+    } else {
+        i
+    };
+    let end = run(s, from, usize::MAX, f);
+    (end > from).then_some(end)
+}
+
+/// The `Digits` pre-tokenizer: a run of digits (or one digit when
+/// `single`), or the run of other characters up to the next digit.
+pub(super) fn digit_piece(s: &str, start: usize, single: bool) -> usize {
+    let first = s[start..].chars().next().unwrap_or(' ');
+    match (is_number(first), single) {
+        (true, true) => start + first.len_utf8(),
+        (true, false) => run(s, start, usize::MAX, is_number),
+        (false, _) => run(s, start, usize::MAX, |c| !is_number(c)),
+    }
+}
+
+/// End of the piece of `s` starting at `start` (`start < s.len()`).
+pub(super) fn next_piece(rule: SplitRule, s: &str, start: usize) -> usize {
+    match rule {
+        SplitRule::None => s.len(),
+        SplitRule::Gpt2 => gpt2(s, start),
+        SplitRule::Llama3 => llama3(s, start, 3),
+        SplitRule::Qwen2 => llama3(s, start, 1),
+    }
+}
+
+/// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
+fn gpt2(s: &str, i: usize) -> usize {
+    if let Some(e) = contraction(s, i, false) {
+        return e;
+    }
+    for f in [is_letter, is_number, is_other] {
+        if let Some(e) = space_then_run(s, i, f) {
+            return e;
+        }
+    }
+    whitespace(s, i)
+}
+
+/// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,digits}|
+/// ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+fn llama3(s: &str, i: usize, digits: usize) -> usize {
+    if let Some(e) = contraction(s, i, true) {
+        return e;
+    }
+    let mut chars = s[i..].chars();
+    let c0 = chars.next().unwrap_or(' ');
+    // [^\r\n\p{L}\p{N}]?\p{L}+
+    if is_letter(c0) {
+        return run(s, i, usize::MAX, is_letter);
+    }
+    if !is_newline(c0) && !is_number(c0) && chars.next().is_some_and(is_letter) {
+        return run(s, i + c0.len_utf8(), usize::MAX, is_letter);
+    }
+    // \p{N}{1,digits}
+    if is_number(c0) {
+        return run(s, i, digits, is_number);
+    }
+    // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+    if let Some(e) = space_then_run(s, i, is_other) {
+        return run(s, e, usize::MAX, is_newline);
+    }
+    // `\s*[\r\n]+`: up to and including the run's last newline.
+    let ws_end = run(s, i, usize::MAX, is_space);
+    if let Some(p) = s[i..ws_end].rfind(['\r', '\n']) {
+        return i + p + 1;
+    }
+    whitespace(s, i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces<'a>(rule: SplitRule, s: &'a str, out: &mut [&'a str; 32]) -> usize {
+        let (mut i, mut n) = (0, 0);
+        while i < s.len() {
+            let e = next_piece(rule, s, i);
+            assert!(e > i && s.is_char_boundary(e));
+            out[n] = &s[i..e];
+            n += 1;
+            i = e;
+        }
+        n
+    }
+
+    #[test]
+    fn gpt2_splits_like_its_regex() {
+        let mut out = [""; 32];
+        let n = pieces(SplitRule::Gpt2, "Hello world's  end!!\n\n 123 ", &mut out);
+        assert_eq!(
+            &out[..n],
+            &["Hello", " world", "'s", " ", " end", "!!", "\n\n", " 123", " "]
+        );
+    }
+
+    #[test]
+    fn llama3_splits_like_its_regex() {
+        let mut out = [""; 32];
+        let n = pieces(SplitRule::Llama3, "I'M 12345 (x)\n\n  y", &mut out);
+        assert_eq!(
+            &out[..n],
+            &["I", "'M", " ", "123", "45", " (", "x", ")\n\n", " ", " y"]
+        );
+        let n = pieces(SplitRule::Qwen2, "a 12", &mut out);
+        assert_eq!(&out[..n], &["a", " ", "1", "2"]);
+        let n = pieces(SplitRule::Llama3, "a \n b", &mut out);
+        assert_eq!(&out[..n], &["a", " \n", " b"]);
+    }
+
+    #[test]
+    fn letters_table_covers_scripts() {
+        for c in ['é', 'ß', 'Ω', 'ж', '你', 'ひ', '한', 'ا'] {
+            assert!(is_letter(c), "{c}");
+        }
+        for c in ['1', '٣', ' ', '!', '🙂', '\u{301}', '²'] {
+            assert!(!is_letter(c), "{c}");
+        }
+    }
+}
