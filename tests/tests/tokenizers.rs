@@ -288,3 +288,34 @@ fn a_corrupted_tokenizer_section_fails_its_checksum() {
         other => panic!("expected a tokenizer checksum error, got {other:?}"),
     }
 }
+
+/// Every fixture tokenizer on 160 KB of real English (`tools/train/heldout.txt`):
+/// the id count and the CRC32 of the ids (little-endian u32) must be those
+/// `tokenizers` produced.
+#[test]
+fn long_english_text_encodes_exactly() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let checks: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("fixtures/tokenizers/heldout.json")).unwrap(),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(root.join("../tools/train/heldout.txt")).unwrap();
+    let expected = checks["ids"].as_object().unwrap();
+    assert_eq!(expected.len(), folders().len());
+    for folder in folders() {
+        let name = folder.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = section(&folder);
+        let tok = Tokenizer::parse(&bytes).unwrap();
+        let mut ids = vec![0u32; tok.max_tokens(text.len())];
+        let n = tok.encode(&text, false, &mut ids).unwrap();
+        let le: Vec<u8> = ids[..n].iter().flat_map(|id| id.to_le_bytes()).collect();
+        assert_eq!(
+            (n as u64, crc32fast::hash(&le) as u64),
+            (
+                expected[&name]["count"].as_u64().unwrap(),
+                expected[&name]["crc32"].as_u64().unwrap()
+            ),
+            "{name}: (ids, crc32) differ from tokenizers'"
+        );
+    }
+}

@@ -599,6 +599,25 @@ def check_transformers(out, kinds):
               + (f"; differ: {bad!r}" if bad else ""))
 
 
+def write_long_text_checks(out, kinds):
+    """Count and CRC32 of each tokenizer's ids for 160 KB of real English
+    (tools/train/heldout.txt): a compact exact check on long text."""
+    import zlib
+
+    import numpy as np
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    text = open(os.path.join(root, "tools/train/heldout.txt"), encoding="utf-8").read()
+    checks = {}
+    for kind in kinds:
+        tok = Tokenizer.from_file(os.path.join(out, kind, "tokenizer.json"))
+        ids = tok.encode(text, add_special_tokens=False).ids
+        checks[kind] = {"count": len(ids), "crc32": zlib.crc32(np.asarray(ids, dtype="<u4").tobytes())}
+    with open(os.path.join(out, "heldout.json"), "w") as f:
+        json.dump({"text": "tools/train/heldout.txt", "ids": checks}, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="tests/fixtures/tokenizers")
@@ -620,6 +639,7 @@ def main():
         diff = [c["text"] for c in cases["cases"] if c["decoded"] != c["text"]]
         print(f"{kind}: vocab {back.get_vocab_size(with_added_tokens=True)}, {len(cases['cases'])} cases, "
               f"{len(diff)} decode(encode(text)) != text" + (f": {diff!r}" if diff else ""))
+    write_long_text_checks(args.out, [k for k, _ in builds])
     if args.check_transformers:
         check_transformers(args.out, [k for k, _ in builds])
 

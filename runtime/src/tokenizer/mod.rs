@@ -42,6 +42,10 @@ pub struct Tokenizer<'a> {
     bytes: &'a [u8],
     header: TokenizerHeader,
     tables: TokenizerTables,
+    /// SentencePiece only: no token has a `▁` right after another
+    /// character, so no merge crosses the start of a run of `▁` and text can
+    /// be merged word by word (linear in the text instead of quadratic).
+    words_independent: bool,
 }
 
 fn bad(reason: &'static str) -> Error {
@@ -59,10 +63,11 @@ impl<'a> Tokenizer<'a> {
         if tables.len != bytes.len() {
             return Err(bad("section length disagrees with its table counts"));
         }
-        let t = Tokenizer {
+        let mut t = Tokenizer {
             bytes,
             header,
             tables,
+            words_independent: false,
         };
         let n = header.n_tokens;
         let id_ok = |id: u32| id == NO_TOKEN || id < n;
@@ -112,6 +117,14 @@ impl<'a> Tokenizer<'a> {
         if !(0..256).all(|b| id_ok(t.word(tables.bytes, b))) {
             return Err(bad("a byte token is out of range"));
         }
+        let mark = SPACE_MARK.as_bytes();
+        t.words_independent = header.kind == TokenizerKind::SentencePiece
+            && (0..n).all(|id| {
+                let b = t.token_bytes(id);
+                (1..b.len()).all(|i| {
+                    !b[i..].starts_with(mark) || (i >= mark.len() && b[..i].ends_with(mark))
+                })
+            });
         Ok(t)
     }
 
@@ -402,17 +415,21 @@ impl<'a> Tokenizer<'a> {
         let fuse_unk = self.header.options & OPT_FUSE_UNK != 0;
         let mut word_start = *n;
         let mut last_unk = false;
+        let mut after_space = false;
         let chars = prepend.then_some(' ').into_iter().chain(s.chars());
         for c in chars {
             let mut utf8 = [0u8; 4];
             let text: &[u8] = if c == ' ' {
-                if split_words && *n > word_start {
+                let word_ends = split_words || (self.words_independent && !after_space);
+                after_space = true;
+                if word_ends && *n > word_start {
                     let len = self.merge_all(&mut out[word_start..*n]);
                     *n = word_start + len;
                     word_start = *n;
                 }
                 SPACE_MARK.as_bytes()
             } else {
+                after_space = false;
                 c.encode_utf8(&mut utf8).as_bytes()
             };
             if let Some(id) = self.lookup(text) {
