@@ -147,6 +147,9 @@ pub type AnyStorage = Box<dyn Storage + Sync>;
 /// Opens the model `load` names, or the built-in one.
 pub fn open(load: &LoadArgs) -> Result<Model<AnyStorage>> {
     let Some(path) = &load.model else {
+        if crate::builtin::MODEL.is_empty() {
+            anyhow::bail!("this build has no built-in model (feature builtin-model is off): name a .mote file");
+        }
         let bytes = SliceStorage::new(crate::builtin::MODEL);
         let storage: AnyStorage = match load.memory_budget {
             Some(_) => Box::new(crate::builtin::Unmapped(bytes)),
