@@ -30,7 +30,7 @@ pub enum StorageError {
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
-    /// The fixed 64-byte preamble at the start of the file.
+    /// The fixed 128-byte preamble at the start of the file.
     Preamble,
     /// The postcard-encoded model configuration.
     Config,
