@@ -154,13 +154,16 @@ pub fn quantize(
     // 4 KiB-aligned; then the global tensors.
     let index = |id: TensorId| mote::model::layout::record_index(&config, id).expect("planned id");
     let mut order: Vec<(usize, u64)> = Vec::with_capacity(planned.len()); // (index, alignment)
-    let arch = config.architecture;
     for layer in 0..config.n_layers {
-        for &kind in arch.layer_tensors() {
+        let kinds = config.layer_kinds(layer);
+        for &(kind, _) in kinds.iter().filter(|(_, per_expert)| !per_expert) {
             order.push((index(TensorId::layer(kind, layer)), TENSOR_ALIGN));
         }
+        if !config.has_experts(layer) {
+            continue;
+        }
         for expert in 0..config.n_experts {
-            for (i, &kind) in arch.expert_tensors().iter().enumerate() {
+            for (i, &kind) in config.architecture.expert_tensors().iter().enumerate() {
                 let align = if i == 0 { EXPERT_ALIGN } else { TENSOR_ALIGN };
                 order.push((index(TensorId::expert(kind, layer, expert)), align));
             }

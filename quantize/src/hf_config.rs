@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use mote::format::config::{MAX_EOS_TOKENS, MAX_ROPE_FACTORS};
+use mote::format::config::{Mla, MAX_EOS_TOKENS, MAX_ROPE_FACTORS};
 use mote::{Architecture, ModelConfig, RopeScaling};
 use serde_json::Value;
 
@@ -20,6 +20,8 @@ pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
     "GraniteMoeSharedForCausalLM",
     "HunYuanMoEV1ForCausalLM",
     "PhimoeForCausalLM",
+    "DeepseekV2ForCausalLM",
+    "DeepseekV3ForCausalLM",
     "LlamaForCausalLM",
 ];
 
@@ -125,6 +127,11 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         "Qwen2MoeForCausalLM" | "model_type qwen2_moe" => Architecture::Qwen2Moe,
         "HunYuanMoEV1ForCausalLM" | "model_type hunyuan_v1_moe" => Architecture::HunyuanMoe,
         "PhimoeForCausalLM" | "PhiMoEForCausalLM" | "model_type phimoe" => Architecture::PhiMoe,
+        "DeepseekV2ForCausalLM" | "model_type deepseek_v2" => Architecture::DeepseekV2,
+        // Kimi K2 is DeepSeek-V3's layout under its own model_type.
+        "DeepseekV3ForCausalLM" | "model_type deepseek_v3" | "model_type kimi_k2" => {
+            Architecture::DeepseekV3
+        }
         // Without a shared MLP it is plain Granite MoE.
         "GraniteMoeSharedForCausalLM" | "model_type granitemoeshared" => {
             match f.opt_u32("shared_intermediate_size")? {
@@ -150,11 +157,27 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
     }
     let hidden_size = f.u32("hidden_size")?;
     let n_heads = f.u32("num_attention_heads")?;
-    let n_kv_heads = f.opt_u32("num_key_value_heads")?.unwrap_or(n_heads);
-    let head_dim = match f.opt_u32("head_dim")? {
-        Some(d) => d,
-        None if n_heads > 0 && hidden_size % n_heads == 0 => hidden_size / n_heads,
-        None => {
+    let mla = match architecture.latent_attention() {
+        true => Some(Mla {
+            q_lora_rank: f.opt_u32("q_lora_rank")?.unwrap_or(0),
+            kv_lora_rank: f.u32("kv_lora_rank")?,
+            qk_nope_dim: f.u32("qk_nope_head_dim")?,
+            qk_rope_dim: f.u32("qk_rope_head_dim")?,
+            v_head_dim: f.u32("v_head_dim")?,
+        }),
+        false => None,
+    };
+    // MLA expands keys and values for every head; its `head_dim` key (if
+    // any) names the rope part, so the query/key width is computed.
+    let n_kv_heads = match mla {
+        Some(_) => n_heads,
+        None => f.opt_u32("num_key_value_heads")?.unwrap_or(n_heads),
+    };
+    let head_dim = match (mla, f.opt_u32("head_dim")?) {
+        (Some(m), _) => m.qk_nope_dim + m.qk_rope_dim,
+        (None, Some(d)) => d,
+        (None, None) if n_heads > 0 && hidden_size % n_heads == 0 => hidden_size / n_heads,
+        (None, None) => {
             return Err(f.err(
                 "hidden_size is not a multiple of num_attention_heads and no head_dim".into(),
             ))
@@ -172,6 +195,8 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         Some(t) => t as f32,
         None => f.opt_f32("rope_theta")?.unwrap_or(1e6),
     };
+    // DeepSeek's softmax scale grows with YaRN's mscale_all_dim.
+    let mut attention_multiplier = f.opt_f32("attention_multiplier")?;
     let mut rope_short_factor = heapless::Vec::new();
     let mut rope_long_factor = heapless::Vec::new();
     let rope_scaling = match rope_scaling_obj {
@@ -257,9 +282,17 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
                         long_mscale,
                     }
                 }
+                "yarn" => {
+                    let (scaling, softmax_scale) = yarn(&f, obj)?;
+                    if let (Some(s), Some(m)) = (softmax_scale, mla) {
+                        let qk = (m.qk_nope_dim + m.qk_rope_dim) as f32;
+                        attention_multiplier = Some(s / qk.sqrt());
+                    }
+                    scaling
+                }
                 other => {
                     return Err(f.err(format!(
-                        "rope scaling type {other:?} is not supported for this architecture (supported: default, linear, llama3, longrope)"
+                        "rope scaling type {other:?} is not supported for this architecture (supported: default, linear, llama3, longrope, yarn)"
                     )))
                 }
             }
@@ -298,6 +331,7 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
     // OLMoE configs say `num_experts`.
     let n_experts = match (architecture, f.opt_u32("num_local_experts")?) {
         (Architecture::Llama, _) => 1,
+        (Architecture::DeepseekV2 | Architecture::DeepseekV3, _) => f.u32("n_routed_experts")?,
         (Architecture::HunyuanMoe, _) => f.same_per_layer("num_experts")?,
         (_, Some(n)) => n,
         (_, None) => f.u32("num_experts")?,
@@ -329,6 +363,23 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         | Architecture::HunyuanMoe => (f.u32("intermediate_size")?, true),
         // Sparsemixer weights are never renormalised.
         Architecture::PhiMoe => (f.u32("intermediate_size")?, false),
+        // transformers' DeepSeek-V2 never renormalises (it ignores
+        // norm_topk_prob); V3 does by default.
+        Architecture::DeepseekV2 => {
+            if f.get("norm_topk_prob").and_then(Value::as_bool) == Some(true) {
+                warnings.push(
+                    "norm_topk_prob is true: transformers' DeepSeek-V2 ignores it, and so does mote".into(),
+                );
+            }
+            (f.u32("moe_intermediate_size")?, false)
+        }
+        Architecture::DeepseekV3 => {
+            let norm = f
+                .get("norm_topk_prob")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
+            (f.u32("moe_intermediate_size")?, norm)
+        }
         Architecture::Qwen3Moe | Architecture::Qwen2Moe => {
             let step = f.opt_u32("decoder_sparse_step")?.unwrap_or(1);
             let dense = f
@@ -379,13 +430,17 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         clip_qkv: f.opt_f32("clip_qkv")?,
         embedding_multiplier: f.opt_f32("embedding_multiplier")?.unwrap_or(1.0),
         residual_multiplier: f.opt_f32("residual_multiplier")?.unwrap_or(1.0),
-        attention_multiplier: f.opt_f32("attention_multiplier")?,
+        attention_multiplier,
         logits_scaling: f.opt_f32("logits_scaling")?.unwrap_or(1.0),
         shared_expert_ffn_size: match architecture {
             Architecture::Qwen2Moe => f.u32("shared_expert_intermediate_size")?,
             // transformers' Hunyuan sizes its shared MLP like the experts.
             Architecture::HunyuanMoe => f.u32("intermediate_size")?,
             Architecture::GraniteMoeShared => f.u32("shared_intermediate_size")?,
+            // DeepSeek's shared experts form one MLP n_shared_experts wide.
+            Architecture::DeepseekV2 | Architecture::DeepseekV3 => {
+                f.opt_u32("n_shared_experts")?.unwrap_or(0) * expert_ffn_size
+            }
             _ => 0,
         },
         router_jitter: match architecture {
@@ -394,9 +449,127 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         },
         rope_short_factor,
         rope_long_factor,
+        mla,
+        rope_interleaved: false,
+        expert_groups: 1,
+        topk_groups: 1,
+        routed_scaling_factor: 1.0,
+        first_dense_layers: 0,
+        dense_ffn_size: 0,
+        sliding_window: 0,
+        sliding_period: 0,
+        swiglu_limit: 0.0,
+        swiglu_alpha: 0.0,
+    };
+    let config = match architecture.latent_attention() {
+        true => deepseek(&f, config)?,
+        false => config,
     };
     config.validate().map_err(|e| f.err(e.to_string()))?;
     Ok(config)
+}
+
+/// DeepSeek's routing, rope layout and dense first layers.
+fn deepseek(f: &Fields<'_>, mut c: ModelConfig) -> Result<ModelConfig, QuantizeError> {
+    let v3 = c.architecture == Architecture::DeepseekV3;
+    if let Some(q) = f.get("quantization_config") {
+        let method = q
+            .get("quant_method")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
+        return Err(f.err(format!(
+            "quantization_config {method:?}: mote converts float checkpoints (f32/bf16/f16); \
+             dequantize this one to bf16 first"
+        )));
+    }
+    let scoring = f.get("scoring_func").and_then(Value::as_str);
+    let want = if v3 { "sigmoid" } else { "softmax" };
+    if scoring.is_some_and(|s| s != want) {
+        return Err(f.err(format!(
+            "scoring_func {scoring:?}: this family routes with {want}"
+        )));
+    }
+    let method = f.get("topk_method").and_then(Value::as_str);
+    let grouped = match (v3, method) {
+        (false, None | Some("greedy")) => false,
+        (false, Some("group_limited_greedy")) | (true, None | Some("noaux_tc")) => true,
+        (_, Some(other)) => {
+            return Err(f.err(format!(
+                "topk_method {other:?} is not supported (DeepSeek-V2: greedy, group_limited_greedy; V3: noaux_tc)"
+            )))
+        }
+    };
+    if grouped {
+        c.expert_groups = f.opt_u32("n_group")?.unwrap_or(1);
+        c.topk_groups = f.opt_u32("topk_group")?.unwrap_or(1);
+    }
+    c.routed_scaling_factor = f.opt_f32("routed_scaling_factor")?.unwrap_or(1.0);
+    // V2 rotates complex pairs; V3 reorders them into halves first, which
+    // is the same rotation of the same pairs.
+    c.rope_interleaved = !v3
+        || f.get("rope_interleave")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+    c.first_dense_layers = f
+        .opt_u32("first_k_dense_replace")?
+        .unwrap_or(0)
+        .min(c.n_layers);
+    if c.first_dense_layers > 0 {
+        c.dense_ffn_size = f.u32("intermediate_size")?;
+    }
+    if f.opt_u32("moe_layer_freq")?.unwrap_or(1) != 1 {
+        return Err(f.err("moe_layer_freq other than 1 is not supported".into()));
+    }
+    Ok(c)
+}
+
+/// YaRN scaling from a rope-scaling object, as transformers'
+/// `_compute_yarn_parameters`, and DeepSeek's softmax-scale factor
+/// (`mscale²` of `mscale_all_dim`) when the config gives one.
+fn yarn(f: &Fields<'_>, obj: &Value) -> Result<(RopeScaling, Option<f32>), QuantizeError> {
+    let num = |k: &str| obj.get(k).and_then(Value::as_f64);
+    let original = num("original_max_position_embeddings")
+        .or_else(|| {
+            f.get("original_max_position_embeddings")
+                .and_then(Value::as_f64)
+        })
+        .or_else(|| f.get("max_position_embeddings").and_then(Value::as_f64))
+        .ok_or_else(|| f.err("yarn rope scaling needs original_max_position_embeddings".into()))?;
+    // Without a factor transformers extends to max_position_embeddings.
+    let extended = f.get("max_position_embeddings").and_then(Value::as_f64);
+    let factor = num("factor")
+        .or(extended.map(|m| m / original))
+        .filter(|v| *v > 0.0)
+        .ok_or_else(|| f.err("yarn rope scaling needs a positive \"factor\"".into()))?;
+    let get_mscale = |scale: f64, m: f64| {
+        if scale <= 1.0 {
+            1.0
+        } else {
+            0.1 * m * scale.ln() + 1.0
+        }
+    };
+    let (mscale, mscale_all_dim) = (num("mscale"), num("mscale_all_dim"));
+    let attention_factor = match (num("attention_factor"), mscale, mscale_all_dim) {
+        (Some(a), _, _) => a,
+        (None, Some(m), Some(all)) if m != 0.0 && all != 0.0 => {
+            get_mscale(factor, m) / get_mscale(factor, all)
+        }
+        _ => get_mscale(factor, 1.0),
+    };
+    let softmax_scale = mscale_all_dim
+        .filter(|m| *m != 0.0)
+        .map(|m| (get_mscale(factor, m) * get_mscale(factor, m)) as f32);
+    Ok((
+        RopeScaling::Yarn {
+            factor: factor as f32,
+            original_max_position: original as u32,
+            beta_fast: num("beta_fast").unwrap_or(32.0) as f32,
+            beta_slow: num("beta_slow").unwrap_or(1.0) as f32,
+            attention_factor: attention_factor as f32,
+            truncate: obj.get("truncate").and_then(Value::as_bool).unwrap_or(true),
+        },
+        softmax_scale,
+    ))
 }
 
 #[cfg(test)]

@@ -63,7 +63,11 @@ fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
         TensorKind::FfnNorm => vec![plain(format!(
             "model.layers.{l}.post_attention_layernorm.weight"
         ))],
-        TensorKind::AttnQ => vec![plain(format!("model.layers.{l}.self_attn.q_proj.weight"))],
+        TensorKind::AttnQ => vec![
+            plain(format!("model.layers.{l}.self_attn.q_proj.weight")),
+            // MLA's query expansion when queries are compressed.
+            plain(format!("model.layers.{l}.self_attn.q_b_proj.weight")),
+        ],
         TensorKind::AttnK => vec![plain(format!("model.layers.{l}.self_attn.k_proj.weight"))],
         TensorKind::AttnV => vec![plain(format!("model.layers.{l}.self_attn.v_proj.weight"))],
         TensorKind::AttnO => vec![plain(format!("model.layers.{l}.self_attn.o_proj.weight"))],
@@ -83,9 +87,14 @@ fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
                 ),
                 _ => ("down_proj", "output_linear", None),
             };
+            if !config.has_experts(l) {
+                // A DeepSeek dense layer's MLP.
+                return vec![plain(format!("model.layers.{l}.mlp.{proj}.weight"))];
+            }
             vec![
                 plain(format!("model.layers.{l}.mlp.shared_expert.{proj}.weight")),
                 plain(format!("model.layers.{l}.mlp.shared_mlp.{proj}.weight")),
+                plain(format!("model.layers.{l}.mlp.shared_experts.{proj}.weight")),
                 Candidate {
                     name: format!("model.layers.{l}.shared_mlp.{granite}.weight"),
                     fused: row.map(|r| (None, r)),
@@ -100,6 +109,29 @@ fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
             plain(format!("model.layers.{l}.self_attn.k_norm.weight")),
             plain(format!("model.layers.{l}.self_attn.key_layernorm.weight")),
         ],
+        // DeepSeek's multi-head latent attention.
+        TensorKind::AttnQA => vec![plain(format!("model.layers.{l}.self_attn.q_a_proj.weight"))],
+        TensorKind::AttnQANorm => vec![plain(format!(
+            "model.layers.{l}.self_attn.q_a_layernorm.weight"
+        ))],
+        TensorKind::AttnKvA => vec![plain(format!(
+            "model.layers.{l}.self_attn.kv_a_proj_with_mqa.weight"
+        ))],
+        TensorKind::AttnKvANorm => vec![plain(format!(
+            "model.layers.{l}.self_attn.kv_a_layernorm.weight"
+        ))],
+        TensorKind::AttnKvB => vec![plain(format!(
+            "model.layers.{l}.self_attn.kv_b_proj.weight"
+        ))],
+        TensorKind::RouterCorrection => vec![plain(format!(
+            "model.layers.{l}.mlp.gate.e_score_correction_bias"
+        ))],
+        // gpt-oss.
+        TensorKind::AttnSinks => vec![plain(format!("model.layers.{l}.self_attn.sinks"))],
+        TensorKind::RouterBias => vec![plain(format!("model.layers.{l}.mlp.router.bias"))],
+        TensorKind::ExpertGateBias | TensorKind::ExpertUpBias | TensorKind::ExpertDownBias => {
+            vec![]
+        }
         TensorKind::SharedExpertGate => vec![plain(format!(
             "model.layers.{l}.mlp.shared_expert_gate.weight"
         ))],
@@ -150,7 +182,7 @@ fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
 
 /// Finds the source of `id` and checks its shape against the config.
 pub fn find(ck: &Checkpoint, config: &ModelConfig, id: TensorId) -> Result<Source, QuantizeError> {
-    let [rows, cols] = expected_shape(config, id.kind).map(|d| d as usize);
+    let [rows, cols] = expected_shape(config, id).map(|d| d as usize);
     let cands = candidates(config, id);
     for c in &cands {
         let Some(entry) = ck.tensors.get(&c.name) else {

@@ -56,8 +56,15 @@ pub struct Buffers {
     pub hidden: usize,
     /// Query and attention-context width.
     pub q_dim: usize,
-    /// Key/value width.
+    /// Key width (with MLA: the latent and rope key a position caches).
     pub kv_dim: usize,
+    /// Value width (0 with MLA).
+    pub v_dim: usize,
+    /// Compressed query width (MLA's `q_lora_rank`; 0 without).
+    pub q_latent: usize,
+    /// Per-head attention scratch of MLA: each head's absorbed query and
+    /// latent context (0 without MLA).
+    pub mla_heads: usize,
     /// Expert hidden width.
     pub ffn: usize,
     /// Largest matrix input, rounded up to whole blocks (int8 activations).
@@ -72,8 +79,10 @@ pub struct Buffers {
     pub vocab: usize,
     /// Rope inverse frequencies.
     pub rope: usize,
-    /// KV cache entries per K or V: layers × context × kv_dim.
+    /// Key cache entries: layers × context × kv_dim.
     pub kv_cache: usize,
+    /// Value cache entries: layers × context × v_dim.
+    pub v_cache: usize,
     /// Tensor table entries.
     pub tensors: usize,
 }
@@ -83,22 +92,31 @@ impl Buffers {
     /// prefill batches of `batch` tokens.
     pub fn new(config: &ModelConfig, max_context: u32, batch: u32) -> Self {
         let hidden = config.hidden_size as usize;
-        let q_dim = config.q_dim();
-        let ffn = (config.expert_ffn_size.max(config.shared_expert_ffn_size)) as usize;
-        let widest = hidden.max(q_dim).max(ffn);
+        let q_dim = config.q_dim().max(config.attn_out_dim());
+        let ffn = config.widest_ffn();
+        let q_latent = config.mla.map_or(0, |m| m.q_lora_rank as usize);
+        let mla_heads = config.mla.map_or(0, |m| {
+            config.n_heads as usize * (m.cache_width() + m.kv_lora_rank as usize)
+        });
+        let widest = hidden.max(q_dim).max(ffn).max(q_latent);
+        let cache = config.n_layers as usize * max_context as usize;
         Buffers {
             batch: batch.clamp(1, max_context) as usize,
             hidden,
             q_dim,
             kv_dim: config.kv_dim(),
+            v_dim: config.v_cache_dim(),
+            q_latent,
+            mla_heads,
             ffn,
             act_len: widest.div_ceil(BLOCK_LEN) * BLOCK_LEN,
             experts: config.n_experts as usize,
             top_k: config.n_experts_per_token as usize,
             scores: config.n_heads as usize * max_context as usize,
             vocab: config.vocab_size as usize,
-            rope: config.head_dim as usize / 2,
-            kv_cache: config.n_layers as usize * max_context as usize * config.kv_dim(),
+            rope: config.rope_dim() / 2,
+            kv_cache: cache * config.kv_dim(),
+            v_cache: cache * config.v_cache_dim(),
             tensors: crate::model::layout::tensor_count(config),
         }
     }
@@ -110,7 +128,7 @@ impl Buffers {
 
     /// Bytes of the KV cache (K and V, f32).
     pub fn kv_cache_bytes(&self) -> usize {
-        2 * buffer_bytes::<f32>(self.kv_cache)
+        buffer_bytes::<f32>(self.kv_cache) + buffer_bytes::<f32>(self.v_cache)
     }
 
     /// Bytes of activations, int8 activations, routing, scores, logits and
@@ -121,7 +139,10 @@ impl Buffers {
             buffer_bytes::<i8>(b * self.act_len) + 2 * buffer_bytes::<f32>(b * self.act_blocks());
         6 * buffer_bytes::<f32>(b * self.hidden)
             + 2 * buffer_bytes::<f32>(b * self.q_dim)
-            + 2 * buffer_bytes::<f32>(b * self.kv_dim)
+            + buffer_bytes::<f32>(b * self.kv_dim)
+            + buffer_bytes::<f32>(b * self.v_dim)
+            + buffer_bytes::<f32>(b * self.q_latent)
+            + buffer_bytes::<f32>(self.mla_heads)
             + 2 * buffer_bytes::<f32>(b * self.ffn)
             + 3 * quant
             + buffer_bytes::<f32>(b * self.experts)
@@ -208,6 +229,8 @@ impl Plan {
             c.hidden_size,
             c.expert_ffn_size,
             c.n_heads.saturating_mul(c.head_dim),
+            c.widest_ffn() as u32,
+            c.mla.map_or(0, |m| m.q_lora_rank),
         ];
         let batch = limits.prefill_batch.max(1) as u64;
         if kv.saturating_mul(8) > isize::MAX as u64
@@ -245,16 +268,19 @@ impl Plan {
                 }
                 resident += crate::format::align_up(rec.length, crate::format::TENSOR_ALIGN);
             }
-            for layer in 0..c.n_layers {
+            for layer in (0..c.n_layers).filter(|&l| c.has_experts(l)) {
                 for expert in 0..c.n_experts {
                     slot_bytes = slot_bytes.max(model.expert_range(layer, expert)?.1);
                 }
             }
             plan.resident_weight_bytes = usize::try_from(resident).map_err(too_big)?;
+            // Keys are layer * n_experts + expert over every layer; dense
+            // layers have no experts to hold.
             let experts = (c.n_layers * c.n_experts) as usize;
+            let existing = (c.expert_layers() * c.n_experts) as usize;
             let mut ep = ExpertPlan {
                 slot_bytes: usize::try_from(slot_bytes).map_err(too_big)?,
-                slots: experts,
+                slots: existing,
                 experts,
             };
             if let Some(budget) = limits.memory_budget_bytes {
@@ -263,7 +289,7 @@ impl Plan {
                 plan.experts = Some(ep);
                 let fixed = plan.arena_bytes() as u64;
                 let room = budget.saturating_sub(fixed) / ep.per_slot() as u64;
-                ep.slots = (room as usize).min(experts);
+                ep.slots = (room as usize).min(existing);
                 // Bookkeeping is rounded up per buffer: trim to the exact fit.
                 loop {
                     plan.experts = Some(ep);

@@ -156,6 +156,21 @@ pub fn encode_row_f32(row: &[f32], out: &mut [u8]) {
     }
 }
 
+/// Decodes one row of any weight type into `out.len()` f32 values.
+pub fn dequantize_row(dtype: crate::DType, row: &[u8], out: &mut [f32]) {
+    match dtype {
+        crate::DType::F32 => out
+            .iter_mut()
+            .zip(row.chunks_exact(4))
+            .for_each(|(x, b)| *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        crate::DType::F16 => out.iter_mut().zip(row.chunks_exact(2)).for_each(|(x, b)| {
+            *x = half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
+        }),
+        crate::DType::Q8 => dequantize_row_q8(row, out),
+        crate::DType::Q4 => dequantize_row_q4(row, out),
+    }
+}
+
 /// Dequantizes one int8 row (`out.len()` logical values).
 pub fn dequantize_row_q8(row: &[u8], out: &mut [f32]) {
     let blocks = out.len().div_ceil(BLOCK_LEN);

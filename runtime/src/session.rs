@@ -13,14 +13,18 @@
 use crate::arena::Arena;
 use crate::error::Error;
 use crate::experts::{checksum_error, CacheStats, ExpertCache, ExpertPlace};
-use crate::format::config::{global_tensors, ModelConfig, QkNorm, RopeScaling};
+use crate::format::config::{global_tensors, Mla, ModelConfig, QkNorm, RopeScaling, RouterScoring};
 use crate::format::tensor::{DType, TensorId, TensorKind};
 use crate::kernels::{scalar, BatchActs, Kernels, Matrix};
 use crate::model::{layout, Model};
 use crate::parallel::{MatmulJob, Parallel, SharedMut};
 use crate::plan::Plan;
-use crate::quant::{dequantize_row_q4, dequantize_row_q8, BLOCK_LEN};
+use crate::quant::{dequantize_row, BLOCK_LEN};
 use crate::storage::{MaybeSync, Storage};
+
+/// Epsilon of MLA's latent norms: transformers builds `q_a_layernorm` and
+/// `kv_a_layernorm` with its default, not the config's `rms_norm_eps`.
+const LATENT_NORM_EPS: f32 = 1e-6;
 
 /// Where a resolved tensor's bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +148,8 @@ pub struct Session<'a, S: Storage + MaybeSync> {
     expert_in: &'a mut [f32],
     expert_out: &'a mut [f32],
     q: &'a mut [f32],
+    /// Compressed queries (MLA with `q_lora_rank`).
+    q_latent: &'a mut [f32],
     ctx: &'a mut [f32],
     k: &'a mut [f32],
     v: &'a mut [f32],
@@ -161,8 +167,11 @@ pub struct Session<'a, S: Storage + MaybeSync> {
     scores: &'a mut [f32],
     logits: &'a mut [f32],
     inv_freq: &'a mut [f32],
-    /// Factor on rotated queries and keys (LongRoPE's mscale; else 1).
+    /// Factor on rotated queries and keys (LongRoPE's mscale, YaRN's
+    /// attention factor; else 1).
     rope_scale: f32,
+    /// MLA's per-head scratch: absorbed query and latent context.
+    mla_heads: &'a mut [f32],
     k_cache: &'a mut [f32],
     v_cache: &'a mut [f32],
 }
@@ -261,7 +270,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             batch: n,
             pos: 0,
             k_cache: arena.take(b.kv_cache, 0.0f32)?,
-            v_cache: arena.take(b.kv_cache, 0.0f32)?,
+            v_cache: arena.take(b.v_cache, 0.0f32)?,
             x: arena.take(n * b.hidden, 0.0f32)?,
             xn: arena.take(n * b.hidden, 0.0f32)?,
             proj: arena.take(n * b.hidden, 0.0f32)?,
@@ -269,9 +278,10 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             expert_in: arena.take(n * b.hidden, 0.0f32)?,
             expert_out: arena.take(n * b.hidden, 0.0f32)?,
             q: arena.take(n * b.q_dim, 0.0f32)?,
+            q_latent: arena.take(n * b.q_latent, 0.0f32)?,
             ctx: arena.take(n * b.q_dim, 0.0f32)?,
             k: arena.take(n * b.kv_dim, 0.0f32)?,
-            v: arena.take(n * b.kv_dim, 0.0f32)?,
+            v: arena.take(n * b.v_dim, 0.0f32)?,
             gate: arena.take(n * b.ffn, 0.0f32)?,
             up: arena.take(n * b.ffn, 0.0f32)?,
             act: QuantBuf::new(&mut arena, n, b.act_blocks())?,
@@ -286,6 +296,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             logits: arena.take(b.vocab, 0.0f32)?,
             inv_freq: arena.take(b.rope, 0.0f32)?,
             rope_scale: 1.0,
+            mla_heads: arena.take(b.mla_heads, 0.0f32)?,
         };
         session.rope_scale = rope_frequencies(config, session.max_context, session.inv_freq);
         Ok(session)
@@ -416,17 +427,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             &self.weights[start..start + row_bytes]
         };
         let out = &mut self.x[t * h..(t + 1) * h];
-        match w.dtype {
-            DType::F32 => out
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, x)| *x = scalar::f32_at(row, i)),
-            DType::F16 => out.iter_mut().zip(row.chunks_exact(2)).for_each(|(x, b)| {
-                *x = half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32()
-            }),
-            DType::Q8 => dequantize_row_q8(row, out),
-            DType::Q4 => dequantize_row_q4(row, out),
-        }
+        dequantize_row(w.dtype, row, out);
         if self.config.embedding_multiplier != 1.0 {
             out.iter_mut()
                 .for_each(|x| *x *= self.config.embedding_multiplier);
@@ -503,7 +504,12 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         for layer in 0..c.n_layers {
             self.attention(layer, n);
             let predictable = c.architecture.has_router() && self.cache.is_some();
-            if n == 1 && self.prefetch && predictable && layer + 1 < c.n_layers {
+            if n == 1
+                && self.prefetch
+                && predictable
+                && layer + 1 < c.n_layers
+                && c.has_experts(layer + 1)
+            {
                 self.predict(layer + 1);
             }
             self.moe(layer, n)?;
@@ -537,7 +543,8 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
     fn product(&mut self, jobs: &[(Matrix<'a>, *mut f32)], input: Input, n: usize) {
         let (f32s, stride, cols) = match input {
             Input::Normed => (&*self.xn, self.config.hidden_size as usize, jobs[0].0.cols),
-            Input::Context => (&*self.ctx, self.config.q_dim(), jobs[0].0.cols),
+            Input::Context => (&*self.ctx, jobs[0].0.cols, jobs[0].0.cols),
+            Input::Latent => (&*self.q_latent, jobs[0].0.cols, jobs[0].0.cols),
             Input::Expert => (
                 &*self.expert_in,
                 self.config.hidden_size as usize,
@@ -546,7 +553,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             Input::Hidden => (&*self.gate, jobs[0].0.cols, jobs[0].0.cols),
         };
         let buf = match input {
-            Input::Normed | Input::Context => &mut self.act,
+            Input::Normed | Input::Context | Input::Latent => &mut self.act,
             Input::Expert => &mut self.act_e,
             Input::Hidden => &mut self.act_h,
         };
@@ -615,7 +622,8 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         self.product(&[(wd, out)], Input::Hidden, n);
     }
 
-    /// The shared expert (Qwen2-MoE, Hunyuan, Granite shared): a SwiGLU MLP
+    /// The shared expert (Qwen2-MoE, Hunyuan, Granite shared, DeepSeek; a
+    /// DeepSeek dense layer's MLP): a SwiGLU MLP
     /// every token goes through, its output scaled by
     /// `sigmoid(shared_expert_gate · x)` where the family gates it, and
     /// added to the routed experts' sum in `moe`.
@@ -692,21 +700,13 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         }
     }
 
-    fn attention(&mut self, layer: u32, n: usize) {
+    /// Grouped-query attention of the normed rows into `ctx`, caching
+    /// each position's keys and values.
+    fn multi_head_attention(&mut self, layer: u32, n: usize) {
         let c = self.config;
-        let h = c.hidden_size as usize;
-        let norm = self.norm_weights(TensorKind::AttnNorm, TensorKind::AttnNormBias, Some(layer));
-        for t in 0..n {
-            norm.apply(
-                &mut self.xn[t * h..(t + 1) * h],
-                &self.x[t * h..(t + 1) * h],
-                c.norm_eps,
-            );
-        }
         let wq = self.weight(TensorId::layer(TensorKind::AttnQ, layer));
         let wk = self.weight(TensorId::layer(TensorKind::AttnK, layer));
         let wv = self.weight(TensorId::layer(TensorKind::AttnV, layer));
-        let wo = self.weight(TensorId::layer(TensorKind::AttnO, layer));
         let outs = (
             self.q.as_mut_ptr(),
             self.k.as_mut_ptr(),
@@ -725,30 +725,13 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         let max_context = self.max_context as usize;
         let layer_base = layer as usize * max_context * kv_dim;
         for t in 0..n {
-            let pos = self.pos as usize + t;
-            let p = match c.rope_scaling {
-                RopeScaling::Linear { factor } => pos as f32 / factor,
-                _ => pos as f32,
-            };
-            scalar::rope(
+            let p = self.rope_position(self.pos as usize + t);
+            let (q, k) = (
                 &mut self.q[t * q_dim..(t + 1) * q_dim],
-                head_dim,
-                p,
-                self.inv_freq,
-            );
-            scalar::rope(
                 &mut self.k[t * kv_dim..(t + 1) * kv_dim],
-                head_dim,
-                p,
-                self.inv_freq,
             );
-        }
-        if self.rope_scale != 1.0 {
-            let scale = self.rope_scale;
-            self.q[..n * q_dim]
-                .iter_mut()
-                .chain(&mut self.k[..n * kv_dim])
-                .for_each(|v| *v *= scale);
+            rotate(c, q, head_dim, p, self.inv_freq, self.rope_scale);
+            rotate(c, k, head_dim, p, self.inv_freq, self.rope_scale);
         }
         self.normalize_qk(layer, n, true);
         for t in 0..n {
@@ -800,7 +783,142 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                 );
             });
         }
+    }
 
+    /// Multi-head latent attention (DeepSeek) of the normed rows into
+    /// `ctx`, with the key and value expansions absorbed: each head's query
+    /// is mapped into the latent space (`W_kᵀ q_nope`), attends over the
+    /// cached latents and the shared rope keys, and its latent context is
+    /// expanded by `W_v`. A position caches `kv_lora_rank + qk_rope_dim`
+    /// floats per layer instead of per-head keys and values.
+    fn latent_attention(&mut self, layer: u32, n: usize, m: Mla) {
+        let c = self.config;
+        let id = |kind| TensorId::layer(kind, layer);
+        let heads = c.n_heads as usize;
+        let (nope, rope) = (m.qk_nope_dim as usize, m.qk_rope_dim as usize);
+        let (v_dim, lora) = (m.v_head_dim as usize, m.kv_lora_rank as usize);
+        let qk = nope + rope;
+        let q_dim = heads * qk;
+        let width = m.cache_width();
+        // Queries (directly, or through the normed compressed query) and
+        // the latent with the rope key.
+        let wq = self.weight(id(TensorKind::AttnQ));
+        let wkv = self.weight(id(TensorKind::AttnKvA));
+        if m.q_lora_rank > 0 {
+            let wqa = self.weight(id(TensorKind::AttnQA));
+            let outs = (self.q_latent.as_mut_ptr(), self.k.as_mut_ptr());
+            self.product(&[(wqa, outs.0), (wkv, outs.1)], Input::Normed, n);
+            let norm = self.weight(id(TensorKind::AttnQANorm));
+            let r = m.q_lora_rank as usize;
+            for row in self.q_latent[..n * r].chunks_exact_mut(r) {
+                scalar::rmsnorm_in_place(row, norm.data, LATENT_NORM_EPS);
+            }
+            let out = self.q.as_mut_ptr();
+            self.product(&[(wq, out)], Input::Latent, n);
+        } else {
+            let outs = (self.q.as_mut_ptr(), self.k.as_mut_ptr());
+            self.product(&[(wq, outs.0), (wkv, outs.1)], Input::Normed, n);
+        }
+        let kv_norm = self.weight(id(TensorKind::AttnKvANorm));
+        let max_context = self.max_context as usize;
+        let layer_base = layer as usize * max_context * width;
+        for t in 0..n {
+            let pos = self.pos as usize + t;
+            let p = self.rope_position(pos);
+            let kv = &mut self.k[t * width..(t + 1) * width];
+            scalar::rmsnorm_in_place(&mut kv[..lora], kv_norm.data, LATENT_NORM_EPS);
+            rotate(c, &mut kv[lora..], rope, p, self.inv_freq, self.rope_scale);
+            for head in self.q[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(qk) {
+                rotate(
+                    c,
+                    &mut head[nope..],
+                    rope,
+                    p,
+                    self.inv_freq,
+                    self.rope_scale,
+                );
+            }
+            let here = layer_base + pos * width;
+            self.k_cache[here..here + width].copy_from_slice(kv);
+        }
+
+        let kvb = self.weight(id(TensorKind::AttnKvB));
+        let row_bytes = kvb.dtype.row_bytes(lora);
+        let scale = c
+            .attention_multiplier
+            .unwrap_or(1.0 / libm::sqrtf(qk as f32));
+        let cache: &[f32] = &self.k_cache[layer_base..];
+        let out_dim = heads * v_dim;
+        for t in 0..n {
+            let visible = self.pos as usize + t + 1;
+            let q: &[f32] = &self.q[t * q_dim..(t + 1) * q_dim];
+            // SAFETY of the pointers: see the block below.
+            let ctx = SharedMut(self.ctx[t * out_dim..].as_mut_ptr());
+            let scores = SharedMut(self.scores.as_mut_ptr());
+            let scratch = SharedMut(self.mla_heads.as_mut_ptr());
+            self.par.for_each(heads, &|head| {
+                // SAFETY: head `head` alone writes ctx[head*v_dim..][..v_dim]
+                // (inside token t's row of heads*v_dim), scores[head*max_context..]
+                // [..visible] (visible <= max_context) and its own
+                // width + lora floats of mla_heads (heads * (width + lora)
+                // long); the region ends before any of them is read.
+                let (out, sc, absorbed, latent) = unsafe {
+                    let mine = scratch.get().add(head * (width + lora));
+                    (
+                        core::slice::from_raw_parts_mut(ctx.get().add(head * v_dim), v_dim),
+                        core::slice::from_raw_parts_mut(
+                            scores.get().add(head * max_context),
+                            visible,
+                        ),
+                        core::slice::from_raw_parts_mut(mine, width),
+                        core::slice::from_raw_parts_mut(mine.add(width), lora),
+                    )
+                };
+                // This head's rows of kv_b: nope key rows, then v_dim value rows.
+                let rows = &kvb.data[head * (nope + v_dim) * row_bytes..];
+                let row = |r: usize| &rows[r * row_bytes..(r + 1) * row_bytes];
+                let qh = &q[head * qk..(head + 1) * qk];
+                absorbed.fill(0.0);
+                for (i, &qi) in qh[..nope].iter().enumerate() {
+                    dequantize_row(kvb.dtype, row(i), latent);
+                    scalar::axpy(&mut absorbed[..lora], qi, latent);
+                }
+                absorbed[lora..].copy_from_slice(&qh[nope..]);
+                scalar::attend(absorbed, cache, cache, width, scale, sc, latent);
+                for (r, o) in out.iter_mut().enumerate() {
+                    dequantize_row(kvb.dtype, row(nope + r), &mut absorbed[..lora]);
+                    *o = scalar::dot(&absorbed[..lora], latent);
+                }
+            });
+        }
+    }
+
+    /// Position `pos` as rope sees it (divided by a linear scaling factor).
+    fn rope_position(&self, pos: usize) -> f32 {
+        match self.config.rope_scaling {
+            RopeScaling::Linear { factor } => pos as f32 / factor,
+            _ => pos as f32,
+        }
+    }
+
+    /// Attention with its residual: norm, the family's attention into
+    /// `ctx`, the output projection.
+    fn attention(&mut self, layer: u32, n: usize) {
+        let c = self.config;
+        let h = c.hidden_size as usize;
+        let norm = self.norm_weights(TensorKind::AttnNorm, TensorKind::AttnNormBias, Some(layer));
+        for t in 0..n {
+            norm.apply(
+                &mut self.xn[t * h..(t + 1) * h],
+                &self.x[t * h..(t + 1) * h],
+                c.norm_eps,
+            );
+        }
+        match c.mla {
+            Some(m) => self.latent_attention(layer, n, m),
+            None => self.multi_head_attention(layer, n),
+        }
+        let wo = self.weight(TensorId::layer(TensorKind::AttnO, layer));
         let out = self.proj.as_mut_ptr();
         self.product(&[(wo, out)], Input::Context, n);
         if c.architecture
@@ -832,6 +950,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         );
         let norm = self.norm_weights(TensorKind::FfnNorm, TensorKind::FfnNormBias, Some(layer));
         let router = self.weight(TensorId::layer(TensorKind::Router, layer));
+        let bias = self.router_correction(layer);
         norm.apply(&mut self.xn[..h], &self.x[..h], c.norm_eps);
         for (p, row) in self.router[..e_count]
             .iter_mut()
@@ -843,10 +962,11 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         let half = layer as usize % 2;
         let predicted = &mut self.predicted[half * top_k..(half + 1) * top_k];
         route(
+            c,
             &mut self.router[..e_count],
+            bias,
             predicted,
             &mut weights[..top_k],
-            c.norm_topk_prob,
         );
         self.predicted_layer[half] = layer;
         let Some(cache) = self.cache.as_mut() else {
@@ -881,21 +1001,26 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                 c.norm_eps,
             );
         }
+        if !c.has_experts(layer) {
+            // A dense first layer: its MLP is held as the shared expert.
+            self.moe[..n * h].fill(0.0);
+            self.shared_expert(layer, n);
+            self.add_moe_output(n);
+            return Ok(());
+        }
         if c.architecture.has_router() {
-            // Softmax over the router logits, top-k (ties to the lower
-            // index), weights renormalised over the chosen if the family does.
             let router = self.weight(TensorId::layer(TensorKind::Router, layer));
+            let bias = self.router_correction(layer);
             let out = self.router.as_mut_ptr();
             self.product(&[(router, out)], Input::Normed, n);
             for t in 0..n {
-                let probs = &mut self.router[t * e_count..(t + 1) * e_count];
-                let chosen = &mut self.route_expert[t * top_k..(t + 1) * top_k];
-                let weights = &mut self.route_weight[t * top_k..(t + 1) * top_k];
-                if c.architecture.sparsemixer() {
-                    sparsemixer(probs, chosen, weights, c.router_jitter);
-                } else {
-                    route(probs, chosen, weights, c.norm_topk_prob);
-                }
+                route(
+                    c,
+                    &mut self.router[t * e_count..(t + 1) * e_count],
+                    bias,
+                    &mut self.route_expert[t * top_k..(t + 1) * top_k],
+                    &mut self.route_weight[t * top_k..(t + 1) * top_k],
+                );
             }
         } else {
             // Dense: the MLP is expert 0, always on, weight 1.
@@ -959,24 +1084,69 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         if c.shared_expert_ffn_size > 0 {
             self.shared_expert(layer, n);
         }
-        let mult = c.residual_multiplier;
+        self.add_moe_output(n);
+        Ok(())
+    }
+
+    /// Adds the MLP block's output `moe` to the residual stream.
+    fn add_moe_output(&mut self, n: usize) {
+        let h = self.config.hidden_size as usize;
+        let mult = self.config.residual_multiplier;
         self.x[..n * h]
             .iter_mut()
             .zip(self.moe.iter())
             .for_each(|(x, m)| *x += m * mult);
-        Ok(())
+    }
+
+    /// The router's score correction bias (DeepSeek-V3), if the family has one.
+    fn router_correction(&self, layer: u32) -> Option<&'a [u8]> {
+        let id = TensorId::layer(TensorKind::RouterCorrection, layer);
+        self.index.of(id).map(|_| self.weight(id).data)
     }
 }
 
 /// Rope inverse frequencies `θ^(-2i/d)` for a session of `max_context`
 /// positions, with Llama 3.1's scaling (as transformers'
-/// `_compute_llama3_parameters`) or LongRoPE's per-frequency factors applied
-/// where the config asks for them; returns the factor rotated queries and
-/// keys are scaled by (LongRoPE's mscale, else 1).
+/// `_compute_llama3_parameters`), YaRN's (`_compute_yarn_parameters`) or
+/// LongRoPE's per-frequency factors applied where the config asks for them;
+/// returns the factor rotated queries and keys are scaled by (LongRoPE's
+/// mscale, YaRN's attention factor, else 1).
 fn rope_frequencies(config: &ModelConfig, max_context: u32, inv_freq: &mut [f32]) -> f32 {
-    let head_dim = config.head_dim as f32;
+    let dim = config.rope_dim() as f32;
     for (i, f) in inv_freq.iter_mut().enumerate() {
-        *f = 1.0 / libm::powf(config.rope_theta, (2 * i) as f32 / head_dim);
+        *f = 1.0 / libm::powf(config.rope_theta, (2 * i) as f32 / dim);
+    }
+    if let RopeScaling::Yarn {
+        factor,
+        original_max_position,
+        beta_fast,
+        beta_slow,
+        attention_factor,
+        truncate,
+    } = config.rope_scaling
+    {
+        // The dimension at which a frequency turns `rotations` times over
+        // the original context.
+        let base = config.rope_theta as f64;
+        let correction = |rotations: f32| {
+            let turns =
+                original_max_position as f64 / (rotations as f64 * 2.0 * core::f64::consts::PI);
+            dim as f64 * libm::log(turns) / (2.0 * libm::log(base))
+        };
+        let (mut low, mut high) = (correction(beta_fast), correction(beta_slow));
+        if truncate {
+            (low, high) = (libm::floor(low), libm::ceil(high));
+        }
+        let (low, mut high) = (low.max(0.0) as f32, high.min(dim as f64 - 1.0) as f32);
+        if low == high {
+            high += 0.001;
+        }
+        for (i, f) in inv_freq.iter_mut().enumerate() {
+            // 1 keeps the frequency (extrapolation), 0 divides it by `factor`.
+            let keep = 1.0 - ((i as f32 - low) / (high - low)).clamp(0.0, 1.0);
+            *f = (*f / factor) * (1.0 - keep) + *f * keep;
+        }
+        return attention_factor;
     }
     if let RopeScaling::LongRope {
         original_max_position,
@@ -1022,6 +1192,18 @@ fn rope_frequencies(config: &ModelConfig, max_context: u32, inv_freq: &mut [f32]
         }
     }
     1.0
+}
+
+/// Rotates every `dim`-wide head of `x` to position `p` in the family's
+/// pair layout, and scales it by `scale` (1: unchanged).
+fn rotate(c: &ModelConfig, x: &mut [f32], dim: usize, p: f32, inv_freq: &[f32], scale: f32) {
+    match c.rope_interleaved {
+        true => scalar::rope_interleaved(x, dim, p, inv_freq),
+        false => scalar::rope(x, dim, p, inv_freq),
+    }
+    if scale != 1.0 {
+        x.iter_mut().for_each(|v| *v *= scale);
+    }
 }
 
 /// Reads `dst` from `offset`, split across the session's threads when it
@@ -1116,23 +1298,92 @@ fn sparsemixer(logits: &[f32], chosen: &mut [u32], weights: &mut [f32], eps: f32
     }
 }
 
-/// Softmax over router logits, the top-k (ties to the lower index), and
-/// (if `renormalize`) their weights rescaled to sum to one.
-fn route(probs: &mut [f32], chosen: &mut [u32], weights: &mut [f32], renormalize: bool) {
-    scalar::softmax(probs);
+/// Chooses `chosen.len()` experts from router `logits` (turned into
+/// scores in place) and their weights, by the family's rule: sparsemixer;
+/// or softmax or sigmoid scores, the best `topk_groups` expert groups kept
+/// (a group scores its best expert, or with a correction bias its best
+/// two), the top-k of the kept by score plus `bias`, ties to the lower
+/// index; weights are the scores, renormalised if the config says so, times
+/// `routed_scaling_factor`.
+fn route(
+    c: &ModelConfig,
+    logits: &mut [f32],
+    bias: Option<&[u8]>,
+    chosen: &mut [u32],
+    weights: &mut [f32],
+) {
+    if c.architecture.sparsemixer() {
+        return sparsemixer(logits, chosen, weights, c.router_jitter);
+    }
+    let scores = logits;
+    match c.architecture.router_scoring() {
+        RouterScoring::Softmax => scalar::softmax(scores),
+        RouterScoring::Sigmoid => scores
+            .iter_mut()
+            .for_each(|s| *s = 1.0 / (1.0 + libm::expf(-*s))),
+    }
+    let key = |e: usize| scores[e] + bias.map_or(0.0, |b| scalar::f32_at(b, e));
+    // Group limit: experts outside the kept groups cannot be chosen.
+    let mut kept = [true; crate::format::config::MAX_EXPERTS as usize];
+    let groups = c.expert_groups as usize;
+    if groups > 1 {
+        let size = scores.len() / groups;
+        let group_score = |g: usize| {
+            let (mut first, mut second) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+            for e in g * size..(g + 1) * size {
+                let k = key(e);
+                if k > first {
+                    (first, second) = (k, first);
+                } else if k > second {
+                    second = k;
+                }
+            }
+            match bias {
+                Some(_) => first + second,
+                None => first,
+            }
+        };
+        let mut group_scores = [0.0f32; crate::format::config::MAX_EXPERTS as usize];
+        let group_scores = &mut group_scores[..groups];
+        group_scores
+            .iter_mut()
+            .enumerate()
+            .for_each(|(g, s)| *s = group_score(g));
+        let mut groups_kept = [false; crate::format::config::MAX_EXPERTS as usize];
+        for _ in 0..c.topk_groups {
+            let mut best = usize::MAX;
+            for (g, &s) in group_scores.iter().enumerate() {
+                if !groups_kept[g] && (best == usize::MAX || s > group_scores[best]) {
+                    best = g;
+                }
+            }
+            groups_kept[best] = true;
+        }
+        for (e, k) in kept[..scores.len()].iter_mut().enumerate() {
+            *k = groups_kept[e / size];
+        }
+    }
     for k in 0..chosen.len() {
         let mut best = usize::MAX;
-        for (e, &p) in probs.iter().enumerate() {
-            if !chosen[..k].contains(&(e as u32)) && (best == usize::MAX || p > probs[best]) {
+        for (e, &kept) in kept[..scores.len()].iter().enumerate() {
+            if kept
+                && !chosen[..k].contains(&(e as u32))
+                && (best == usize::MAX || key(e) > key(best))
+            {
                 best = e;
             }
         }
         chosen[k] = best as u32;
-        weights[k] = probs[best];
+        weights[k] = scores[best];
     }
-    if renormalize {
-        let total: f32 = weights.iter().sum();
+    if c.norm_topk_prob {
+        let total: f32 = weights.iter().sum::<f32>() + 1e-20;
         weights.iter_mut().for_each(|w| *w /= total);
+    }
+    if c.routed_scaling_factor != 1.0 {
+        weights
+            .iter_mut()
+            .for_each(|w| *w *= c.routed_scaling_factor);
     }
 }
 
@@ -1143,6 +1394,8 @@ enum Input {
     Normed,
     /// `ctx`: the attention context.
     Context,
+    /// `q_latent`: MLA's compressed queries.
+    Latent,
     /// `expert_in` / `act_e`: the normed rows of the tokens routed to one expert.
     Expert,
     /// `gate`: one expert's SwiGLU hidden rows (as wide as the down

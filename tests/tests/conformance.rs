@@ -163,3 +163,5 @@ family!(qwen2_moe, "qwen2moe-tiny");
 family!(hunyuan_moe, "hunyuanmoe-tiny");
 family!(granite_moe_shared, "granitemoeshared-tiny");
 family!(phimoe, "phimoe-tiny");
+family!(deepseek_v2, "deepseekv2-tiny");
+family!(deepseek_v3, "deepseekv3-tiny");

@@ -63,7 +63,13 @@ fn prefill_and_32_steps_allocate_nothing_with_one_and_two_threads() {
         }) >= 1
     );
 
-    for family in ["mixtral-tiny", "olmoe-tiny", "qwen3moe-tiny"] {
+    for family in [
+        "mixtral-tiny",
+        "olmoe-tiny",
+        "qwen3moe-tiny",
+        "deepseekv2-tiny",
+        "deepseekv3-tiny",
+    ] {
         every_dtype_allocates_nothing(family);
     }
     text_in_and_out_allocates_nothing();

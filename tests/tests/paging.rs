@@ -17,7 +17,8 @@ fn budget_for<S: mote::Storage>(model: &Model<S>, context: u32, share: f64) -> L
     };
     let mut plan = Plan::new(model, &base).unwrap();
     let mut experts = plan.experts.expect("a paged plan");
-    experts.slots = (experts.experts as f64 * share).round() as usize;
+    let c = model.config();
+    experts.slots = ((c.expert_layers() * c.n_experts) as f64 * share).round() as usize;
     plan.experts = Some(experts);
     Limits {
         memory_budget_bytes: Some(plan.arena_bytes() as u64),
@@ -52,6 +53,13 @@ fn a_quarter_of_the_experts_gives_bit_identical_logits_for_every_dtype() {
 #[test]
 fn olmoe_at_a_quarter_of_its_experts_is_bit_identical_too() {
     quarter_of_the_experts_is_bit_identical("olmoe-tiny", 12);
+}
+
+/// Latent attention's cache, dense first layer, grouped sigmoid routing:
+/// 2 expert layers of 16.
+#[test]
+fn deepseek_v3_at_a_quarter_of_its_experts_is_bit_identical_too() {
+    quarter_of_the_experts_is_bit_identical("deepseekv3-tiny", 8);
 }
 
 fn quarter_of_the_experts_is_bit_identical(family: &str, slots: usize) {

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build tiny random Qwen3-MoE, OLMoE, Llama, GraniteMoE(-Shared), Qwen2-MoE, HunYuan-MoE and Phi-MoE models and write conformance fixtures.
+"""Build tiny random Qwen3-MoE, OLMoE, Llama, GraniteMoE(-Shared), Qwen2-MoE, HunYuan-MoE, Phi-MoE and DeepSeek-V2/V3 models and write conformance fixtures.
 
 Run from the repo root:
 
@@ -156,6 +156,75 @@ Families:
                   mlp.router.weight, mlp.experts.gate_up_proj (E, 2F, H),
                   mlp.experts.down_proj (E, H, F), 3 shards, transformers-5 config
                   ("rope_parameters" with "rope_type": "longrope", dtype bfloat16).
+  deepseekv2-tiny DeepseekV2ForCausalLM: MLA attention, 4 heads, q_lora_rank None
+                  (self_attn.q_proj (4 * (16 + 8), H)), kv_lora_rank 32,
+                  qk_nope_head_dim 16, qk_rope_head_dim 8, v_head_dim 24 (!= nope):
+                  kv_a_proj_with_mqa (32 + 8, H) -> [latent | k_pe],
+                  kv_a_layernorm (32) on the latent, kv_b_proj (4 * (16 + 24), 32),
+                  per head rows [k_nope | v]; o_proj (H, 4 * 24). q_pe/k_pe are
+                  rotated as interleaved pairs (x[2i], x[2i+1]) (complex multiply).
+                  Layer 0 dense (first_k_dense_replace 1: mlp.gate_proj/up_proj/
+                  down_proj, intermediate_size 96), layers 1-2 MoE: 8 routed experts
+                  (moe_intermediate_size 48), softmax over all, topk_method
+                  "group_limited_greedy" (n_group 4, topk_group 2: group score =
+                  max probability in the group, other groups' probabilities set to
+                  0), top-3, norm_topk_prob False (transformers' V2 router ignores
+                  it anyway; checked), weights * routed_scaling_factor 2.0; plus
+                  mlp.shared_experts (n_shared_experts 2 -> one MLP of width 96),
+                  added unscaled. YaRN: rope_theta 20 (see DSV2_ROPE for why not
+                  1e4), factor 4, original_max_position_embeddings 32, beta_fast 32,
+                  beta_slow 1, mscale = mscale_all_dim = 0.707: of the 4 rope
+                  frequencies 1 kept, 2 blended, 1 divided by 4; attention_factor
+                  1.0; softmax scale (16 + 8)^-0.5 * (1 + 0.0707 ln 4)^2.
+                  Checked: the group limit changes routing decisions vs plain top-3
+                  (counts printed), and the group limit, yarn inv_freq, the mscale^2
+                  softmax scale and the shared experts each change the logits.
+                  f32/: per-expert names (mlp.experts.E.gate_proj/up_proj/
+                  down_proj.weight, router mlp.gate.weight), config.json in the
+                  hub's older layout (top-level "rope_theta", "rope_scaling"
+                  {"type": "yarn", factor, original_max_position_embeddings,
+                  mscale, mscale_all_dim, beta_fast, beta_slow}, "torch_dtype"),
+                  without the derived "head_dim" (= qk_rope_head_dim) and
+                  "qk_head_dim" transformers writes, plus the hub's "scoring_func":
+                  "softmax" and "moe_layer_freq": 1. bf16/: fused experts, 3
+                  shards, transformers-5 config ("rope_parameters", "head_dim": 8,
+                  "qk_head_dim": 24, dtype bfloat16).
+  deepseekv3-tiny DeepseekV3ForCausalLM: MLA as deepseekv2-tiny but q_lora_rank 24
+                  (q_a_proj (24, H) -> q_a_layernorm (24) -> q_b_proj (4 * (16 + 8),
+                  24)) and v_head_dim 16 (kv_b_proj (4 * (16 + 16), 32), o_proj (H,
+                  64)); rope_interleave True (transformers' default: q_pe/k_pe taken
+                  as interleaved pairs, the rotated result written as halves, the
+                  same for q and k, so q.k equals the pairwise rotation; False
+                  checked to differ). Layer 0 dense (intermediate_size 96), layers
+                  1-2 MoE: 16 routed experts (48), noaux_tc routing: s =
+                  sigmoid(router logits), choice = s + mlp.gate.e_score_correction_bias
+                  (0.1 * randn here; transformers initialises it to 0),
+                  group score = sum of the 2 best choice values (n_group 4,
+                  topk_group 2, other groups -inf), top-4 of choice, weights = the
+                  unbiased s, renormalised (norm_topk_prob True, + 1e-20), *
+                  routed_scaling_factor 2.5; one shared expert (48) added unscaled.
+                  YaRN: rope_theta 100, factor 4, original_max_position_embeddings
+                  32, mscale = mscale_all_dim = 1.0 (the hub's): 1 frequency kept, 1
+                  blended, 2 divided by 4; softmax scale (16 + 8)^-0.5 * (1 + 0.1 ln
+                  4)^2. Checked: the group limit and the bias each change routing
+                  decisions (counts printed) and the logits, as do
+                  norm_topk_prob, rope_interleave, yarn, mscale^2, shared expert.
+                  f32/: per-expert names as deepseekv2-tiny plus
+                  mlp.gate.e_score_correction_bias (E), and, like the hub
+                  checkpoint, a multi-token-prediction layer model.layers.3.*
+                  (layer index num_hidden_layers: enorm, hnorm, eh_proj (H, 2H),
+                  embed_tokens, shared_head.norm/head, and a MoE layer's attention,
+                  norms, router, bias and shared expert, no routed experts; random)
+                  that transformers does not load and a converter must ignore.
+                  config.json in the hub's (deepseek-ai/DeepSeek-V3) layout:
+                  top-level "rope_theta", "rope_scaling" {"type": "yarn", ...},
+                  "torch_dtype", "num_nextn_predict_layers": 1, "scoring_func":
+                  "sigmoid", "topk_method": "noaux_tc", "moe_layer_freq": 1; no
+                  "head_dim", "qk_head_dim" or "rope_interleave" (defaults to true;
+                  checked on reload). bf16/: fused experts, bias in bf16 like every
+                  tensor, 3 shards, no MTP layer, transformers-5 config
+                  ("rope_parameters", "rope_interleave": true, "head_dim": 8,
+                  "qk_head_dim": 24, dtype bfloat16).
 
 Fake quantization: exactly make_fixtures.py's (quantized: embed_tokens,
 q/k/v/o_proj, every expert / dense MLP matrix, lm_head; NOT quantized: the
@@ -166,7 +235,12 @@ the q/k/v biases unquantized. HunYuan-MoE leaves its router
 mlp.gate.wg.weight unquantized and quantizes the shared MLP's gate_proj/up_proj/
 down_proj; GraniteMoeShared quantizes shared_mlp.input_linear/output_linear.
 Phi-MoE leaves its router mlp.router.weight and every bias (q/k/v/o_proj,
-LayerNorm, lm_head) unquantized.
+LayerNorm, lm_head) unquantized. DeepSeek-V2/V3 leave the router
+mlp.gate.weight, mlp.gate.e_score_correction_bias (V3) and every norm
+(kv_a_layernorm, q_a_layernorm, ...) unquantized and quantize every other
+weight: q_proj / q_a_proj / q_b_proj, kv_a_proj_with_mqa, kv_b_proj (in its HF
+layout [heads * (nope + v), kv_lora]), o_proj, routed, shared and dense MLP
+matrices, embed_tokens, lm_head.
 
 Deterministic: torch seeded with 0, single-threaded CPU float32.
 """
@@ -174,6 +248,7 @@ Deterministic: torch seeded with 0, single-threaded CPU float32.
 import argparse
 import copy
 import json
+import math
 import os
 import shutil
 import sys
@@ -181,6 +256,10 @@ import sys
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import (
+    DeepseekV2Config,
+    DeepseekV2ForCausalLM,
+    DeepseekV3Config,
+    DeepseekV3ForCausalLM,
     GraniteMoeConfig,
     GraniteMoeForCausalLM,
     GraniteMoeSharedConfig,
@@ -766,6 +845,299 @@ FAMILIES.append({
 })
 
 
+# ----------------------------------------------------------- deepseek ----
+
+# YaRN, spelled as in the hub configs (DeepSeek-V2: mscale = mscale_all_dim =
+# 0.707; DeepSeek-V3: 1.0), factor 4 = max_position_embeddings 128 /
+# original_max_position_embeddings 32 (so transformers' "implicit factor"
+# check is quiet). The rope dimension is qk_rope_head_dim = 8 (4 frequencies).
+# With the hub's rope_theta 1e4 and such a small original context every
+# frequency but the first makes < 1 rotation in it, so YaRN would just keep
+# frequency 0 and divide the other three by 4 (no blend). With theta 20
+# (V2) the correction range is [0, 3]: frequency 0 kept, 1 and 2 blended
+# (ramp 1/3, 2/3), 3 interpolated; with theta 100 (V3) it is [0, 2]: 0 kept,
+# 1 blended (1/2), 2 and 3 interpolated. check_yarn prints and checks both.
+DSV2_ROPE = {
+    "rope_type": "yarn",
+    "factor": 4.0,
+    "original_max_position_embeddings": 32,
+    "mscale": 0.707,
+    "mscale_all_dim": 0.707,
+    "beta_fast": 32,
+    "beta_slow": 1,
+}
+DSV2_THETA = 20.0
+DSV3_ROPE = {**DSV2_ROPE, "mscale": 1.0, "mscale_all_dim": 1.0}
+DSV3_THETA = 100.0
+# DeepSeek-V3 e_score_correction_bias: transformers initialises it to zeros
+# (a runtime ignoring it would pass); here it is DSV3_BIAS_STD * randn. The
+# sigmoid scores of these routers spread by ~0.16 (std over the experts), so
+# with 0.1 both the scores and the bias decide (the bias changes nearly every
+# decision, and the chosen sets still vary from token to token); with 0.5 the
+# bias alone would mostly decide (about half as many distinct expert sets).
+DSV3_BIAS_STD = 0.1
+
+
+def deepseekv2_config(rope_parameters=None, **overrides):
+    if rope_parameters is None:
+        rope_parameters = {"rope_theta": DSV2_THETA, **DSV2_ROPE}
+    kw = dict(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=96,  # dense layer 0 MLP
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        q_lora_rank=None,  # q_proj directly
+        kv_lora_rank=32,
+        qk_nope_head_dim=16,
+        qk_rope_head_dim=8,
+        v_head_dim=24,  # != qk_nope_head_dim
+        n_routed_experts=8,
+        n_shared_experts=2,  # one shared MLP of width 2 * 48
+        moe_intermediate_size=48,
+        first_k_dense_replace=1,
+        n_group=4,
+        topk_group=2,
+        topk_method="group_limited_greedy",
+        num_experts_per_tok=3,
+        routed_scaling_factor=2.0,
+        norm_topk_prob=False,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-6,
+        rope_parameters=rope_parameters,
+        tie_word_embeddings=False,
+        attention_bias=False,
+        bos_token_id=1,
+        pad_token_id=None,
+        eos_token_id=None,  # default 2; the chosen eos is set later
+    )
+    kw.update(overrides)
+    return DeepseekV2Config(**kw)
+
+
+def deepseekv3_config(rope_parameters=None, **overrides):
+    if rope_parameters is None:
+        rope_parameters = {"rope_theta": DSV3_THETA, **DSV3_ROPE}
+    kw = dict(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=96,  # dense layer 0 MLP
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=4,  # DeepseekV3Config defaults to 128
+        q_lora_rank=24,  # q_a_proj -> q_a_layernorm -> q_b_proj
+        kv_lora_rank=32,
+        qk_nope_head_dim=16,
+        qk_rope_head_dim=8,
+        v_head_dim=16,
+        n_routed_experts=16,
+        n_shared_experts=1,
+        moe_intermediate_size=48,
+        first_k_dense_replace=1,
+        n_group=4,
+        topk_group=2,
+        num_experts_per_tok=4,
+        routed_scaling_factor=2.5,
+        norm_topk_prob=True,
+        rope_interleave=True,
+        num_mtp_layers=1,  # saved as "num_nextn_predict_layers"; no MTP module is built
+        max_position_embeddings=128,
+        rms_norm_eps=1e-6,
+        rope_parameters=rope_parameters,
+        tie_word_embeddings=False,
+        attention_bias=False,
+        bos_token_id=1,
+        pad_token_id=None,
+        eos_token_id=None,  # default 1 (== our bos); the chosen eos is set later
+    )
+    kw.update(overrides)
+    return DeepseekV3Config(**kw)
+
+
+def deepseekv3_init_buffers(model):
+    """e_score_correction_bias is a buffer (not a parameter), zeros in
+    transformers; make it nonzero so that it changes the routing."""
+    for layer in model.model.layers:
+        gate = getattr(layer.mlp, "gate", None)
+        if gate is not None:
+            gate.e_score_correction_bias.copy_(DSV3_BIAS_STD * torch.randn_like(gate.e_score_correction_bias))
+
+
+def deepseek_is_quantized(name):
+    # make_fixtures.is_quantized plus DeepSeek-V3's correction bias: norms
+    # (kv_a_layernorm, q_a_layernorm, ...), the router mlp.gate.weight and
+    # mlp.gate.e_score_correction_bias stay f32; every other (2-D) weight --
+    # q_proj / q_a_proj / q_b_proj, kv_a_proj_with_mqa, kv_b_proj (HF layout
+    # [heads * (nope + v), kv_lora]), o_proj, routed / shared / dense MLP,
+    # embed_tokens, lm_head -- is block-quantized along its last dim.
+    if "norm" in name or name.endswith(("mlp.gate.weight", "mlp.gate.e_score_correction_bias")):
+        return False
+    return True
+
+
+def deepseekv3_mtp_tensors(model, saved):
+    """DeepSeek-V3's multi-token-prediction layer as the hub names it: layer
+    index num_hidden_layers (61 on the hub, 3 here) holding the tensors of a
+    MoE decoder layer (names and shapes of the last MoE layer: input/
+    post_attention_layernorm, self_attn.*, mlp.gate.weight,
+    mlp.gate.e_score_correction_bias, mlp.shared_experts.*; the routed experts
+    the hub also has there are left out to keep the fixture small) plus
+    embed_tokens, enorm, hnorm, eh_proj (H, 2H), shared_head.norm and
+    shared_head.head. Random values; transformers does not load them (it
+    reports them as unexpected) and a converter must ignore them."""
+    cfg = model.config
+    n, h, v = cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size
+    g = torch.Generator().manual_seed(1)
+    shapes = {}
+    src = f"model.layers.{n - 1}."
+    for k, t in saved.items():
+        if k.startswith(src) and ".mlp.experts." not in k:
+            shapes[f"model.layers.{n}." + k[len(src):]] = tuple(t.shape)
+    shapes.update({
+        f"model.layers.{n}.embed_tokens.weight": (v, h),
+        f"model.layers.{n}.enorm.weight": (h,),
+        f"model.layers.{n}.hnorm.weight": (h,),
+        f"model.layers.{n}.eh_proj.weight": (h, 2 * h),
+        f"model.layers.{n}.shared_head.norm.weight": (h,),
+        f"model.layers.{n}.shared_head.head.weight": (v, h),
+    })
+    out = {}
+    for k in sorted(shapes):
+        r = torch.randn(shapes[k], generator=g)
+        out[k] = (1.0 + 0.1 * r) if k.endswith("norm.weight") else 0.08 * r
+    assert f"model.layers.{n}.self_attn.kv_a_proj_with_mqa.weight" in out
+    assert f"model.layers.{n}.mlp.shared_experts.down_proj.weight" in out
+    return out
+
+
+# Quantized tensors other than embed_tokens / lm_head / q,k,v,o_proj.
+DEEPSEEK_QUANTIZED = (
+    "self_attn.q_a_proj.weight", "self_attn.q_b_proj.weight",
+    "self_attn.kv_a_proj_with_mqa.weight", "self_attn.kv_b_proj.weight",
+    "experts.gate_up_proj", "experts.down_proj",
+    "mlp.shared_experts.gate_proj.weight", "mlp.shared_experts.up_proj.weight",
+    "mlp.shared_experts.down_proj.weight",
+    "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+)
+# Keys transformers 5 writes that the hub's DeepSeek configs do not have
+# (head_dim = qk_rope_head_dim and qk_head_dim = nope + rope are derived in
+# __post_init__; checked on reload).
+DEEPSEEK_F32_DROP = ["head_dim", "qk_head_dim"]
+
+FAMILIES.append({
+    "name": "deepseekv2-tiny",
+    "cls": DeepseekV2ForCausalLM,
+    "config": deepseekv2_config,
+    "rope_theta": DSV2_THETA,
+    "rope_parameters": {"rope_theta": DSV2_THETA, **DSV2_ROPE},
+    # f32 config.json "rope_scaling", spelled like the hub ("type")
+    "f32_rope_scaling": {"type": "yarn", **{k: v for k, v in DSV2_ROPE.items() if k != "rope_type"}},
+    "f32_reloaded_rope": {"rope_theta": DSV2_THETA, "type": "yarn", **DSV2_ROPE},
+    "old_style_f32_config": True,
+    "f32_config_drop": DEEPSEEK_F32_DROP,
+    # hub keys transformers has no field for (kept as extra attributes)
+    "f32_config_add": {"scoring_func": "softmax", "moe_layer_freq": 1},
+    "is_quantized": deepseek_is_quantized,
+    "quantized_suffixes": DEEPSEEK_QUANTIZED,
+    "shapes": {
+        "model.embed_tokens.weight": (256, 64),
+        "model.layers.0.self_attn.q_proj.weight": (96, 64),  # 4 * (16 + 8)
+        "model.layers.0.self_attn.kv_a_proj_with_mqa.weight": (40, 64),  # 32 + 8
+        "model.layers.0.self_attn.kv_a_layernorm.weight": (32,),
+        "model.layers.0.self_attn.kv_b_proj.weight": (160, 32),  # 4 * (16 + 24)
+        "model.layers.0.self_attn.o_proj.weight": (64, 96),  # 4 * 24
+        "model.layers.0.mlp.gate_proj.weight": (96, 64),
+        "model.layers.0.mlp.up_proj.weight": (96, 64),
+        "model.layers.0.mlp.down_proj.weight": (64, 96),
+        "model.layers.0.input_layernorm.weight": (64,),
+        "model.layers.0.post_attention_layernorm.weight": (64,),
+        "model.layers.1.mlp.gate.weight": (8, 64),
+        "model.layers.1.mlp.experts.gate_up_proj": (8, 96, 64),
+        "model.layers.1.mlp.experts.down_proj": (8, 64, 48),
+        "model.layers.1.mlp.shared_experts.gate_proj.weight": (96, 64),  # 2 * 48
+        "model.layers.1.mlp.shared_experts.up_proj.weight": (96, 64),
+        "model.layers.1.mlp.shared_experts.down_proj.weight": (64, 96),
+        "model.norm.weight": (64,),
+        "lm_head.weight": (256, 64),
+    },
+    # dense layer: 5 attn + 3 mlp + 2 norms; MoE layer: 5 attn + router + 2
+    # fused experts + 3 shared + 2 norms
+    "n_tensors": 3 + 10 + 2 * 13,
+    "f32_experts": ("mlp.experts", "gate_proj", "up_proj", "down_proj"),
+    "f32_shapes": {
+        "model.layers.1.mlp.experts.0.gate_proj.weight": (48, 64),
+        "model.layers.1.mlp.experts.0.up_proj.weight": (48, 64),
+        "model.layers.1.mlp.experts.0.down_proj.weight": (64, 48),
+        "model.layers.2.mlp.experts.7.down_proj.weight": (64, 48),
+    },
+    "n_experts": 8,
+    "n_experts_attr": "n_routed_experts",
+    "n_moe_layers": 2,
+    "f32_layout": "per_expert",
+})
+
+FAMILIES.append({
+    "name": "deepseekv3-tiny",
+    "cls": DeepseekV3ForCausalLM,
+    "config": deepseekv3_config,
+    "init_buffers": deepseekv3_init_buffers,
+    "rope_theta": DSV3_THETA,
+    "rope_parameters": {"rope_theta": DSV3_THETA, **DSV3_ROPE},
+    "f32_rope_scaling": {"type": "yarn", **{k: v for k, v in DSV3_ROPE.items() if k != "rope_type"}},
+    "f32_reloaded_rope": {"rope_theta": DSV3_THETA, "type": "yarn", **DSV3_ROPE},
+    "old_style_f32_config": True,
+    # the hub's DeepSeek-V3 config has no "rope_interleave" (transformers'
+    # default True; checked on reload)
+    "f32_config_drop": DEEPSEEK_F32_DROP + ["rope_interleave"],
+    "f32_config_add": {"scoring_func": "sigmoid", "topk_method": "noaux_tc", "moe_layer_freq": 1},
+    "f32_extra_tensors": deepseekv3_mtp_tensors,
+    "is_quantized": deepseek_is_quantized,
+    "quantized_suffixes": DEEPSEEK_QUANTIZED,
+    "biases": ("mlp.gate.e_score_correction_bias",),
+    "not_quantized_suffixes": ("mlp.gate.e_score_correction_bias",),
+    "shapes": {
+        "model.embed_tokens.weight": (256, 64),
+        "model.layers.0.self_attn.q_a_proj.weight": (24, 64),
+        "model.layers.0.self_attn.q_a_layernorm.weight": (24,),
+        "model.layers.0.self_attn.q_b_proj.weight": (96, 24),  # 4 * (16 + 8)
+        "model.layers.0.self_attn.kv_a_proj_with_mqa.weight": (40, 64),  # 32 + 8
+        "model.layers.0.self_attn.kv_a_layernorm.weight": (32,),
+        "model.layers.0.self_attn.kv_b_proj.weight": (128, 32),  # 4 * (16 + 16)
+        "model.layers.0.self_attn.o_proj.weight": (64, 64),  # 4 * 16
+        "model.layers.0.mlp.gate_proj.weight": (96, 64),
+        "model.layers.0.mlp.up_proj.weight": (96, 64),
+        "model.layers.0.mlp.down_proj.weight": (64, 96),
+        "model.layers.0.input_layernorm.weight": (64,),
+        "model.layers.0.post_attention_layernorm.weight": (64,),
+        "model.layers.1.mlp.gate.weight": (16, 64),
+        "model.layers.1.mlp.gate.e_score_correction_bias": (16,),
+        "model.layers.1.mlp.experts.gate_up_proj": (16, 96, 64),
+        "model.layers.1.mlp.experts.down_proj": (16, 64, 48),
+        "model.layers.1.mlp.shared_experts.gate_proj.weight": (48, 64),  # 1 * 48
+        "model.layers.1.mlp.shared_experts.up_proj.weight": (48, 64),
+        "model.layers.1.mlp.shared_experts.down_proj.weight": (64, 48),
+        "model.norm.weight": (64,),
+        "lm_head.weight": (256, 64),
+    },
+    # dense layer: 7 attn + 3 mlp + 2 norms; MoE layer: 7 attn + router +
+    # bias + 2 fused experts + 3 shared + 2 norms
+    "n_tensors": 3 + 12 + 2 * 16,
+    "f32_experts": ("mlp.experts", "gate_proj", "up_proj", "down_proj"),
+    "f32_shapes": {
+        "model.layers.1.mlp.experts.0.gate_proj.weight": (48, 64),
+        "model.layers.1.mlp.experts.0.up_proj.weight": (48, 64),
+        "model.layers.1.mlp.experts.0.down_proj.weight": (64, 48),
+        "model.layers.2.mlp.experts.15.down_proj.weight": (64, 48),
+        "model.layers.1.mlp.gate.e_score_correction_bias": (16,),
+    },
+    "n_experts": 16,
+    "n_experts_attr": "n_routed_experts",
+    "n_moe_layers": 2,
+    "f32_layout": "per_expert",
+})
+
+
 def expected_rope(fam):
     return fam.get("rope_parameters", {"rope_theta": fam["rope_theta"], "rope_type": "default"})
 
@@ -810,6 +1182,9 @@ def build_model(fam):
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
             else:  # embeddings, linears, router, fused experts
                 p.copy_(0.08 * torch.randn_like(p))
+        init_buffers = fam.get("init_buffers")
+        if init_buffers is not None:  # after the parameters: same draws for them
+            init_buffers(model)
     model.eval()
     return model
 
@@ -837,6 +1212,13 @@ def write_f32(model, fam, d):
     else:
         check_per_expert_f32(model, fam, saved)
     assert all(v.dtype == torch.float32 for v in saved.values())
+    extra = fam["f32_extra_tensors"](model, saved) if "f32_extra_tensors" in fam else {}
+    if extra:
+        # Tensors transformers does not load (DeepSeek-V3's MTP layer), added
+        # to the same single file as the hub does.
+        assert not set(extra) & set(saved), sorted(set(extra) & set(saved))
+        assert all(v.dtype == torch.float32 for v in extra.values())
+        save_file({**saved, **extra}, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
     if not fam["old_style_f32_config"]:
         return
     # Rewrite config to the hub's older style (as make_fixtures.write_f32 does).
@@ -858,6 +1240,9 @@ def write_f32(model, fam, d):
     assert "rope_theta" in new
     for k in fam.get("f32_config_renames", {}):
         assert k in cfg, k
+    for k, v in fam.get("f32_config_add", {}).items():
+        assert k not in new, k
+        new[k] = v
     with open(path, "w") as f:
         json.dump(new, f, indent=2, sort_keys=True)
         f.write("\n")
@@ -871,7 +1256,7 @@ def check_per_expert_f32(model, fam, saved):
     for k, shp in fam["shapes"].items():
         if ".experts." not in k:
             assert tuple(saved[f32_name(fam, k)].shape) == shp, (k, tuple(saved[f32_name(fam, k)].shape))
-    n_layers = model.config.num_hidden_layers
+    n_layers = fam.get("n_moe_layers", model.config.num_hidden_layers)
     experts, gate, up, down = fam.get("f32_experts", ("mlp.experts", None, None, None))
     per_expert = [k for k in saved if f".{experts}." in k]
     assert len(per_expert) == n_layers * fam["n_experts"] * 3, len(per_expert)
@@ -991,6 +1376,8 @@ def make_family(fam, out):
     assert m.config.eos_token_id == eos
     for k in fam.get("f32_config_drop", []):
         assert getattr(m.config, k) == getattr(model.config, k), k
+    for k, v in fam.get("f32_config_add", {}).items():
+        assert getattr(m.config, k) == v, k
     if fam["n_experts"] is not None:
         n_exp = getattr(m.config, fam.get("n_experts_attr", "num_experts"))
         assert n_exp == fam["n_experts"], n_exp
@@ -1046,6 +1433,8 @@ def make_family(fam, out):
         check_qk_norm_after_rope_matters(model, tokens, logits_f32)
     if fam["name"] == "phimoe-tiny":
         check_phimoe(model, sd, sd_bf16_up, tokens, logits_f32)
+    if fam["name"] in ("deepseekv2-tiny", "deepseekv3-tiny"):
+        check_deepseek(model, fam, sd, sd_bf16_up, tokens, logits_f32)
     total = 0
     for dirpath, _, files in sorted(os.walk(root)):
         for fn in sorted(files):
@@ -1303,6 +1692,282 @@ def check_phimoe(model, sd, sd_bf16_up, tokens, logits_f32):
     for what, change in variants:
         _, lp = phimoe_variant_logits(sd, tokens, {"rope_theta": theta, **PHIMOE_ROPE, **change})
         report_diff(f"    {what}", logits_f32, lp)
+
+
+# ---------------------------------------------------------- deepseek ----
+
+def yarn_reference(cfg):
+    """transformers' _compute_yarn_parameters for these configs, written out:
+    (inv_freq, attention_factor, ramp) at rope dim qk_rope_head_dim."""
+    rp = cfg.rope_parameters
+    dim, base, factor = cfg.qk_rope_head_dim, rp["rope_theta"], rp["factor"]
+    orig = rp["original_max_position_embeddings"]
+
+    def get_mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    if rp.get("mscale") and rp.get("mscale_all_dim"):
+        attention_factor = float(get_mscale(factor, rp["mscale"]) / get_mscale(factor, rp["mscale_all_dim"]))
+    else:
+        attention_factor = get_mscale(factor)
+
+    def correction_dim(rot):  # dimension index at which a frequency makes `rot` turns in `orig`
+        return (dim * math.log(orig / (rot * 2 * math.pi))) / (2 * math.log(base))
+
+    low = max(math.floor(correction_dim(rp["beta_fast"])), 0)  # truncate (default True)
+    high = min(math.ceil(correction_dim(rp["beta_slow"])), dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)
+    pos_freqs = base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim)
+    extra = 1.0 - ramp  # weight of the unscaled frequency
+    inv = (1.0 / (factor * pos_freqs)) * (1 - extra) + (1.0 / pos_freqs) * extra
+    return inv, attention_factor, ramp, 1.0 / pos_freqs, (low, high)
+
+
+def deepseek_softmax_scale(cfg):
+    """qk_head_dim^-0.5, times yarn_get_mscale(factor, mscale_all_dim)^2 when
+    the rope type is not "default" and mscale_all_dim is nonzero."""
+    scale = (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim) ** (-0.5)
+    rp = cfg.rope_parameters
+    if rp.get("rope_type", "default") != "default" and rp.get("mscale_all_dim", 0):
+        f = rp["factor"]
+        m = 1.0 if f <= 1 else 0.1 * rp["mscale_all_dim"] * math.log(f) + 1.0
+        scale = scale * m * m
+    return scale
+
+
+def group_keep(group_scores, cfg):
+    """(T, n_group) scores -> (T, E) bool: experts of the topk_group best groups."""
+    e, g = cfg.n_routed_experts, cfg.n_group
+    group_idx = torch.topk(group_scores, k=cfg.topk_group, dim=-1, sorted=False)[1]
+    keep = torch.zeros_like(group_scores, dtype=torch.bool).scatter(1, group_idx, True)
+    return keep[:, :, None].expand(-1, g, e // g).reshape(-1, e)
+
+
+def route_v2(cfg, logits, method=None):
+    """transformers' DeepseekV2TopkRouter after the (f32) router matmul:
+    softmax over all experts; "greedy": top-k; "group_limited_greedy": group
+    score = max of its experts' probabilities, keep the topk_group best
+    groups, others' probabilities set to 0.0, top-k. Weights are the chosen
+    probabilities times routed_scaling_factor; norm_topk_prob is ignored."""
+    method = method or cfg.topk_method
+    scores = logits.softmax(dim=-1, dtype=torch.float32)
+    if method == "group_limited_greedy":
+        e, g = cfg.n_routed_experts, cfg.n_group
+        keep = group_keep(scores.view(-1, g, e // g).max(dim=-1).values, cfg)
+        scores = scores.masked_fill(~keep, 0.0)
+    else:
+        assert method == "greedy", method
+    w, idx = torch.topk(scores, k=cfg.num_experts_per_tok, dim=-1, sorted=False)
+    return w * cfg.routed_scaling_factor, idx
+
+
+def route_v3(cfg, logits, bias, groups=True, mask_value=float("-inf"), norm=None):
+    """transformers' DeepseekV3TopkRouter after the (f32) router matmul:
+    s = sigmoid(logits); choice = s + e_score_correction_bias; group score =
+    sum of the 2 largest choice values of its experts; keep the topk_group
+    best groups, the other experts' choice set to -inf; top-k of choice; the
+    weights are the UNbiased s of the chosen experts, divided by their sum +
+    1e-20 if norm_topk_prob, then times routed_scaling_factor."""
+    norm = cfg.norm_topk_prob if norm is None else norm
+    scores = logits.sigmoid()
+    choice = scores + bias
+    if groups:
+        e, g = cfg.n_routed_experts, cfg.n_group
+        keep = group_keep(choice.view(-1, g, e // g).topk(2, dim=-1)[0].sum(dim=-1), cfg)
+        choice = choice.masked_fill(~keep, mask_value)
+    idx = torch.topk(choice, k=cfg.num_experts_per_tok, dim=-1, sorted=False)[1]
+    w = scores.gather(1, idx)
+    if norm:
+        w = w / (w.sum(dim=-1, keepdim=True) + 1e-20)
+    return w * cfg.routed_scaling_factor, idx
+
+
+def canonical_route(w, idx):
+    """Sorted by expert index (topk(sorted=False) order is unspecified)."""
+    idx_s, order = idx.sort(dim=-1)
+    return w.gather(1, order), idx_s
+
+
+def moe_gates(model):
+    return [layer.mlp.gate for layer in model.model.layers if hasattr(layer.mlp, "experts")]
+
+
+def router_records(model, tokens):
+    """Per MoE layer: (router logits (T, E), transformers' weights, indices)."""
+    recs = []
+    hooks = [g.register_forward_hook(lambda mod, args, out: recs.append(
+        (mod, tuple(o.detach().clone() for o in out)))) for g in moe_gates(model)]
+    try:
+        lo = mf.logits_of(model, tokens)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(recs) == len(moe_gates(model))
+    return recs, lo
+
+
+def deepseek_route(model, gate, logits, **kw):
+    cfg = model.config
+    if isinstance(model, DeepseekV3ForCausalLM):
+        return route_v3(cfg, logits, gate.e_score_correction_bias, **kw)
+    return route_v2(cfg, logits, **kw)
+
+
+def patched_router_logits(model, tokens, **kw):
+    """Model logits with every router replaced by deepseek_route(**kw)."""
+    cls = type(moe_gates(model)[0])
+    fwd = cls.forward
+
+    def forward(gate, hidden_states):
+        hs = hidden_states.view(-1, gate.hidden_dim)
+        logits = torch.nn.functional.linear(hs.type(torch.float32), gate.weight.type(torch.float32))
+        w, idx = deepseek_route(model, gate, logits, **kw)
+        return logits, w, idx
+
+    cls.forward = forward
+    try:
+        return mf.logits_of(model, tokens)
+    finally:
+        cls.forward = fwd
+
+
+def n_changed(idx_a, idx_b):
+    return (idx_a.sort(-1).values != idx_b.sort(-1).values).any(-1).sum().item()
+
+
+def routing_gaps(model, recs):
+    """Smallest margins of the actual routing decisions: between the
+    topk_group-th and the next group score, and between the k-th and the
+    (k+1)-th allowed expert's choice score."""
+    cfg = model.config
+    e, g, k = cfg.n_routed_experts, cfg.n_group, cfg.num_experts_per_tok
+    gg, eg = [], []
+    for gate, (logits, _, _) in recs:
+        if isinstance(model, DeepseekV3ForCausalLM):
+            choice = logits.sigmoid() + gate.e_score_correction_bias
+            gs = choice.view(-1, g, e // g).topk(2, dim=-1)[0].sum(dim=-1)
+            fill = float("-inf")
+        else:
+            choice = logits.softmax(dim=-1, dtype=torch.float32)
+            gs = choice.view(-1, g, e // g).max(dim=-1).values
+            fill = 0.0
+        v = gs.sort(-1, descending=True).values
+        gg.append(v[:, cfg.topk_group - 1] - v[:, cfg.topk_group])
+        c = choice.masked_fill(~group_keep(gs, cfg), fill).sort(-1, descending=True).values
+        eg.append(c[:, k - 1] - c[:, k])
+    return torch.cat(gg).min().item(), torch.cat(eg).min().item()
+
+
+def deepseek_variant_logits(fam, sd, tokens, **overrides):
+    cfg = fam["config"](**overrides)
+    cfg._attn_implementation = "eager"
+    m = fam["cls"](cfg).to(torch.float32)
+    m.config._attn_implementation = "eager"
+    m.load_state_dict(sd, strict=True)
+    m.eval()
+    return mf.logits_of(m, tokens)
+
+
+def check_deepseek(model, fam, sd, sd_bf16_up, tokens, logits_f32):
+    """DeepSeek-V2/V3 checks: YaRN inv_freq / attention_factor / softmax
+    scale reimplemented, routing reimplemented (bit-identical, also plugged
+    into the model), routing statistics (decisions changed by the group
+    limit and, V3, by the correction bias), and that each feature changes the
+    logits."""
+    cfg = model.config
+    v3 = isinstance(model, DeepseekV3ForCausalLM)
+    rp = cfg.rope_parameters
+
+    # --- YaRN ----------------------------------------------------------------
+    rot = model.model.rotary_emb
+    inv, af, ramp, plain, (low, high) = yarn_reference(cfg)
+    assert torch.equal(rot.inv_freq, inv), (rot.inv_freq, inv)
+    assert rot.attention_scaling == af, (rot.attention_scaling, af)
+    kept = (inv == plain).sum().item()
+    interp = (ramp == 1).sum().item()
+    blended = len(inv) - kept - interp
+    assert kept > 0 and interp > 0 and blended > 0, (kept, interp, blended)
+    print(f"yarn (theta {rp['rope_theta']}, factor {rp['factor']}, original_max_position_embeddings "
+          f"{rp['original_max_position_embeddings']}, rope dim {cfg.qk_rope_head_dim}): correction range "
+          f"[{low}, {high}], ramp {ramp.tolist()}")
+    print(f"  {kept} kept, {blended} blended, {interp} interpolated (/factor); attention_factor {af}")
+    print(f"  inv_freq yarn   {[f'{x:.6g}' for x in inv.tolist()]}")
+    print(f"  inv_freq plain  {[f'{x:.6g}' for x in plain.tolist()]}")
+    scale = deepseek_softmax_scale(cfg)
+    qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
+    for layer in model.model.layers:
+        assert layer.self_attn.scaling == scale, (layer.self_attn.scaling, scale)
+    print(f"  softmax scale {scale:.9g} = {qk}^-0.5 ({qk ** -0.5:.9g}) * mscale(factor, mscale_all_dim)^2 "
+          f"({scale / qk ** -0.5:.9g})")
+
+    # --- routing: reimplementation == transformers ---------------------------
+    recs, lo = router_records(model, tokens)
+    assert torch.equal(lo, logits_f32)
+    for gate, (logits, w_t, idx_t) in recs:
+        w_r, idx_r = deepseek_route(model, gate, logits)
+        a, b = canonical_route(w_t, idx_t), canonical_route(w_r, idx_r)
+        assert torch.equal(a[1], b[1]) and torch.equal(a[0], b[0])
+    assert torch.equal(patched_router_logits(model, tokens), logits_f32)
+    print(f"routing ({'sigmoid + correction bias, noaux_tc' if v3 else 'softmax, ' + cfg.topk_method}) "
+          "reimplemented: bit-identical, also inside the model")
+
+    # --- routing statistics ---------------------------------------------------
+    t = sum(r[1][0].shape[0] for r in recs)
+    nogroup = "greedy" if not v3 else None
+    ch_group = sum(n_changed(r[1][2], deepseek_route(model, r[0], r[1][0], **(
+        {"groups": False} if v3 else {"method": nogroup}))[1]) for r in recs)
+    sets = {tuple(sorted(x)) for r in recs for x in r[1][2].tolist()}
+    print(f"  {t} routing decisions (MoE layers x positions), {len(sets)} distinct expert sets")
+    print(f"  group limit (top {cfg.topk_group} of {cfg.n_group} groups) changed {ch_group}/{t} "
+          f"decisions vs plain top-{cfg.num_experts_per_tok}")
+    assert ch_group > 0
+    if v3:
+        zero = torch.zeros(cfg.n_routed_experts)
+        ch_bias = sum(n_changed(r[1][2], route_v3(cfg, r[1][0], zero)[1]) for r in recs)
+        ch_mask0 = sum(n_changed(r[1][2], deepseek_route(model, r[0], r[1][0], mask_value=0.0)[1])
+                       for r in recs)
+        print(f"  e_score_correction_bias (std {DSV3_BIAS_STD}) changed {ch_bias}/{t} decisions vs bias 0")
+        print(f"  masking dropped groups with 0.0 (the hub's remote-code modeling_deepseek.py) instead of "
+              f"-inf (transformers) would change {ch_mask0}/{t}")
+        assert ch_bias > 0
+    for what, m in (("f32", model), ("bf16-rounded", mf.with_weights(model, sd_bf16_up))):
+        gg, eg = routing_gaps(m, router_records(m, tokens)[0])
+        print(f"  {what} weights: smallest group-selection margin {gg:.2e}, expert-selection margin {eg:.2e}")
+        assert gg > 1e-4 and eg > 1e-4, (gg, eg)
+
+    # --- each feature matters -------------------------------------------------
+    print(f"{fam['name']} feature checks (same weights, one feature changed):")
+    if v3:
+        no_bias = {k: (torch.zeros_like(v) if k.endswith("e_score_correction_bias") else v)
+                   for k, v in sd.items()}
+        report_diff("(a) e_score_correction_bias zeroed", logits_f32,
+                    mf.logits_of(mf.with_weights(model, no_bias), tokens))
+        report_diff("(b) no group limit", logits_f32, patched_router_logits(model, tokens, groups=False))
+        l0 = patched_router_logits(model, tokens, mask_value=0.0)
+        print(f"  (c) dropped groups masked with 0.0 instead of -inf: max|diff|="
+              f"{(l0 - logits_f32).abs().max().item():.4f}")
+        report_diff("(d) norm_topk_prob False", logits_f32,
+                    deepseek_variant_logits(fam, sd, tokens, norm_topk_prob=False))
+        report_diff("(e) rope_interleave False (rotate_half on q_pe/k_pe as stored)", logits_f32,
+                    deepseek_variant_logits(fam, sd, tokens, rope_interleave=False))
+    else:
+        report_diff("(a) topk_method greedy (no group limit)", logits_f32,
+                    deepseek_variant_logits(fam, sd, tokens, topk_method="greedy"))
+        same = deepseek_variant_logits(fam, sd, tokens, norm_topk_prob=True)
+        assert torch.equal(same, logits_f32)
+        print("  (b) norm_topk_prob True: identical logits (transformers' V2 router ignores it)")
+    m = copy.deepcopy(model)
+    m.model.rotary_emb.inv_freq = plain.clone()
+    report_diff("(f) plain rope inv_freq instead of yarn's", logits_f32, mf.logits_of(m, tokens))
+    m = copy.deepcopy(model)
+    for layer in m.model.layers:
+        layer.self_attn.scaling = qk ** -0.5
+    report_diff("(g) softmax scale qk_head_dim^-0.5 without mscale^2", logits_f32, mf.logits_of(m, tokens))
+    no_shared = {k: (torch.zeros_like(v) if ".shared_experts." in k else v) for k, v in sd.items()}
+    report_diff("(h) shared experts dropped", logits_f32,
+                mf.logits_of(mf.with_weights(model, no_shared), tokens))
 
 
 def main():

@@ -79,8 +79,9 @@ pub fn bytes_per_token<S: Storage>(model: &Model<S>) -> Result<u64> {
             _ => dense += r.length,
         }
     }
-    let per_expert = experts / (c.n_layers as u64 * c.n_experts as u64);
-    Ok(dense + per_expert * c.n_layers as u64 * c.n_experts_per_token as u64)
+    let layers = c.expert_layers() as u64;
+    let per_expert = experts / (layers * c.n_experts as u64).max(1);
+    Ok(dense + per_expert * layers * c.n_experts_per_token as u64)
 }
 
 /// What `mote plan --board` reports.
@@ -133,7 +134,7 @@ pub fn verdict(path: &Path, board: &Board, max_context: u32) -> Result<Verdict> 
         )
     };
     let (per_token, config) = model_info;
-    let experts = (config.n_layers * config.n_experts) as usize;
+    let experts = (config.expert_layers() * config.n_experts) as usize;
     let mem_bw = board.memory_bandwidth_gb_s * 1e9;
     let storage_bw = board.storage_read_mb_s * 1e6;
     let mut v = Verdict {
@@ -169,7 +170,7 @@ pub fn verdict(path: &Path, board: &Board, max_context: u32) -> Result<Verdict> 
                 v.expert_slots = Some(e.slots);
                 // Uniform routing: a routed expert is cached with odds slots/experts.
                 let miss = 1.0 - e.slots as f64 / experts as f64;
-                let routed = (config.n_layers * config.n_experts_per_token) as f64;
+                let routed = (config.expert_layers() * config.n_experts_per_token) as f64;
                 v.storage_bytes_per_token = miss * routed * e.slot_bytes as f64;
                 v.why = if e.slots == experts {
                     "every expert resident".into()

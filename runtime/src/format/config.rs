@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::format::tensor::TensorKind;
+use crate::format::tensor::{TensorId, TensorKind};
 
 /// Most experts per layer this build plans for (fixed-capacity routing lists).
 pub const MAX_EXPERTS: u32 = 256;
@@ -47,6 +47,18 @@ pub enum Architecture {
     /// Phi-MoE: LayerNorm with biases, biases on every attention projection
     /// and on the output head, sparsemixer top-2 routing.
     PhiMoe,
+    /// DeepSeek-V2: multi-head latent attention ([`Mla`]), shared experts,
+    /// dense first layers, softmax routing limited to the best expert
+    /// groups (a group scores its best expert).
+    DeepseekV2,
+    /// DeepSeek-V3 (and Kimi K2): V2's layout with sigmoid routing, a
+    /// per-expert correction bias that steers the choice but not the
+    /// weights, and groups scored by their two best experts.
+    DeepseekV3,
+    /// gpt-oss: attention sinks, sliding-window layers alternating with
+    /// full ones, biases on every projection and expert, a biased router
+    /// (softmax over the top-k logits) and clamped SwiGLU experts.
+    GptOss,
 }
 
 impl Architecture {
@@ -62,6 +74,9 @@ impl Architecture {
             Architecture::HunyuanMoe => "hunyuan_v1_moe",
             Architecture::GraniteMoeShared => "granitemoeshared",
             Architecture::PhiMoe => "phimoe",
+            Architecture::DeepseekV2 => "deepseek_v2",
+            Architecture::DeepseekV3 => "deepseek_v3",
+            Architecture::GptOss => "gpt_oss",
         }
     }
 
@@ -81,7 +96,10 @@ impl Architecture {
             | Architecture::GraniteMoe
             | Architecture::GraniteMoeShared
             | Architecture::Qwen2Moe
-            | Architecture::PhiMoe => QkNorm::None,
+            | Architecture::PhiMoe
+            | Architecture::DeepseekV2
+            | Architecture::DeepseekV3
+            | Architecture::GptOss => QkNorm::None,
         }
     }
 
@@ -98,6 +116,20 @@ impl Architecture {
     /// Whether a shared expert's output is scaled by a sigmoid gate (Qwen2-MoE).
     pub fn shared_expert_gated(self) -> bool {
         self == Architecture::Qwen2Moe
+    }
+
+    /// Multi-head latent attention (DeepSeek): the layer caches a
+    /// compressed latent and one rope key instead of per-head keys and values.
+    pub fn latent_attention(self) -> bool {
+        matches!(self, Architecture::DeepseekV2 | Architecture::DeepseekV3)
+    }
+
+    /// How the router's logits become expert scores.
+    pub fn router_scoring(self) -> RouterScoring {
+        match self {
+            Architecture::DeepseekV3 => RouterScoring::Sigmoid,
+            _ => RouterScoring::Softmax,
+        }
     }
 
     /// Tensors each layer has once (not per expert), in forward order.
@@ -172,6 +204,58 @@ impl Architecture {
             TensorKind::SharedUp,
             TensorKind::SharedDown,
         ];
+        // Kinds are listed in forward order; `ModelConfig::layer_kinds`
+        // drops the query compression without `q_lora_rank`, and the router
+        // in dense layers (where the shared MLP is the layer's MLP).
+        const DEEPSEEK_V2: &[TensorKind] = &[
+            TensorKind::AttnNorm,
+            TensorKind::AttnQA,
+            TensorKind::AttnQANorm,
+            TensorKind::AttnQ,
+            TensorKind::AttnKvA,
+            TensorKind::AttnKvANorm,
+            TensorKind::AttnKvB,
+            TensorKind::AttnO,
+            TensorKind::FfnNorm,
+            TensorKind::Router,
+            TensorKind::SharedGate,
+            TensorKind::SharedUp,
+            TensorKind::SharedDown,
+        ];
+        const DEEPSEEK_V3: &[TensorKind] = &[
+            TensorKind::AttnNorm,
+            TensorKind::AttnQA,
+            TensorKind::AttnQANorm,
+            TensorKind::AttnQ,
+            TensorKind::AttnKvA,
+            TensorKind::AttnKvANorm,
+            TensorKind::AttnKvB,
+            TensorKind::AttnO,
+            TensorKind::FfnNorm,
+            TensorKind::Router,
+            TensorKind::RouterCorrection,
+            TensorKind::SharedGate,
+            TensorKind::SharedUp,
+            TensorKind::SharedDown,
+        ];
+        const GPT_OSS: &[TensorKind] = &[
+            TensorKind::AttnNorm,
+            TensorKind::AttnQ,
+            TensorKind::AttnK,
+            TensorKind::AttnV,
+            TensorKind::AttnQBias,
+            TensorKind::AttnKBias,
+            TensorKind::AttnVBias,
+            TensorKind::AttnSinks,
+            TensorKind::AttnO,
+            TensorKind::AttnOBias,
+            TensorKind::FfnNorm,
+            TensorKind::Router,
+            TensorKind::RouterBias,
+            TensorKind::ExpertGateBias,
+            TensorKind::ExpertUpBias,
+            TensorKind::ExpertDownBias,
+        ];
         const PHI: &[TensorKind] = &[
             TensorKind::AttnNorm,
             TensorKind::AttnNormBias,
@@ -188,7 +272,10 @@ impl Architecture {
             TensorKind::Router,
         ];
         match self {
+            Architecture::DeepseekV2 => return DEEPSEEK_V2,
+            Architecture::DeepseekV3 => return DEEPSEEK_V3,
             Architecture::PhiMoe => return PHI,
+            Architecture::GptOss => return GPT_OSS,
             Architecture::Qwen2Moe => return QWEN2,
             Architecture::HunyuanMoe => return HUNYUAN,
             Architecture::GraniteMoeShared => return SHARED,
@@ -208,6 +295,44 @@ impl Architecture {
             TensorKind::ExpertUp,
             TensorKind::ExpertDown,
         ]
+    }
+}
+
+/// How router logits become the scores experts are chosen by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterScoring {
+    /// Softmax over every expert.
+    Softmax,
+    /// A sigmoid per expert (DeepSeek-V3).
+    Sigmoid,
+}
+
+/// Dimensions of multi-head latent attention (DeepSeek-V2/V3). Keys and
+/// values are expanded per head from a `kv_lora_rank` latent; a layer
+/// caches that latent and one shared `qk_rope_dim` rope key per position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mla {
+    /// Width of the compressed query (0: queries are projected directly).
+    pub q_lora_rank: u32,
+    /// Width of the compressed key/value latent.
+    pub kv_lora_rank: u32,
+    /// Per-head query/key width without rope.
+    pub qk_nope_dim: u32,
+    /// Per-head query/key width with rope (the key part shared by all heads).
+    pub qk_rope_dim: u32,
+    /// Per-head value width.
+    pub v_head_dim: u32,
+}
+
+impl Mla {
+    /// Query/key width of one head.
+    pub fn qk_head_dim(&self) -> usize {
+        (self.qk_nope_dim + self.qk_rope_dim) as usize
+    }
+
+    /// Cached floats per position and layer: the latent and the rope key.
+    pub fn cache_width(&self) -> usize {
+        (self.kv_lora_rank + self.qk_rope_dim) as usize
     }
 }
 
@@ -261,6 +386,26 @@ pub enum RopeScaling {
         short_mscale: f32,
         /// Scale of cos/sin with the long factors.
         long_mscale: f32,
+    },
+    /// YaRN (transformers' `"yarn"`): frequencies with wavelengths longer
+    /// than the original context divided by `factor`, short ones kept, a
+    /// linear ramp between the correction range of `beta_fast` and
+    /// `beta_slow` rotations; rotated queries and keys scaled by
+    /// `attention_factor`.
+    Yarn {
+        /// Context extension factor.
+        factor: f32,
+        /// Context of the model before scaling.
+        original_max_position: u32,
+        /// Rotations over the original context above which a frequency is kept.
+        beta_fast: f32,
+        /// Rotations below which a frequency is interpolated.
+        beta_slow: f32,
+        /// Scale of cos/sin (the quantizer computes it from the config's mscales).
+        attention_factor: f32,
+        /// Round the correction range to whole dimensions (transformers'
+        /// default; gpt-oss turns it off).
+        truncate: bool,
     },
 }
 
@@ -326,6 +471,59 @@ pub struct ModelConfig {
     pub rope_short_factor: heapless::Vec<f32, MAX_ROPE_FACTORS>,
     /// LongRoPE divisors past `original_max_position`.
     pub rope_long_factor: heapless::Vec<f32, MAX_ROPE_FACTORS>,
+    // Format 4 added the fields below; a format-3 file means
+    // `FORMAT3_TAIL`'s values.
+    /// Multi-head latent attention's dimensions (DeepSeek; `None` elsewhere).
+    /// With it, `n_kv_heads` equals `n_heads` and `head_dim` is the
+    /// query/key head width (nope + rope).
+    pub mla: Option<Mla>,
+    /// Rope rotates adjacent pairs `(x[2i], x[2i+1])` (DeepSeek) instead of
+    /// the two halves of a head.
+    pub rope_interleaved: bool,
+    /// Expert groups the router first chooses among (1: no groups).
+    pub expert_groups: u32,
+    /// Groups kept per token (the experts of the others are masked).
+    pub topk_groups: u32,
+    /// Multiplies the routed experts' weights (DeepSeek; 1 elsewhere).
+    pub routed_scaling_factor: f32,
+    /// Leading layers with a dense MLP (held as the shared-expert tensors)
+    /// instead of experts (DeepSeek's `first_k_dense_replace`).
+    pub first_dense_layers: u32,
+    /// Hidden width of those dense MLPs.
+    pub dense_ffn_size: u32,
+    /// Keys a sliding-window layer attends to, its own included (0: none).
+    pub sliding_window: u32,
+    /// Every `sliding_period`-th layer (counting from 1) attends to the
+    /// whole context, the others slide (gpt-oss: 2; 0: every layer slides).
+    pub sliding_period: u32,
+    /// gpt-oss's SwiGLU clamp: gates clamped above at this, ups to ±this
+    /// (0: plain SwiGLU).
+    pub swiglu_limit: f32,
+    /// gpt-oss's SwiGLU slope: `gate · sigmoid(alpha · gate) · (up + 1)`.
+    pub swiglu_alpha: f32,
+}
+
+/// The postcard bytes of the fields format 4 appended to the config, with
+/// the values a format-3 file means (no MLA, half-rotation rope, one group,
+/// scale 1, no dense layers, no sliding window, plain SwiGLU).
+fn format3_tail(buf: &mut [u8]) -> Result<&mut [u8], Error> {
+    #[allow(clippy::type_complexity)]
+    let tail: (
+        Option<Mla>,
+        bool,
+        u32,
+        u32,
+        f32,
+        u32,
+        u32,
+        u32,
+        u32,
+        f32,
+        f32,
+    ) = (None, false, 1, 1, 1.0, 0, 0, 0, 0, 0.0, 0.0);
+    postcard::to_slice(&tail, buf).map_err(|_| Error::BadConfig {
+        reason: "config does not fit in 4096 bytes",
+    })
 }
 
 impl ModelConfig {
@@ -334,9 +532,89 @@ impl ModelConfig {
         self.n_heads as usize * self.head_dim as usize
     }
 
-    /// Key/value projection width (`n_kv_heads * head_dim`).
+    /// Key/value projection width (`n_kv_heads * head_dim`; with MLA, the
+    /// latent and rope key one position caches).
     pub fn kv_dim(&self) -> usize {
-        self.n_kv_heads as usize * self.head_dim as usize
+        match self.mla {
+            Some(m) => m.cache_width(),
+            None => self.n_kv_heads as usize * self.head_dim as usize,
+        }
+    }
+
+    /// Floats one position holds in the value cache (0 with MLA, whose
+    /// values are expanded from the latent in the key cache).
+    pub fn v_cache_dim(&self) -> usize {
+        if self.mla.is_some() {
+            0
+        } else {
+            self.kv_dim()
+        }
+    }
+
+    /// Width of the attention output, the output projection's input.
+    pub fn attn_out_dim(&self) -> usize {
+        match self.mla {
+            Some(m) => self.n_heads as usize * m.v_head_dim as usize,
+            None => self.q_dim(),
+        }
+    }
+
+    /// Dimensions rope rotates in each head.
+    pub fn rope_dim(&self) -> usize {
+        match self.mla {
+            Some(m) => m.qk_rope_dim as usize,
+            None => self.head_dim as usize,
+        }
+    }
+
+    /// True if `layer` holds expert tensors: routed experts, or a dense
+    /// model's one always-on expert; false for DeepSeek's dense first layers.
+    pub fn has_experts(&self, layer: u32) -> bool {
+        layer >= self.first_dense_layers
+    }
+
+    /// Layers holding experts (all but DeepSeek's dense first layers).
+    pub fn expert_layers(&self) -> u32 {
+        self.n_layers - self.first_dense_layers.min(self.n_layers)
+    }
+
+    /// True if `layer` attends only to the last `sliding_window` positions.
+    pub fn slides(&self, layer: u32) -> bool {
+        self.sliding_window > 0
+            && (self.sliding_period == 0 || !(layer + 1).is_multiple_of(self.sliding_period))
+    }
+
+    /// Widest MLP hidden layer: experts, shared expert or dense layers.
+    pub fn widest_ffn(&self) -> usize {
+        self.expert_ffn_size
+            .max(self.shared_expert_ffn_size)
+            .max(self.dense_ffn_size) as usize
+    }
+
+    /// Kinds of `layer` in forward order, and whether each is per expert.
+    pub fn layer_kinds(&self, layer: u32) -> heapless::Vec<(TensorKind, bool), 32> {
+        let moe = self.has_experts(layer);
+        let q_lora = self.mla.is_some_and(|m| m.q_lora_rank > 0);
+        let mut kinds: heapless::Vec<(TensorKind, bool), 32> = heapless::Vec::new();
+        for &k in self.architecture.layer_tensors() {
+            let keep = match k {
+                TensorKind::AttnQA | TensorKind::AttnQANorm => q_lora,
+                TensorKind::Router | TensorKind::RouterCorrection => moe,
+                TensorKind::SharedGate | TensorKind::SharedUp | TensorKind::SharedDown => {
+                    !moe || self.shared_expert_ffn_size > 0
+                }
+                _ => true,
+            };
+            if keep {
+                let _ = kinds.push((k, false));
+            }
+        }
+        if moe {
+            for &k in self.architecture.expert_tensors() {
+                let _ = kinds.push((k, true));
+            }
+        }
+        kinds
     }
 
     /// True if `token` ends generation.
@@ -414,7 +692,11 @@ impl ModelConfig {
             .architecture
             .layer_tensors()
             .contains(&TensorKind::SharedGate);
-        if shared != (self.shared_expert_ffn_size > 0) || self.shared_expert_ffn_size > limit {
+        // DeepSeek's shared experts are optional (`n_shared_experts`).
+        let optional = self.architecture.latent_attention();
+        if (shared != (self.shared_expert_ffn_size > 0) && !optional)
+            || self.shared_expert_ffn_size > limit
+        {
             return bad(
                 "shared_expert_ffn_size must be nonzero exactly for families with a shared expert",
             );
@@ -468,10 +750,82 @@ impl ModelConfig {
         if self.architecture == Architecture::PhiMoe && self.tied_embeddings {
             return bad("Phi-MoE has a biased lm_head, so it cannot tie it to the embeddings");
         }
+        self.validate_deepseek()?;
+        if !(self.swiglu_limit.is_finite()
+            && self.swiglu_limit >= 0.0
+            && self.swiglu_alpha.is_finite())
+        {
+            return bad("swiglu_limit must be finite and non-negative, swiglu_alpha finite");
+        }
+        if (self.architecture == Architecture::GptOss) != (self.swiglu_alpha != 0.0) {
+            return bad("swiglu_alpha is nonzero exactly for gpt-oss");
+        }
+        if let RopeScaling::Yarn {
+            factor,
+            original_max_position,
+            beta_fast,
+            beta_slow,
+            attention_factor,
+            ..
+        } = self.rope_scaling
+        {
+            let positive = [factor, beta_fast, beta_slow, attention_factor]
+                .iter()
+                .all(|v| v.is_finite() && *v > 0.0);
+            if !positive || original_max_position == 0 {
+                return bad("yarn rope scaling needs positive factor, betas, attention_factor and original context");
+            }
+        }
         if let RopeScaling::Linear { factor } = self.rope_scaling {
             if !(factor.is_finite() && factor > 0.0) {
                 return bad("linear rope scaling factor must be finite and positive");
             }
+        }
+        Ok(())
+    }
+
+    /// Checks latent attention, expert groups, the routed scale and dense
+    /// first layers.
+    fn validate_deepseek(&self) -> Result<(), Error> {
+        let bad = |reason| Err(Error::BadConfig { reason });
+        let limit = 1 << 20;
+        if self.mla.is_some() != self.architecture.latent_attention() {
+            return bad("latent attention dimensions are for DeepSeek families only");
+        }
+        if let Some(m) = self.mla {
+            let dims = [m.kv_lora_rank, m.qk_nope_dim, m.qk_rope_dim, m.v_head_dim];
+            if dims.iter().any(|&d| d == 0 || d > limit) || m.q_lora_rank > limit {
+                return bad("latent attention dimensions must be nonzero (q_lora_rank may be 0) and plausible");
+            }
+            if !m.qk_rope_dim.is_multiple_of(2) {
+                return bad("qk_rope_head_dim must be even for rope");
+            }
+            if self.n_kv_heads != self.n_heads || self.head_dim as usize != m.qk_head_dim() {
+                return bad(
+                    "latent attention has n_kv_heads == n_heads and head_dim == qk_nope + qk_rope",
+                );
+            }
+        }
+        let groups = self.expert_groups;
+        if groups == 0
+            || !self.n_experts.is_multiple_of(groups)
+            || self.topk_groups == 0
+            || self.topk_groups > groups
+            || (self.n_experts / groups) * self.topk_groups < self.n_experts_per_token
+        {
+            return bad("expert groups must divide n_experts, and the kept groups must hold n_experts_per_token experts");
+        }
+        if !(self.routed_scaling_factor.is_finite() && self.routed_scaling_factor > 0.0) {
+            return bad("routed_scaling_factor must be finite and positive");
+        }
+        if self.first_dense_layers > self.n_layers
+            || (self.first_dense_layers > 0) != (self.dense_ffn_size > 0)
+            || (self.first_dense_layers > 0 && !self.architecture.latent_attention())
+            || self.dense_ffn_size > limit
+        {
+            return bad(
+                "dense first layers (DeepSeek) need a dense_ffn_size, and no more than n_layers",
+            );
         }
         Ok(())
     }
@@ -483,8 +837,19 @@ impl ModelConfig {
         })
     }
 
-    /// Decodes and validates a config.
-    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+    /// Decodes and validates a config written by format `version` (3 or
+    /// 4: a format-3 config lacks the trailing fields, which take their
+    /// format-3 meaning).
+    pub fn decode(bytes: &[u8], version: u32) -> Result<Self, Error> {
+        let mut buf = [0u8; crate::format::MAX_CONFIG_BYTES + 64];
+        let bytes = if version == 3 {
+            let len = bytes.len().min(crate::format::MAX_CONFIG_BYTES);
+            buf[..len].copy_from_slice(&bytes[..len]);
+            let tail_len = format3_tail(&mut buf[len..])?.len();
+            &buf[..len + tail_len]
+        } else {
+            bytes
+        };
         let (config, rest): (ModelConfig, _) =
             postcard::take_from_bytes(bytes).map_err(|_| Error::BadConfig {
                 reason: "config bytes do not decode",
@@ -499,13 +864,42 @@ impl ModelConfig {
     }
 }
 
-/// `[rows, cols]` a tensor of `kind` must have under `config`.
-pub fn expected_shape(config: &ModelConfig, kind: TensorKind) -> [u32; 2] {
+/// `[rows, cols]` tensor `id` must have under `config`.
+pub fn expected_shape(config: &ModelConfig, id: TensorId) -> [u32; 2] {
     let h = config.hidden_size;
     let q = config.n_heads * config.head_dim;
     let kv = config.n_kv_heads * config.head_dim;
     let f = config.expert_ffn_size;
-    match kind {
+    // A dense layer's MLP is held in the shared expert's tensors.
+    let shared = match id.layer < config.first_dense_layers {
+        true => config.dense_ffn_size,
+        false => config.shared_expert_ffn_size,
+    };
+    let heads = config.n_heads;
+    if let Some(m) = config.mla {
+        let q_in = if m.q_lora_rank > 0 { m.q_lora_rank } else { h };
+        match id.kind {
+            TensorKind::AttnQA => return [m.q_lora_rank, h],
+            TensorKind::AttnQANorm => return [1, m.q_lora_rank],
+            TensorKind::AttnQ => return [q, q_in],
+            TensorKind::AttnKvA => return [m.kv_lora_rank + m.qk_rope_dim, h],
+            TensorKind::AttnKvANorm => return [1, m.kv_lora_rank],
+            TensorKind::AttnKvB => return [heads * (m.qk_nope_dim + m.v_head_dim), m.kv_lora_rank],
+            TensorKind::AttnO => return [h, heads * m.v_head_dim],
+            _ => {}
+        }
+    }
+    match id.kind {
+        // Only latent-attention families have these (above).
+        TensorKind::AttnQA
+        | TensorKind::AttnQANorm
+        | TensorKind::AttnKvA
+        | TensorKind::AttnKvANorm
+        | TensorKind::AttnKvB => [0, 0],
+        TensorKind::RouterCorrection | TensorKind::RouterBias => [1, config.n_experts],
+        TensorKind::AttnSinks => [1, config.n_heads],
+        TensorKind::ExpertGateBias | TensorKind::ExpertUpBias => [config.n_experts, f],
+        TensorKind::ExpertDownBias => [config.n_experts, h],
         TensorKind::TokenEmbedding | TensorKind::LmHead => [config.vocab_size, h],
         TensorKind::OutputNorm
         | TensorKind::AttnNorm
@@ -525,8 +919,8 @@ pub fn expected_shape(config: &ModelConfig, kind: TensorKind) -> [u32; 2] {
         }
         TensorKind::AttnQNorm | TensorKind::AttnQBias => [1, q],
         TensorKind::AttnKNorm | TensorKind::AttnKBias | TensorKind::AttnVBias => [1, kv],
-        TensorKind::SharedGate | TensorKind::SharedUp => [config.shared_expert_ffn_size, h],
-        TensorKind::SharedDown => [h, config.shared_expert_ffn_size],
+        TensorKind::SharedGate | TensorKind::SharedUp => [shared, h],
+        TensorKind::SharedDown => [h, shared],
         TensorKind::SharedExpertGate => [1, h],
         TensorKind::AttnQ => [q, h],
         TensorKind::AttnK | TensorKind::AttnV => [kv, h],
@@ -589,6 +983,17 @@ pub(crate) fn tiny_config() -> ModelConfig {
         router_jitter: 0.0,
         rope_short_factor: heapless::Vec::new(),
         rope_long_factor: heapless::Vec::new(),
+        mla: None,
+        rope_interleaved: false,
+        expert_groups: 1,
+        topk_groups: 1,
+        routed_scaling_factor: 1.0,
+        first_dense_layers: 0,
+        dense_ffn_size: 0,
+        sliding_window: 0,
+        sliding_period: 0,
+        swiglu_limit: 0.0,
+        swiglu_alpha: 0.0,
     }
 }
 
@@ -601,7 +1006,20 @@ mod tests {
         let c = tiny_config();
         let mut buf = [0u8; 512];
         let n = c.encode(&mut buf).unwrap().len();
-        assert_eq!(ModelConfig::decode(&buf[..n]).unwrap(), c);
+        assert_eq!(ModelConfig::decode(&buf[..n], 4).unwrap(), c);
+    }
+
+    #[test]
+    fn a_format_3_config_decodes_with_the_format_3_meaning() {
+        let c = tiny_config();
+        let mut buf = [0u8; 512];
+        let n = c.encode(&mut buf).unwrap().len();
+        let mut tail = [0u8; 64];
+        let tail_len = format3_tail(&mut tail).unwrap().len();
+        // A format-3 writer stopped before the trailing fields.
+        let v3 = &buf[..n - tail_len];
+        assert_eq!(ModelConfig::decode(v3, 3).unwrap(), c);
+        assert!(ModelConfig::decode(v3, 4).is_err());
     }
 
     #[test]

@@ -19,8 +19,11 @@ use crate::error::Error;
 
 /// First eight bytes of every `.mote` file (PNG-style: catches text-mode mangling).
 pub const MAGIC: [u8; 8] = *b"MOTE\r\n\x1a\n";
-/// The format version this build reads and writes.
-pub const VERSION: u32 = 3;
+/// The format version this build writes.
+pub const VERSION: u32 = 4;
+/// The oldest format version this build reads (format 3 lacks the config
+/// fields format 4 appended; they take their format-3 meaning).
+pub const OLDEST_VERSION: u32 = 3;
 /// Size of the preamble in bytes.
 pub const PREAMBLE_BYTES: usize = 128;
 /// Largest config section accepted; bounds the stack buffer it is decoded from.
@@ -113,7 +116,7 @@ impl Preamble {
             return Err(Error::BadMagic { found: magic });
         }
         let version = u32_at(8);
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 found: version,
                 supported: VERSION,

@@ -73,20 +73,45 @@ pub enum TensorKind {
     AttnNormBias = 30,
     /// The FFN LayerNorm's bias, `[1, hidden]` (Phi-MoE).
     FfnNormBias = 31,
+    /// Query compression (MLA's `q_a_proj`), `[q_lora_rank, hidden]`.
+    AttnQA = 32,
+    /// RMSNorm of the compressed query, `[1, q_lora_rank]`.
+    AttnQANorm = 33,
+    /// Key/value compression and the shared rope key (MLA's
+    /// `kv_a_proj_with_mqa`), `[kv_lora_rank + qk_rope_dim, hidden]`.
+    AttnKvA = 34,
+    /// RMSNorm of the key/value latent, `[1, kv_lora_rank]`.
+    AttnKvANorm = 35,
+    /// Per-head key (nope part) and value expansion of the latent (MLA's
+    /// `kv_b_proj`), `[heads * (qk_nope_dim + v_head_dim), kv_lora_rank]`.
+    AttnKvB = 36,
+    /// Per-expert bias added to the scores when choosing experts, not to
+    /// their weights (DeepSeek-V3's `e_score_correction_bias`), `[1, experts]`.
+    RouterCorrection = 37,
+    /// Per-head attention sink logits (gpt-oss), `[1, heads]`.
+    AttnSinks = 38,
+    /// Bias of the router logits (gpt-oss), `[1, experts]`.
+    RouterBias = 39,
+    /// Every expert's gate-projection bias, row per expert (gpt-oss), `[experts, ffn]`.
+    ExpertGateBias = 40,
+    /// Every expert's up-projection bias, row per expert, `[experts, ffn]`.
+    ExpertUpBias = 41,
+    /// Every expert's down-projection bias, row per expert, `[experts, hidden]`.
+    ExpertDownBias = 42,
 }
 
-// Kind codes index fixed tables of 32 (model::layout::Index).
+// Kind codes index fixed tables of 64 (model::layout::Index).
 const _: () = {
     let mut i = 0;
     while i < TensorKind::ALL.len() {
-        assert!((TensorKind::ALL[i] as u16) < 32);
+        assert!((TensorKind::ALL[i] as u16) < 64);
         i += 1;
     }
 };
 
 impl TensorKind {
     /// Every kind, for decoding.
-    pub const ALL: [TensorKind; 27] = [
+    pub const ALL: [TensorKind; 38] = [
         TensorKind::TokenEmbedding,
         TensorKind::OutputNorm,
         TensorKind::LmHead,
@@ -114,6 +139,17 @@ impl TensorKind {
         TensorKind::AttnOBias,
         TensorKind::AttnNormBias,
         TensorKind::FfnNormBias,
+        TensorKind::AttnQA,
+        TensorKind::AttnQANorm,
+        TensorKind::AttnKvA,
+        TensorKind::AttnKvANorm,
+        TensorKind::AttnKvB,
+        TensorKind::RouterCorrection,
+        TensorKind::AttnSinks,
+        TensorKind::RouterBias,
+        TensorKind::ExpertGateBias,
+        TensorKind::ExpertUpBias,
+        TensorKind::ExpertDownBias,
     ];
 
     /// The kind with this file code, if any.
@@ -151,6 +187,17 @@ impl TensorKind {
             TensorKind::ExpertGate => "expert_gate",
             TensorKind::ExpertUp => "expert_up",
             TensorKind::ExpertDown => "expert_down",
+            TensorKind::AttnQA => "attn_q_a",
+            TensorKind::AttnQANorm => "attn_q_a_norm",
+            TensorKind::AttnKvA => "attn_kv_a",
+            TensorKind::AttnKvANorm => "attn_kv_a_norm",
+            TensorKind::AttnKvB => "attn_kv_b",
+            TensorKind::RouterCorrection => "router_correction",
+            TensorKind::AttnSinks => "attn_sinks",
+            TensorKind::RouterBias => "router_bias",
+            TensorKind::ExpertGateBias => "expert_gate_bias",
+            TensorKind::ExpertUpBias => "expert_up_bias",
+            TensorKind::ExpertDownBias => "expert_down_bias",
         }
     }
 
@@ -182,6 +229,14 @@ impl TensorKind {
                 | TensorKind::AttnOBias
                 | TensorKind::AttnNormBias
                 | TensorKind::FfnNormBias
+                | TensorKind::AttnQANorm
+                | TensorKind::AttnKvANorm
+                | TensorKind::RouterCorrection
+                | TensorKind::AttnSinks
+                | TensorKind::RouterBias
+                | TensorKind::ExpertGateBias
+                | TensorKind::ExpertUpBias
+                | TensorKind::ExpertDownBias
         )
     }
 }

@@ -241,6 +241,19 @@ pub fn rope(x: &mut [f32], head_dim: usize, pos: f32, inv_freq: &[f32]) {
     }
 }
 
+/// Rotates each head of `x` by position angles, interleaved layout
+/// (DeepSeek): element `2i` pairs with `2i + 1`.
+pub fn rope_interleaved(x: &mut [f32], head_dim: usize, pos: f32, inv_freq: &[f32]) {
+    for head in x.chunks_exact_mut(head_dim) {
+        for (pair, &f) in head.chunks_exact_mut(2).zip(inv_freq) {
+            let (sin, cos) = libm::sincosf(pos * f);
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * cos - b * sin;
+            pair[1] = b * cos + a * sin;
+        }
+    }
+}
+
 /// f32 dot product with 16 running sums, so it vectorizes on every target.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 16];
@@ -261,7 +274,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// One attention head over `n` cached positions: `scores[t] = q·k_t ·
 /// scale`, softmax, `out = Σ scores[t] v_t`. `k` and `v` hold position `t`'s
-/// head at `t * stride`.
+/// head at `t * stride`; keys are as wide as `q`, values as `out`.
 pub fn attend(
     q: &[f32],
     k: &[f32],
@@ -278,7 +291,7 @@ pub fn attend(
     softmax(scores);
     out.fill(0.0);
     for (t, &p) in scores.iter().enumerate() {
-        axpy(out, p, &v[t * stride..t * stride + d]);
+        axpy(out, p, &v[t * stride..t * stride + out.len()]);
     }
 }
 

@@ -83,7 +83,7 @@ impl<S: Storage> Model<S> {
                 found,
             });
         }
-        let config = ModelConfig::decode(config_bytes)?;
+        let config = ModelConfig::decode(config_bytes, preamble.version)?;
 
         // Directory: CRC first (a corrupted record is reported as corruption),
         // then each record against the layout the config implies.
@@ -202,7 +202,7 @@ impl<S: Storage> Model<S> {
                 })
             }
         }
-        let shape = expected_shape(&self.config, id.kind);
+        let shape = expected_shape(&self.config, id);
         if [rec.rows, rec.cols] != shape {
             return Err(Error::TensorShape {
                 tensor: id,
@@ -232,7 +232,7 @@ impl<S: Storage> Model<S> {
     /// read pages the expert in.
     fn check_expert_groups(&self) -> Result<(), Error> {
         let kinds = self.config.architecture.expert_tensors();
-        for layer in 0..self.config.n_layers {
+        for layer in (0..self.config.n_layers).filter(|&l| self.config.has_experts(l)) {
             for expert in 0..self.config.n_experts {
                 let mut next = None;
                 for &kind in kinds {
