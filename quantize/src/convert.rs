@@ -18,7 +18,7 @@ use mote::{DType, ModelConfig, TensorId};
 use crate::error::{io, QuantizeError};
 use crate::hf_config::read_config;
 use crate::safetensors::Checkpoint;
-use crate::sources::{find, Source};
+use crate::sources::{find, Source, View};
 use crate::tokenizer::read_tokenizer;
 
 /// How to convert.
@@ -116,6 +116,9 @@ pub fn quantize(
         let source = find(&ck, &config, id)?;
         let dtype = if id.kind.stays_f32() {
             DType::F32
+        } else if matches!(source.view, View::Mxfp4 { .. }) {
+            // MXFP4 experts stay MXFP4: any other type would re-quantize.
+            DType::Mxfp4
         } else {
             options.dtype
         };
@@ -214,7 +217,10 @@ pub fn quantize(
         for (done, &(i, _)) in order.iter().enumerate() {
             let p = &mut planned[i];
             let (bytes, crc) = convert_tensor(&ck, &p.source, p.record.dtype, threads)?;
-            source_bytes += (p.source.rows * p.source.cols * p.source.entry.dtype.size()) as u64;
+            source_bytes += match p.source.view {
+                View::Mxfp4 { .. } => p.record.length,
+                _ => (p.source.rows * p.source.cols * p.source.entry.dtype.size()) as u64,
+            };
             debug_assert_eq!(bytes.len() as u64, p.record.length);
             p.record.crc32 = crc;
             if to_writer.send((p.record.offset, bytes)).is_err() {
@@ -287,6 +293,76 @@ pub fn quantize(
     })
 }
 
+/// Converts a strided view: reads the span it covers once, then gathers
+/// each row.
+fn convert_strided(
+    ck: &Checkpoint,
+    src: &Source,
+    dtype: DType,
+    row_step: usize,
+    col_step: usize,
+) -> Result<(Vec<u8>, u32), QuantizeError> {
+    let span = (src.rows - 1) * row_step + (src.cols - 1) * col_step + 1;
+    let elem = src.entry.dtype.size();
+    let mut raw = vec![0u8; span * elem];
+    ck.read(&src.entry, src.skip_bytes, &mut raw)?;
+    let mut values = vec![0.0f32; span];
+    src.entry.dtype.to_f32(&raw, &mut values);
+    let out_row = dtype.row_bytes(src.cols);
+    let mut out = vec![0u8; src.rows * out_row];
+    let mut row = vec![0.0f32; src.cols];
+    for (r, outp) in out.chunks_exact_mut(out_row).enumerate() {
+        for (c, v) in row.iter_mut().enumerate() {
+            *v = values[r * row_step + c * col_step];
+        }
+        if let Some(col) = row.iter().position(|v| !v.is_finite()) {
+            return Err(QuantizeError::NonFinite {
+                tensor: src.name.clone(),
+                row: r,
+                col,
+                value: row[col],
+            });
+        }
+        encode_row(dtype, &row, outp);
+    }
+    let crc = crc32fast::hash(&out);
+    Ok((out, crc))
+}
+
+/// Copies MXFP4 rows into mote's MXFP4 rows (the row's E8M0 scales, then
+/// its 16-byte blocks). A scale of 255 (E8M0's NaN) is an error.
+fn copy_mxfp4(ck: &Checkpoint, src: &Source) -> Result<(Vec<u8>, u32), QuantizeError> {
+    let View::Mxfp4 {
+        scales,
+        rows_per_expert,
+        expert,
+        first,
+        step,
+    } = &src.view
+    else {
+        unreachable!("copy_mxfp4 takes MXFP4 views");
+    };
+    let blocks = src.cols / BLOCK_LEN;
+    let out_row = DType::Mxfp4.row_bytes(src.cols);
+    let mut out = vec![0u8; src.rows * out_row];
+    for (r, outp) in out.chunks_exact_mut(out_row).enumerate() {
+        let row = (expert * rows_per_expert + first + r * step) as u64;
+        let (s, b) = outp.split_at_mut(blocks);
+        ck.read(scales, row * blocks as u64, s)?;
+        ck.read(&src.entry, row * (blocks * 16) as u64, b)?;
+        if let Some(block) = s.iter().position(|&e| e == 255) {
+            return Err(QuantizeError::NonFinite {
+                tensor: src.name.clone(),
+                row: r,
+                col: block * BLOCK_LEN,
+                value: f32::NAN,
+            });
+        }
+    }
+    let crc = crc32fast::hash(&out);
+    Ok((out, crc))
+}
+
 /// Writes zeros until `written` reaches `to`.
 fn pad_to(w: &mut impl Write, written: &mut u64, to: u64) -> std::io::Result<()> {
     const ZEROS: [u8; EXPERT_ALIGN as usize] = [0; EXPERT_ALIGN as usize];
@@ -307,6 +383,13 @@ fn convert_tensor(
     dtype: DType,
     threads: usize,
 ) -> Result<(Vec<u8>, u32), QuantizeError> {
+    match &src.view {
+        View::Rows => {}
+        View::Strided { row_step, col_step } => {
+            return convert_strided(ck, src, dtype, *row_step, *col_step)
+        }
+        View::Mxfp4 { .. } => return copy_mxfp4(ck, src),
+    }
     let in_row = (src.cols * src.entry.dtype.size()) as u64;
     let out_row = dtype.row_bytes(src.cols);
     let mut out = vec![0u8; src.rows * out_row];

@@ -22,6 +22,7 @@ pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
     "PhimoeForCausalLM",
     "DeepseekV2ForCausalLM",
     "DeepseekV3ForCausalLM",
+    "GptOssForCausalLM",
     "LlamaForCausalLM",
 ];
 
@@ -128,6 +129,7 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         "HunYuanMoEV1ForCausalLM" | "model_type hunyuan_v1_moe" => Architecture::HunyuanMoe,
         "PhimoeForCausalLM" | "PhiMoEForCausalLM" | "model_type phimoe" => Architecture::PhiMoe,
         "DeepseekV2ForCausalLM" | "model_type deepseek_v2" => Architecture::DeepseekV2,
+        "GptOssForCausalLM" | "model_type gpt_oss" => Architecture::GptOss,
         // Kimi K2 is DeepSeek-V3's layout under its own model_type.
         "DeepseekV3ForCausalLM" | "model_type deepseek_v3" | "model_type kimi_k2" => {
             Architecture::DeepseekV3
@@ -302,7 +304,11 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         .get("use_sliding_window")
         .and_then(Value::as_bool)
         .unwrap_or(true);
-    if let Some(w) = f.opt_u32("sliding_window")?.filter(|&w| w > 0 && windowed) {
+    let windows_followed = architecture == Architecture::GptOss;
+    if let Some(w) = f
+        .opt_u32("sliding_window")?
+        .filter(|&w| w > 0 && windowed && !windows_followed)
+    {
         warnings.push(format!(
             "config.json sets sliding_window {w}: mote attends over the whole context, which matches \
              transformers only for contexts up to {w} tokens"
@@ -339,6 +345,10 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
     let n_experts_per_token = match architecture {
         Architecture::Llama => 1,
         Architecture::HunyuanMoe => f.same_per_layer("moe_topk")?,
+        // gpt-oss's hub config also says `experts_per_token`.
+        Architecture::GptOss if f.get("num_experts_per_tok").is_none() => {
+            f.u32("experts_per_token")?
+        }
         _ => f.u32("num_experts_per_tok")?,
     };
     if architecture == Architecture::PhiMoe {
@@ -360,7 +370,9 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         | Architecture::GraniteMoe
         | Architecture::GraniteMoeShared
         | Architecture::Llama
-        | Architecture::HunyuanMoe => (f.u32("intermediate_size")?, true),
+        | Architecture::HunyuanMoe
+        // gpt-oss: softmax over the top-k logits, i.e. renormalised.
+        | Architecture::GptOss => (f.u32("intermediate_size")?, true),
         // Sparsemixer weights are never renormalised.
         Architecture::PhiMoe => (f.u32("intermediate_size")?, false),
         // transformers' DeepSeek-V2 never renormalises (it ignores
@@ -461,9 +473,10 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         swiglu_limit: 0.0,
         swiglu_alpha: 0.0,
     };
-    let config = match architecture.latent_attention() {
-        true => deepseek(&f, config)?,
-        false => config,
+    let config = match architecture {
+        Architecture::DeepseekV2 | Architecture::DeepseekV3 => deepseek(&f, config)?,
+        Architecture::GptOss => gpt_oss(&f, config)?,
+        _ => config,
     };
     config.validate().map_err(|e| f.err(e.to_string()))?;
     Ok(config)
@@ -520,6 +533,60 @@ fn deepseek(f: &Fields<'_>, mut c: ModelConfig) -> Result<ModelConfig, QuantizeE
     if f.opt_u32("moe_layer_freq")?.unwrap_or(1) != 1 {
         return Err(f.err("moe_layer_freq other than 1 is not supported".into()));
     }
+    Ok(c)
+}
+
+/// gpt-oss's alternating sliding windows and clamped SwiGLU.
+fn gpt_oss(f: &Fields<'_>, mut c: ModelConfig) -> Result<ModelConfig, QuantizeError> {
+    if f.get("attention_bias").and_then(Value::as_bool) == Some(false) {
+        return Err(f.err("gpt-oss without attention_bias is not supported".into()));
+    }
+    if let Some(q) = f.get("quantization_config") {
+        let method = q.get("quant_method").and_then(Value::as_str);
+        if method != Some("mxfp4") {
+            return Err(f.err(format!(
+                "quantization_config {method:?}: gpt-oss converts from float or mxfp4 checkpoints"
+            )));
+        }
+    }
+    c.sliding_window = f.opt_u32("sliding_window")?.unwrap_or(0);
+    // layer_types: every `period`-th layer full, the rest sliding
+    // (transformers' default for gpt-oss: even layers slide).
+    c.sliding_period = 2;
+    if let Some(types) = f.get("layer_types").and_then(Value::as_array) {
+        let full: Vec<bool> = types
+            .iter()
+            .map(|t| match t.as_str() {
+                Some("full_attention") => Ok(true),
+                Some("sliding_attention") => Ok(false),
+                _ => Err(f.err(format!(
+                    "layer_types holds {t}; expected full_attention or sliding_attention"
+                ))),
+            })
+            .collect::<Result<_, _>>()?;
+        if full.len() != c.n_layers as usize {
+            return Err(f.err(format!(
+                "layer_types lists {} layers; num_hidden_layers is {}",
+                full.len(),
+                c.n_layers
+            )));
+        }
+        c.sliding_period = full.iter().position(|&x| x).map_or(0, |i| i as u32 + 1);
+        let periodic = full.iter().enumerate().all(|(i, &x)| {
+            x == (c.sliding_period > 0 && (i as u32 + 1).is_multiple_of(c.sliding_period))
+        });
+        if !periodic {
+            return Err(f.err(
+                "layer_types must repeat one pattern (every n-th layer full, the others sliding)"
+                    .into(),
+            ));
+        }
+    }
+    if c.sliding_window == 0 {
+        c.sliding_period = 0;
+    }
+    c.swiglu_limit = f.opt_f32("swiglu_limit")?.unwrap_or(7.0);
+    c.swiglu_alpha = f.opt_f32("swiglu_alpha")?.unwrap_or(1.702);
     Ok(c)
 }
 

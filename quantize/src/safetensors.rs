@@ -20,6 +20,8 @@ pub enum SourceDType {
     F16,
     /// bfloat16.
     BF16,
+    /// Raw bytes (MXFP4 blocks and scales); not a float type.
+    U8,
 }
 
 impl SourceDType {
@@ -28,10 +30,16 @@ impl SourceDType {
         match self {
             SourceDType::F32 => 4,
             SourceDType::F16 | SourceDType::BF16 => 2,
+            SourceDType::U8 => 1,
         }
     }
 
-    /// Converts little-endian elements to f32.
+    /// True for the float types weights are converted from.
+    pub fn is_float(self) -> bool {
+        self != SourceDType::U8
+    }
+
+    /// Converts little-endian elements to f32 (a byte to its value).
     pub fn to_f32(self, bytes: &[u8], out: &mut [f32]) {
         match self {
             SourceDType::F32 => {
@@ -48,6 +56,11 @@ impl SourceDType {
                 // bf16 is the top half of an f32: exact, NaN stays NaN.
                 for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
                     *o = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16);
+                }
+            }
+            SourceDType::U8 => {
+                for (o, &b) in out.iter_mut().zip(bytes) {
+                    *o = b as f32;
                 }
             }
         }
@@ -180,6 +193,7 @@ impl Checkpoint {
                 "F32" => SourceDType::F32,
                 "F16" => SourceDType::F16,
                 "BF16" => SourceDType::BF16,
+                "U8" => SourceDType::U8,
                 other => {
                     return Err(QuantizeError::DType {
                         tensor: name.clone(),
@@ -230,6 +244,16 @@ impl Checkpoint {
     ) -> Result<(), QuantizeError> {
         use std::os::unix::fs::FileExt;
         let (path, file) = &self.files[entry.file];
+        let len = entry.shape.iter().product::<usize>() as u64 * entry.dtype.size() as u64;
+        if skip + dst.len() as u64 > len {
+            return Err(QuantizeError::Safetensors {
+                path: path.clone(),
+                message: format!(
+                    "read of {} bytes at {skip} past the end of a {len}-byte tensor",
+                    dst.len()
+                ),
+            });
+        }
         file.read_exact_at(dst, entry.offset + skip)
             .map_err(io(path))
     }

@@ -9,19 +9,52 @@ use crate::error::QuantizeError;
 use crate::safetensors::{Checkpoint, TensorEntry};
 
 /// The checkpoint bytes of one mote tensor: rows `row_start..row_start+rows`
-/// of slice `expert` (fused 3-D tensors) or of the whole 2-D tensor.
+/// of slice `expert` (fused 3-D tensors) or of the whole 2-D tensor, or a
+/// strided or MXFP4 view (gpt-oss).
 #[derive(Debug, Clone)]
 pub struct Source {
     /// Checkpoint tensor name.
     pub name: String,
     /// The tensor's entry.
     pub entry: TensorEntry,
-    /// Byte offset of the first row used, from the tensor's start.
+    /// Byte offset of the first element used, from the tensor's start.
     pub skip_bytes: u64,
     /// Rows used.
     pub rows: usize,
     /// Row length.
     pub cols: usize,
+    /// How the rows sit in the checkpoint tensor.
+    pub view: View,
+}
+
+/// Where a mote tensor's elements are in its checkpoint tensor.
+#[derive(Debug, Clone)]
+pub enum View {
+    /// Whole rows in order from `skip_bytes`.
+    Rows,
+    /// Element `(r, c)` is element `r·row_step + c·col_step` after
+    /// `skip_bytes` (gpt-oss's transposed, gate/up-interleaved experts).
+    Strided {
+        /// Elements between consecutive rows.
+        row_step: usize,
+        /// Elements between consecutive columns.
+        col_step: usize,
+    },
+    /// MXFP4 rows copied as they are: row `r` is row `first + r·step` of
+    /// expert `expert` in `entry` (`_blocks`, `[E, R, cols/32, 16]` bytes)
+    /// and in `scales` (`_scales`, `[E, R, cols/32]` E8M0 bytes).
+    Mxfp4 {
+        /// The `_scales` tensor.
+        scales: TensorEntry,
+        /// Rows per expert in the checkpoint tensors.
+        rows_per_expert: usize,
+        /// Expert slice.
+        expert: usize,
+        /// First row used.
+        first: usize,
+        /// Rows between consecutive rows used.
+        step: usize,
+    },
 }
 
 /// A candidate name and, for fused tensors, (expert, first row): the rows
@@ -129,9 +162,13 @@ fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
         // gpt-oss.
         TensorKind::AttnSinks => vec![plain(format!("model.layers.{l}.self_attn.sinks"))],
         TensorKind::RouterBias => vec![plain(format!("model.layers.{l}.mlp.router.bias"))],
-        TensorKind::ExpertGateBias | TensorKind::ExpertUpBias | TensorKind::ExpertDownBias => {
-            vec![]
-        }
+        // Found by gpt_oss_source; named here for the missing-tensor error.
+        TensorKind::ExpertGateBias | TensorKind::ExpertUpBias => vec![plain(format!(
+            "model.layers.{l}.mlp.experts.gate_up_proj_bias"
+        ))],
+        TensorKind::ExpertDownBias => vec![plain(format!(
+            "model.layers.{l}.mlp.experts.down_proj_bias"
+        ))],
         TensorKind::SharedExpertGate => vec![plain(format!(
             "model.layers.{l}.mlp.shared_expert_gate.weight"
         ))],
@@ -180,8 +217,147 @@ fn candidates(config: &ModelConfig, id: TensorId) -> Vec<Candidate> {
     }
 }
 
+/// gpt-oss's experts: `mlp.experts.gate_up_proj` `[E, H, 2F]` (input-major,
+/// gate and up interleaved along the last axis) and `down_proj` `[E, F, H]`,
+/// or the hub's MXFP4 `*_blocks` / `*_scales` (output-major, gate and up
+/// interleaved by rows); biases `gate_up_proj_bias` `[E, 2F]` (interleaved)
+/// and `down_proj_bias` `[E, H]`.
+fn gpt_oss_source(
+    ck: &Checkpoint,
+    config: &ModelConfig,
+    id: TensorId,
+) -> Option<Result<Source, QuantizeError>> {
+    let [rows, cols] = expected_shape(config, id).map(|d| d as usize);
+    let (e_count, l, e) = (config.n_experts as usize, id.layer, id.expert as usize);
+    let (h, f) = (config.hidden_size as usize, config.expert_ffn_size as usize);
+    let experts = format!("model.layers.{l}.mlp.experts");
+    let interleaved = match id.kind {
+        TensorKind::ExpertGate | TensorKind::ExpertGateBias => Some(0),
+        TensorKind::ExpertUp | TensorKind::ExpertUpBias => Some(1),
+        TensorKind::ExpertDown | TensorKind::ExpertDownBias => None,
+        _ => return None,
+    };
+    let fused = if interleaved.is_some() {
+        "gate_up_proj"
+    } else {
+        "down_proj"
+    };
+    let shape_err = |name: &str, expected: Vec<usize>, found: &[usize]| {
+        Err(QuantizeError::Shape {
+            tensor: name.to_string(),
+            expected,
+            found: found.to_vec(),
+        })
+    };
+    if id.kind.is_expert() {
+        // The hub's MXFP4 tensors, kept 4-bit.
+        let blocks = format!("{experts}.{fused}_blocks");
+        let scales = format!("{experts}.{fused}_scales");
+        if let (Some(b), Some(s)) = (ck.tensors.get(&blocks), ck.tensors.get(&scales)) {
+            let src_rows = if interleaved.is_some() {
+                2 * rows
+            } else {
+                rows
+            };
+            let nb = cols / mote::quant::BLOCK_LEN;
+            let want_b = vec![e_count, src_rows, nb, 16];
+            let want_s = vec![e_count, src_rows, nb];
+            if cols % mote::quant::BLOCK_LEN != 0 || b.shape != want_b {
+                return Some(shape_err(&blocks, want_b, &b.shape));
+            }
+            if s.shape != want_s {
+                return Some(shape_err(&scales, want_s, &s.shape));
+            }
+            if b.dtype.is_float() || s.dtype.is_float() {
+                return Some(Err(QuantizeError::DType {
+                    tensor: blocks,
+                    found: "a float type (MXFP4 blocks and scales are U8)".into(),
+                }));
+            }
+            let (first, step) = match interleaved {
+                Some(offset) => (offset, 2),
+                None => (0, 1),
+            };
+            return Some(Ok(Source {
+                name: format!("{blocks}[{e}]"),
+                entry: b.clone(),
+                skip_bytes: 0,
+                rows,
+                cols,
+                view: View::Mxfp4 {
+                    scales: s.clone(),
+                    rows_per_expert: src_rows,
+                    expert: e,
+                    first,
+                    step,
+                },
+            }));
+        }
+    }
+    let (name, want, skip, row_step, col_step) = match (id.kind.is_expert(), interleaved) {
+        // gate/up row r, input c: gate_up_proj[e][c][2r + offset].
+        (true, Some(offset)) => (
+            format!("{experts}.gate_up_proj"),
+            vec![e_count, h, 2 * f],
+            e * h * 2 * f + offset,
+            2,
+            2 * f,
+        ),
+        // down row r (hidden), input c (ffn): down_proj[e][c][r].
+        (true, None) => (
+            format!("{experts}.down_proj"),
+            vec![e_count, f, h],
+            e * f * h,
+            1,
+            h,
+        ),
+        // bias row = expert, column c: gate_up_proj_bias[e][2c + offset].
+        (false, Some(offset)) => (
+            format!("{experts}.gate_up_proj_bias"),
+            vec![e_count, 2 * f],
+            offset,
+            2 * f,
+            2,
+        ),
+        (false, None) => (
+            format!("{experts}.down_proj_bias"),
+            vec![e_count, h],
+            0,
+            h,
+            1,
+        ),
+    };
+    let entry = ck.tensors.get(&name)?;
+    if entry.shape != want {
+        return Some(shape_err(&name, want, &entry.shape));
+    }
+    if !entry.dtype.is_float() {
+        return Some(Err(QuantizeError::DType {
+            tensor: name,
+            found: "U8".into(),
+        }));
+    }
+    Some(Ok(Source {
+        name: if id.kind.is_expert() {
+            format!("{name}[{e}]")
+        } else {
+            name
+        },
+        skip_bytes: (skip * entry.dtype.size()) as u64,
+        entry: entry.clone(),
+        rows,
+        cols,
+        view: View::Strided { row_step, col_step },
+    }))
+}
+
 /// Finds the source of `id` and checks its shape against the config.
 pub fn find(ck: &Checkpoint, config: &ModelConfig, id: TensorId) -> Result<Source, QuantizeError> {
+    if config.architecture == Architecture::GptOss {
+        if let Some(found) = gpt_oss_source(ck, config, id) {
+            return found;
+        }
+    }
     let [rows, cols] = expected_shape(config, id).map(|d| d as usize);
     let cands = candidates(config, id);
     for c in &cands {
@@ -190,6 +366,12 @@ pub fn find(ck: &Checkpoint, config: &ModelConfig, id: TensorId) -> Result<Sourc
         };
         let shape = &entry.shape;
         let elem = entry.dtype.size() as u64;
+        if !entry.dtype.is_float() {
+            return Err(QuantizeError::DType {
+                tensor: c.name.clone(),
+                found: "U8".into(),
+            });
+        }
         return match c.fused {
             None => {
                 // Norms are 1-D in checkpoints and [1, hidden] in mote.
@@ -217,6 +399,7 @@ pub fn find(ck: &Checkpoint, config: &ModelConfig, id: TensorId) -> Result<Sourc
                     skip_bytes: 0,
                     rows,
                     cols,
+                    view: View::Rows,
                 })
             }
             Some((expert, row)) => {
@@ -247,6 +430,7 @@ pub fn find(ck: &Checkpoint, config: &ModelConfig, id: TensorId) -> Result<Sourc
                     skip_bytes: skip_rows * cols as u64 * elem,
                     rows,
                     cols,
+                    view: View::Rows,
                 })
             }
         };

@@ -607,19 +607,62 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
     }
 
     /// `expert_out = down(silu(gate · x) * (up · x))` for `n` rows of `input`,
-    /// the MLP of every expert (routed or shared).
-    fn swiglu(&mut self, [wg, wu, wd]: [Matrix<'a>; 3], input: Input, n: usize) {
+    /// the MLP of every expert (routed or shared); with gpt-oss's biases
+    /// (f32 gate, up and down rows) and its clamped activation where the
+    /// config has them.
+    fn swiglu(
+        &mut self,
+        [wg, wu, wd]: [Matrix<'a>; 3],
+        biases: Option<[&'a [u8]; 3]>,
+        input: Input,
+        n: usize,
+    ) {
+        let c = self.config;
         let f = wg.rows;
         let outs = (self.gate.as_mut_ptr(), self.up.as_mut_ptr());
         self.product(&[(wg, outs.0), (wu, outs.1)], input, n);
         for t in 0..n {
-            scalar::silu_mul(
+            let (gate, up) = (
                 &mut self.gate[t * f..(t + 1) * f],
-                &self.up[t * f..(t + 1) * f],
+                &mut self.up[t * f..(t + 1) * f],
             );
+            if let Some([bg, bu, _]) = biases {
+                add_bias(gate, bg);
+                add_bias(up, bu);
+            }
+            if c.swiglu_alpha != 0.0 {
+                clamped_swiglu(gate, up, c.swiglu_limit, c.swiglu_alpha);
+            } else {
+                scalar::silu_mul(gate, up);
+            }
         }
         let out = self.expert_out.as_mut_ptr();
         self.product(&[(wd, out)], Input::Hidden, n);
+        if let Some([_, _, bd]) = biases {
+            let h = wd.rows;
+            for row in self.expert_out[..n * h].chunks_exact_mut(h) {
+                add_bias(row, bd);
+            }
+        }
+    }
+
+    /// Expert `expert`'s gate, up and down bias rows (gpt-oss), if the
+    /// family has them.
+    fn expert_biases(&self, layer: u32, expert: u32) -> Option<[&'a [u8]; 3]> {
+        let row = |kind| {
+            let w = self.weight(TensorId::layer(kind, layer));
+            let bytes = 4 * w.cols;
+            &w.data[expert as usize * bytes..(expert as usize + 1) * bytes]
+        };
+        self.index
+            .of(TensorId::layer(TensorKind::ExpertGateBias, layer))
+            .map(|_| {
+                [
+                    row(TensorKind::ExpertGateBias),
+                    row(TensorKind::ExpertUpBias),
+                    row(TensorKind::ExpertDownBias),
+                ]
+            })
     }
 
     /// The shared expert (Qwen2-MoE, Hunyuan, Granite shared, DeepSeek; a
@@ -635,7 +678,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         let wd = self.weight(TensorId::layer(TensorKind::SharedDown, layer));
         let gated = c.architecture.shared_expert_gated();
         let gate = gated.then(|| self.weight(TensorId::layer(TensorKind::SharedExpertGate, layer)));
-        self.swiglu([wg, wu, wd], Input::Normed, n);
+        self.swiglu([wg, wu, wd], None, Input::Normed, n);
         for t in 0..n {
             let xn = &self.xn[t * h..(t + 1) * h];
             let g = gate.map_or(1.0, |gate| {
@@ -745,14 +788,23 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
 
         // Causal attention, token by token; each token's heads are split
         // across threads and write disjoint parts of `ctx` and `scores`.
+        // A sliding layer sees the last `sliding_window` positions; sinks
+        // (gpt-oss) add one logit per head to the softmax's denominator.
         let group = (c.n_heads / c.n_kv_heads) as usize;
         let scale = c
             .attention_multiplier
             .unwrap_or(1.0 / libm::sqrtf(head_dim as f32));
-        let k_cache: &[f32] = &self.k_cache[layer_base..];
-        let v_cache: &[f32] = &self.v_cache[layer_base..];
+        let window = match c.slides(layer) {
+            true => c.sliding_window as usize,
+            false => usize::MAX,
+        };
+        let sinks = self.optional(TensorId::layer(TensorKind::AttnSinks, layer));
         for t in 0..n {
-            let visible = self.pos as usize + t + 1;
+            let end = self.pos as usize + t + 1;
+            let first = end.saturating_sub(window);
+            let visible = end - first;
+            let k_cache: &[f32] = &self.k_cache[layer_base + first * kv_dim..];
+            let v_cache: &[f32] = &self.v_cache[layer_base + first * kv_dim..];
             let q: &[f32] = &self.q[t * q_dim..(t + 1) * q_dim];
             // SAFETY of the pointers: see the block below.
             let ctx = SharedMut(self.ctx[t * q_dim..].as_mut_ptr());
@@ -778,6 +830,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                     &v_cache[kv_off..],
                     kv_dim,
                     scale,
+                    sinks.map(|s| scalar::f32_at(s, head)),
                     sc,
                     out,
                 );
@@ -884,7 +937,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                     scalar::axpy(&mut absorbed[..lora], qi, latent);
                 }
                 absorbed[lora..].copy_from_slice(&qh[nope..]);
-                scalar::attend(absorbed, cache, cache, width, scale, sc, latent);
+                scalar::attend(absorbed, cache, cache, width, scale, None, sc, latent);
                 for (r, o) in out.iter_mut().enumerate() {
                     dequantize_row(kvb.dtype, row(nope + r), &mut absorbed[..lora]);
                     *o = scalar::dot(&absorbed[..lora], latent);
@@ -958,6 +1011,9 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         {
             *p = (0..h).map(|i| scalar::f32_at(row, i) * self.xn[i]).sum();
         }
+        if let Some(b) = self.optional(TensorId::layer(TensorKind::RouterBias, layer)) {
+            add_bias(&mut self.router[..e_count], b);
+        }
         let mut weights = [0.0f32; crate::format::config::MAX_EXPERTS_PER_TOKEN as usize];
         let half = layer as usize % 2;
         let predicted = &mut self.predicted[half * top_k..(half + 1) * top_k];
@@ -1013,6 +1069,11 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             let bias = self.router_correction(layer);
             let out = self.router.as_mut_ptr();
             self.product(&[(router, out)], Input::Normed, n);
+            if let Some(b) = self.optional(TensorId::layer(TensorKind::RouterBias, layer)) {
+                for row in self.router[..n * e_count].chunks_exact_mut(e_count) {
+                    add_bias(row, b);
+                }
+            }
             for t in 0..n {
                 route(
                     c,
@@ -1069,8 +1130,9 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                 self.expert_in[j * h..(j + 1) * h].copy_from_slice(&self.xn[t * h..(t + 1) * h]);
                 self.act_e.copy_token(j, &self.act, t);
             }
-            let [wg, wu, wd] = self.expert(layer, expert)?;
-            self.swiglu([wg, wu, wd], Input::Expert, m);
+            let weights = self.expert(layer, expert)?;
+            let biases = self.expert_biases(layer, expert);
+            self.swiglu(weights, biases, Input::Expert, m);
             for j in 0..m {
                 let t = self.members[j] as usize;
                 let w = self.member_weight[j];
@@ -1100,7 +1162,11 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
 
     /// The router's score correction bias (DeepSeek-V3), if the family has one.
     fn router_correction(&self, layer: u32) -> Option<&'a [u8]> {
-        let id = TensorId::layer(TensorKind::RouterCorrection, layer);
+        self.optional(TensorId::layer(TensorKind::RouterCorrection, layer))
+    }
+
+    /// The bytes of tensor `id` if the model has it.
+    fn optional(&self, id: TensorId) -> Option<&'a [u8]> {
         self.index.of(id).map(|_| self.weight(id).data)
     }
 }
@@ -1243,6 +1309,18 @@ fn read_parallel<S: Storage + MaybeSync>(
     }
     #[cfg(not(feature = "std"))]
     Ok(storage.read_at(offset, dst)?)
+}
+
+/// gpt-oss's activation, in place in `gate`: the gate clamped above at
+/// `limit` and the up to ±`limit` (no clamp when `limit` is 0), then
+/// `gate · sigmoid(alpha · gate) · (up + 1)`.
+fn clamped_swiglu(gate: &mut [f32], up: &[f32], limit: f32, alpha: f32) {
+    let limit = if limit > 0.0 { limit } else { f32::INFINITY };
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = g.min(limit);
+        let u = u.clamp(-limit, limit);
+        *g = x / (1.0 + libm::expf(-alpha * x)) * (u + 1.0);
+    }
 }
 
 /// Adds a bias vector (f32 bytes) to `row`.

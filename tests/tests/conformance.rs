@@ -165,3 +165,55 @@ family!(granite_moe_shared, "granitemoeshared-tiny");
 family!(phimoe, "phimoe-tiny");
 family!(deepseek_v2, "deepseekv2-tiny");
 family!(deepseek_v3, "deepseekv3-tiny");
+family!(gpt_oss, "gptoss-tiny");
+
+/// gpt-oss's hub checkpoints ship MXFP4 experts (`*_blocks`, `*_scales`):
+/// they are converted as they are (17 bytes per 32 weights), never
+/// dequantized and re-quantized, and give the logits transformers computes
+/// from the dequantized experts, up to the int8 quantization of the
+/// activations the MXFP4 kernel multiplies them with.
+#[test]
+fn gpt_oss_mxfp4_experts_are_kept_as_shipped() {
+    let r = reference("gptoss-tiny");
+    let path = mote_tests::fixture("gptoss-tiny").join("reference.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let want: Vec<Vec<f32>> = serde_json::from_value(json["logits_mxfp4"].clone()).unwrap();
+    let file = convert("gptoss-tiny", "mxfp4", DType::F32);
+    let model = Model::open(SliceStorage::new(&file)).unwrap();
+    for i in 0..model.tensor_count() {
+        let rec = model.record(i).unwrap();
+        let mxfp4 = rec.dtype == DType::Mxfp4;
+        assert_eq!(mxfp4, rec.id.kind.is_expert(), "{}", rec.id);
+        if mxfp4 {
+            assert_eq!(rec.length, rec.rows as u64 * rec.cols as u64 / 32 * 17);
+        }
+    }
+    // The fixture's blocks were made from the f32 weights by OCP's rule,
+    // which our MXFP4 quantizer follows: the bytes must be identical.
+    let requantized = convert("gptoss-tiny", "f32", DType::Mxfp4);
+    let other = Model::open(SliceStorage::new(&requantized)).unwrap();
+    for i in 0..model.tensor_count() {
+        let (a, b) = (model.record(i).unwrap(), other.record(i).unwrap());
+        if a.id.kind.is_expert() {
+            let bytes = |f: &[u8], rec: &mote::format::tensor::TensorRecord| {
+                f[rec.offset as usize..][..rec.length as usize].to_vec()
+            };
+            assert!(bytes(&file, &a) == bytes(&requantized, &b), "{}", a.id);
+        }
+    }
+    // The dequantized MXFP4 model moves gpt-oss-tiny's knife-edge routing
+    // (23 of 92 expert choices differ from f32 in transformers); int8
+    // activations move it a little further, a quarter of that at most.
+    let logits = all_logits(&file, &r.tokens);
+    let kl = mean_kl(&want, &logits);
+    let quantization = mean_kl(&r.logits_f32, &want);
+    let top1 = top1_agreement(&want, &logits);
+    println!(
+        "gptoss-tiny mxfp4: mean KL vs transformers' MXFP4 model {kl:.3e} (MXFP4 vs f32 in transformers: {quantization:.3e}); top-1 {top1:.3}"
+    );
+    assert!(
+        kl < 0.25 * quantization,
+        "mxfp4: mean KL {kl:.3e} against transformers' MXFP4 logits"
+    );
+}

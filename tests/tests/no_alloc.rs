@@ -69,6 +69,7 @@ fn prefill_and_32_steps_allocate_nothing_with_one_and_two_threads() {
         "qwen3moe-tiny",
         "deepseekv2-tiny",
         "deepseekv3-tiny",
+        "gptoss-tiny",
     ] {
         every_dtype_allocates_nothing(family);
     }
@@ -135,7 +136,7 @@ fn text_in_and_out_allocates_nothing() {
 
 fn every_dtype_allocates_nothing(family: &str) {
     let r = reference(family);
-    for dtype in [DType::F32, DType::F16, DType::Q8, DType::Q4] {
+    for dtype in [DType::F32, DType::F16, DType::Q8, DType::Q4, DType::Mxfp4] {
         let file = convert(family, "f32", dtype);
         let model = Model::open(SliceStorage::new(&file)).unwrap();
         for (threads, prefill_batch) in [(1, 1), (1, 64), (2, 4), (2, 64)] {

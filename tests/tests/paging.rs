@@ -62,9 +62,15 @@ fn deepseek_v3_at_a_quarter_of_its_experts_is_bit_identical_too() {
     quarter_of_the_experts_is_bit_identical("deepseekv3-tiny", 8);
 }
 
+/// Sinks, sliding windows, biased experts (their biases stay resident).
+#[test]
+fn gpt_oss_at_a_quarter_of_its_experts_is_bit_identical_too() {
+    quarter_of_the_experts_is_bit_identical("gptoss-tiny", 8);
+}
+
 fn quarter_of_the_experts_is_bit_identical(family: &str, slots: usize) {
     let r = reference(family);
-    for dtype in [DType::F32, DType::F16, DType::Q8, DType::Q4] {
+    for dtype in [DType::F32, DType::F16, DType::Q8, DType::Q4, DType::Mxfp4] {
         let file = convert(family, "f32", dtype);
         let resident = Model::open(SliceStorage::new(&file)).unwrap();
         let context = (r.prompt.len() + 16) as u32;

@@ -6,7 +6,7 @@
 
 use core::fmt;
 
-use crate::quant::{BLOCK_LEN, Q4_BLOCK_BYTES, Q8_BLOCK_BYTES};
+use crate::quant::{BLOCK_LEN, MXFP4_BLOCK_BYTES, Q4_BLOCK_BYTES, Q8_BLOCK_BYTES};
 
 /// Layer or expert field of a tensor that has none (a global tensor, a
 /// non-expert tensor).
@@ -253,12 +253,15 @@ pub enum DType {
     Q8 = 8,
     /// Blocks of 32 × 4-bit with one f16 scale (18 bytes a block).
     Q4 = 9,
+    /// OCP MXFP4 (gpt-oss's experts, kept as shipped): blocks of 32 × FP4
+    /// E2M1 with one power-of-two E8M0 scale (17 bytes a block).
+    Mxfp4 = 10,
 }
 
 impl DType {
     /// The type with this file code, if any.
     pub fn from_code(code: u8) -> Option<Self> {
-        [DType::F32, DType::F16, DType::Q8, DType::Q4]
+        [DType::F32, DType::F16, DType::Q8, DType::Q4, DType::Mxfp4]
             .into_iter()
             .find(|d| *d as u8 == code)
     }
@@ -271,6 +274,7 @@ impl DType {
             DType::F16 => cols * 2,
             DType::Q8 => cols.div_ceil(BLOCK_LEN) * Q8_BLOCK_BYTES,
             DType::Q4 => cols.div_ceil(BLOCK_LEN) * Q4_BLOCK_BYTES,
+            DType::Mxfp4 => cols.div_ceil(BLOCK_LEN) * MXFP4_BLOCK_BYTES,
         }
     }
 
@@ -283,13 +287,14 @@ impl DType {
             DType::F16 => cols.checked_mul(2)?,
             DType::Q8 => blocks * Q8_BLOCK_BYTES as u64,
             DType::Q4 => blocks * Q4_BLOCK_BYTES as u64,
+            DType::Mxfp4 => blocks * MXFP4_BLOCK_BYTES as u64,
         };
         row.checked_mul(rows)
     }
 
-    /// True for the block-quantized integer types.
+    /// True for the block-quantized types (their kernels read int8 activations).
     pub fn is_quantized(self) -> bool {
-        matches!(self, DType::Q8 | DType::Q4)
+        matches!(self, DType::Q8 | DType::Q4 | DType::Mxfp4)
     }
 
     /// The name used on the command line and in reports.
@@ -299,6 +304,7 @@ impl DType {
             DType::F16 => "f16",
             DType::Q8 => "int8",
             DType::Q4 => "int4",
+            DType::Mxfp4 => "mxfp4",
         }
     }
 }

@@ -117,6 +117,8 @@ pub struct Kernels {
     pub matvec_q8: MatvecFn,
     /// int4 weights.
     pub matvec_q4: MatvecFn,
+    /// MXFP4 weights.
+    pub matvec_mxfp4: MatvecFn,
     /// f16 weights.
     pub matvec_f16: MatvecFn,
     /// f32 weights.
@@ -127,6 +129,8 @@ pub struct Kernels {
     pub matmul_q8: MatmulFn,
     /// int4 weights, several tokens.
     pub matmul_q4: MatmulFn,
+    /// MXFP4 weights, several tokens.
+    pub matmul_mxfp4: MatmulFn,
     /// f16 weights, several tokens.
     pub matmul_f16: MatmulFn,
     /// f32 weights, several tokens.
@@ -140,11 +144,13 @@ impl Kernels {
             name: "scalar",
             matvec_q8: scalar::matvec_q8,
             matvec_q4: scalar::matvec_q4,
+            matvec_mxfp4: scalar::matvec_mxfp4,
             matvec_f16: scalar::matvec_f16,
             matvec_f32: scalar::matvec_f32,
             quantize_activations: crate::quant::quantize_activations,
             matmul_q8: scalar::matmul_q8,
             matmul_q4: scalar::matmul_q4,
+            matmul_mxfp4: scalar::matmul_mxfp4,
             matmul_f16: scalar::matmul_f16,
             matmul_f32: scalar::matmul_f32,
         }
@@ -173,6 +179,7 @@ impl Kernels {
         match dtype {
             DType::Q8 => self.matvec_q8,
             DType::Q4 => self.matvec_q4,
+            DType::Mxfp4 => self.matvec_mxfp4,
             DType::F16 => self.matvec_f16,
             DType::F32 => self.matvec_f32,
         }
@@ -183,6 +190,7 @@ impl Kernels {
         match dtype {
             DType::Q8 => self.matmul_q8,
             DType::Q4 => self.matmul_q4,
+            DType::Mxfp4 => self.matmul_mxfp4,
             DType::F16 => self.matmul_f16,
             DType::F32 => self.matmul_f32,
         }

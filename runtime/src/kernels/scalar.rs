@@ -5,7 +5,9 @@
 use half::f16;
 
 use super::{Activations, BatchActs};
-use crate::quant::{scale_at, split_row, BLOCK_LEN, Q4_VALUE_BYTES, Q8_VALUE_BYTES};
+use crate::quant::{
+    mxfp4_half_scale, scale_at, split_row, BLOCK_LEN, FP4_TIMES_TWO, Q4_VALUE_BYTES, Q8_VALUE_BYTES,
+};
 
 /// int8 weight row · int8 activation blocks.
 pub fn dot_q8(row: &[u8], x: &Activations<'_>) -> f32 {
@@ -42,6 +44,27 @@ pub fn dot_q4(row: &[u8], x: &Activations<'_>) -> f32 {
             sum += ((byte >> 4) as i32 - 8) * xq[j + Q4_VALUE_BYTES] as i32;
         }
         acc += scale_at(scales, b) * x.scales[b] * sum as f32;
+    }
+    acc
+}
+
+/// MXFP4 weight row · int8 activation blocks: FP4 values doubled are
+/// integers, so each block is an integer sum times both scales.
+pub fn dot_mxfp4(row: &[u8], x: &Activations<'_>) -> f32 {
+    let blocks = x.scales.len();
+    let (scales, values) = row.split_at(blocks);
+    let mut acc = 0.0f32;
+    for (b, (w, xq)) in values
+        .chunks_exact(Q4_VALUE_BYTES)
+        .zip(x.qs.chunks_exact(BLOCK_LEN))
+        .enumerate()
+    {
+        let mut sum = 0i32;
+        for (j, &byte) in w.iter().enumerate() {
+            sum += FP4_TIMES_TWO[(byte & 0x0f) as usize] as i32 * xq[2 * j] as i32;
+            sum += FP4_TIMES_TWO[(byte >> 4) as usize] as i32 * xq[2 * j + 1] as i32;
+        }
+        acc += mxfp4_half_scale(scales[b]) * x.scales[b] * sum as f32;
     }
     acc
 }
@@ -85,6 +108,11 @@ pub fn matvec_q8(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32
 /// Scalar int4 matvec.
 pub fn matvec_q4(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
     matvec(dot_q4, w, row_bytes, x, out)
+}
+
+/// Scalar MXFP4 matvec.
+pub fn matvec_mxfp4(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
+    matvec(dot_mxfp4, w, row_bytes, x, out)
 }
 
 /// Scalar f16 matvec.
@@ -132,6 +160,19 @@ pub fn matmul_q4(w: &[u8], cols: usize, rows: usize, x: &BatchActs<'_>, out: &mu
     matmul(
         dot_q4,
         crate::DType::Q4.row_bytes(cols),
+        w,
+        cols,
+        rows,
+        x,
+        out,
+    )
+}
+
+/// Scalar MXFP4 batched product.
+pub fn matmul_mxfp4(w: &[u8], cols: usize, rows: usize, x: &BatchActs<'_>, out: &mut [f32]) {
+    matmul(
+        dot_mxfp4,
+        crate::DType::Mxfp4.row_bytes(cols),
         w,
         cols,
         rows,
@@ -274,13 +315,16 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// One attention head over `n` cached positions: `scores[t] = q·k_t ·
 /// scale`, softmax, `out = Σ scores[t] v_t`. `k` and `v` hold position `t`'s
-/// head at `t * stride`; keys are as wide as `q`, values as `out`.
+/// head at `t * stride`; keys are as wide as `q`, values as `out`. A `sink`
+/// logit (gpt-oss) joins the softmax's denominator without a value.
+#[allow(clippy::too_many_arguments)]
 pub fn attend(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     stride: usize,
     scale: f32,
+    sink: Option<f32>,
     scores: &mut [f32],
     out: &mut [f32],
 ) {
@@ -288,7 +332,18 @@ pub fn attend(
     for (t, s) in scores.iter_mut().enumerate() {
         *s = dot(q, &k[t * stride..t * stride + d]) * scale;
     }
-    softmax(scores);
+    match sink {
+        None => softmax(scores),
+        Some(sink) => {
+            let max = scores.iter().fold(sink, |m, &s| m.max(s));
+            let mut sum = libm::expf(sink - max);
+            for s in scores.iter_mut() {
+                *s = libm::expf(*s - max);
+                sum += *s;
+            }
+            scores.iter_mut().for_each(|s| *s /= sum);
+        }
+    }
     out.fill(0.0);
     for (t, &p) in scores.iter().enumerate() {
         axpy(out, p, &v[t * stride..t * stride + out.len()]);
@@ -338,6 +393,43 @@ mod tests {
         dequantize_row_q4(&b4, &mut d4);
         let want = reference(&d4);
         assert!((dot_q4(&b4, &acts) - want).abs() < 1e-3 * want.abs().max(1.0));
+        let mut bf = [0u8; 3 * crate::quant::MXFP4_BLOCK_BYTES];
+        crate::quant::quantize_row_mxfp4(&w, &mut bf);
+        let mut df = [0.0f32; 96];
+        crate::quant::dequantize_row_mxfp4(&bf, &mut df);
+        let want = reference(&df);
+        assert!((dot_mxfp4(&bf, &acts) - want).abs() < 1e-3 * want.abs().max(1.0));
+    }
+
+    #[test]
+    fn mxfp4_decodes_as_the_ocp_table_and_quantizes_to_its_nearest_values() {
+        // One block, scale byte 126 (2^-1): codes 0..16 in order, low nibble first.
+        let mut row = [0u8; crate::quant::MXFP4_BLOCK_BYTES];
+        row[0] = 126;
+        for j in 0..16 {
+            row[1 + j] = ((2 * j) % 16) as u8 | ((((2 * j + 1) % 16) as u8) << 4);
+        }
+        let mut out = [0.0f32; 32];
+        crate::quant::dequantize_row_mxfp4(&row, &mut out);
+        let table = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0];
+        for (i, &v) in out.iter().enumerate() {
+            let code = i % 16;
+            let magnitude = table[code % 8] * 0.5;
+            let want = if code >= 8 { -magnitude } else { magnitude };
+            assert_eq!(v, want, "element {i}");
+        }
+        // Values on the grid survive a round trip; the scale is the
+        // smallest with max|x| <= 6·2^e.
+        let mut again = [0u8; crate::quant::MXFP4_BLOCK_BYTES];
+        crate::quant::quantize_row_mxfp4(&out, &mut again);
+        assert_eq!(again[0], 126);
+        let mut back = [0.0f32; 32];
+        crate::quant::dequantize_row_mxfp4(&again, &mut back);
+        assert_eq!(back, out);
+        // Subnormal scales (bytes 0 and 1) decode as exact powers of two.
+        assert_eq!(crate::quant::mxfp4_half_scale(0), libm::ldexpf(1.0, -128));
+        assert_eq!(crate::quant::mxfp4_half_scale(1), libm::ldexpf(1.0, -127));
+        assert_eq!(crate::quant::mxfp4_half_scale(127), 0.5);
     }
 
     #[test]
