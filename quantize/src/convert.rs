@@ -16,7 +16,7 @@ use mote::quant::{encode_row, BLOCK_LEN};
 use mote::{DType, ModelConfig, TensorId};
 
 use crate::error::{io, QuantizeError};
-use crate::hf_config::read_config;
+use crate::hf_config::{fp8_block_size, read_config};
 use crate::safetensors::Checkpoint;
 use crate::sources::{find, Source, View};
 use crate::tokenizer::read_tokenizer;
@@ -104,6 +104,7 @@ pub fn quantize(
         }
     }
     let ck = Checkpoint::open(input)?;
+    let fp8_block = fp8_block_size(input)?;
     let threads = match options.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -113,7 +114,7 @@ pub fn quantize(
     let mut planned: Vec<Planned> = Vec::new();
     let mut padded = Vec::new();
     for id in TensorIds::new(&config) {
-        let source = find(&ck, &config, id)?;
+        let source = find(&ck, &config, id, fp8_block)?;
         let dtype = if id.kind.stays_f32() {
             DType::F32
         } else if matches!(source.view, View::Mxfp4 { .. }) {
@@ -383,13 +384,23 @@ fn convert_tensor(
     dtype: DType,
     threads: usize,
 ) -> Result<(Vec<u8>, u32), QuantizeError> {
-    match &src.view {
-        View::Rows => {}
+    // FP8 rows are multiplied by their blocks' scales after decoding.
+    let block_scales = match &src.view {
+        View::Rows => None,
+        View::BlockScaled { scales, block } => {
+            let n: usize = scales.shape.iter().product();
+            let mut raw = vec![0u8; n * scales.dtype.size()];
+            ck.read(scales, 0, &mut raw)?;
+            let mut values = vec![0.0f32; n];
+            scales.dtype.to_f32(&raw, &mut values);
+            Some((values, *block, scales.shape[1]))
+        }
         View::Strided { row_step, col_step } => {
             return convert_strided(ck, src, dtype, *row_step, *col_step)
         }
         View::Mxfp4 { .. } => return copy_mxfp4(ck, src),
-    }
+    };
+    let block_scales = &block_scales;
     let in_row = (src.cols * src.entry.dtype.size()) as u64;
     let out_row = dtype.row_bytes(src.cols);
     let mut out = vec![0u8; src.rows * out_row];
@@ -415,6 +426,12 @@ fn convert_tensor(
                         .enumerate()
                     {
                         src.entry.dtype.to_f32(inp, &mut row);
+                        if let Some((scales, [b0, b1], per_row)) = block_scales {
+                            let scale_row = &scales[(first_row + r) / b0 * per_row..][..*per_row];
+                            for (c, v) in row.iter_mut().enumerate() {
+                                *v *= scale_row[c / b1];
+                            }
+                        }
                         if let Some(col) = row.iter().position(|v| !v.is_finite()) {
                             return Err(QuantizeError::NonFinite {
                                 tensor: src.name.clone(),

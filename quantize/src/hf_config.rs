@@ -150,6 +150,7 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         }
     };
 
+    source_quantization(&f, architecture)?;
     if let Some(act) = f.get("hidden_act").and_then(Value::as_str) {
         if act != "silu" {
             return Err(f.err(format!(
@@ -482,19 +483,67 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
     Ok(config)
 }
 
+/// How a checkpoint's weights are stored besides plain floats, from
+/// `quantization_config`: block-scaled FP8 (DeepSeek-V3/R1, Kimi K2, the
+/// Qwen3 FP8 releases) gives its `weight_block_size`; MXFP4 (gpt-oss)
+/// needs nothing (its tensors say so). Anything else is refused.
+fn source_quantization(
+    f: &Fields<'_>,
+    arch: Architecture,
+) -> Result<Option<[usize; 2]>, QuantizeError> {
+    let Some(q) = f.get("quantization_config") else {
+        return Ok(None);
+    };
+    let method = q
+        .get("quant_method")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown");
+    match method {
+        "fp8" => {
+            let fmt = q.get("fmt").and_then(Value::as_str).unwrap_or("e4m3");
+            if fmt != "e4m3" {
+                return Err(f.err(format!("fp8 format {fmt:?} is not supported (only e4m3)")));
+            }
+            let block = q
+                .get("weight_block_size")
+                .and_then(Value::as_array)
+                .and_then(|a| match a.as_slice() {
+                    [r, c] => Some([r.as_u64()? as usize, c.as_u64()? as usize]),
+                    _ => None,
+                })
+                .filter(|b| b[0] > 0 && b[1] > 0)
+                .ok_or_else(|| {
+                    f.err("fp8 quantization_config needs weight_block_size [rows, cols] (per-tensor fp8 is not supported)".into())
+                })?;
+            Ok(Some(block))
+        }
+        "mxfp4" if arch == Architecture::GptOss => Ok(None),
+        other => Err(f.err(format!(
+            "quantization_config {other:?} is not supported: mote converts float checkpoints, \
+             block-scaled fp8 ones and gpt-oss's mxfp4; dequantize this one to bf16 first"
+        ))),
+    }
+}
+
+/// The FP8 block size of `dir`'s checkpoint (`None`: no FP8 weights).
+pub fn fp8_block_size(dir: &Path) -> Result<Option<[usize; 2]>, QuantizeError> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let json: Value = serde_json::from_str(&text).map_err(|source| QuantizeError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    let f = Fields {
+        path: &path,
+        json: &json,
+    };
+    // The architecture only matters for mxfp4, which has no block size.
+    source_quantization(&f, Architecture::GptOss)
+}
+
 /// DeepSeek's routing, rope layout and dense first layers.
 fn deepseek(f: &Fields<'_>, mut c: ModelConfig) -> Result<ModelConfig, QuantizeError> {
     let v3 = c.architecture == Architecture::DeepseekV3;
-    if let Some(q) = f.get("quantization_config") {
-        let method = q
-            .get("quant_method")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown");
-        return Err(f.err(format!(
-            "quantization_config {method:?}: mote converts float checkpoints (f32/bf16/f16); \
-             dequantize this one to bf16 first"
-        )));
-    }
     let scoring = f.get("scoring_func").and_then(Value::as_str);
     let want = if v3 { "sigmoid" } else { "softmax" };
     if scoring.is_some_and(|s| s != want) {
@@ -540,14 +589,6 @@ fn deepseek(f: &Fields<'_>, mut c: ModelConfig) -> Result<ModelConfig, QuantizeE
 fn gpt_oss(f: &Fields<'_>, mut c: ModelConfig) -> Result<ModelConfig, QuantizeError> {
     if f.get("attention_bias").and_then(Value::as_bool) == Some(false) {
         return Err(f.err("gpt-oss without attention_bias is not supported".into()));
-    }
-    if let Some(q) = f.get("quantization_config") {
-        let method = q.get("quant_method").and_then(Value::as_str);
-        if method != Some("mxfp4") {
-            return Err(f.err(format!(
-                "quantization_config {method:?}: gpt-oss converts from float or mxfp4 checkpoints"
-            )));
-        }
     }
     c.sliding_window = f.opt_u32("sliding_window")?.unwrap_or(0);
     // layer_types: every `period`-th layer full, the rest sliding
@@ -742,5 +783,80 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("num_experts differs between layers"), "{e}");
+    }
+
+    const DEEPSEEK_V3: &str = r#""architectures": ["DeepseekV3ForCausalLM"], "vocab_size": 100, "hidden_size": 64,
+        "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 96, "moe_intermediate_size": 48,
+        "n_routed_experts": 16, "n_shared_experts": 1, "num_experts_per_tok": 4, "n_group": 4, "topk_group": 2,
+        "kv_lora_rank": 32, "q_lora_rank": 24, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16,
+        "first_k_dense_replace": 1, "routed_scaling_factor": 2.5, "head_dim": 8"#;
+
+    #[test]
+    fn deepseek_layout_and_what_it_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &format!("{{{DEEPSEEK_V3}}}"));
+        let c = read_config(dir.path(), &mut Vec::new()).unwrap();
+        // head_dim in a DeepSeek config names the rope part.
+        assert_eq!((c.head_dim, c.n_kv_heads, c.kv_dim()), (24, 4, 40));
+        assert_eq!(
+            (c.expert_groups, c.topk_groups, c.first_dense_layers),
+            (4, 2, 1)
+        );
+        assert_eq!((c.dense_ffn_size, c.shared_expert_ffn_size), (96, 48));
+        assert!(c.norm_topk_prob && c.rope_interleaved);
+        assert_eq!(fp8_block_size(dir.path()).unwrap(), None);
+
+        for (extra, message) in [
+            (r#""topk_method": "greedy""#, "topk_method \"greedy\""),
+            (r#""scoring_func": "softmax""#, "routes with sigmoid"),
+            (
+                r#""quantization_config": {"quant_method": "awq"}"#,
+                "quantization_config \"awq\"",
+            ),
+            (
+                r#""quantization_config": {"quant_method": "fp8"}"#,
+                "weight_block_size",
+            ),
+            (r#""n_group": 3"#, "expert groups must divide"),
+        ] {
+            write(dir.path(), &format!("{{{DEEPSEEK_V3}, {extra}}}"));
+            let e = read_config(dir.path(), &mut Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(message), "{extra}: {e}");
+        }
+        let fp8 = r#""quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [128, 128]}"#;
+        write(dir.path(), &format!("{{{DEEPSEEK_V3}, {fp8}}}"));
+        assert!(read_config(dir.path(), &mut Vec::new()).is_ok());
+        assert_eq!(fp8_block_size(dir.path()).unwrap(), Some([128, 128]));
+    }
+
+    const GPT_OSS: &str = r#""architectures": ["GptOssForCausalLM"], "vocab_size": 100, "hidden_size": 64,
+        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+        "intermediate_size": 32, "num_local_experts": 8, "experts_per_token": 2, "sliding_window": 128,
+        "attention_bias": true"#;
+
+    #[test]
+    fn gpt_oss_windows_follow_layer_types() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &format!("{{{GPT_OSS}}}"));
+        let c = read_config(dir.path(), &mut Vec::new()).unwrap();
+        assert_eq!(
+            (c.n_experts_per_token, c.sliding_window, c.sliding_period),
+            (2, 128, 2)
+        );
+        assert!(c.slides(0) && !c.slides(1) && c.slides(2) && !c.slides(3));
+        assert_eq!((c.swiglu_limit, c.swiglu_alpha), (7.0, 1.702));
+
+        let types = r#""layer_types": ["sliding_attention", "full_attention", "full_attention", "sliding_attention"]"#;
+        write(dir.path(), &format!("{{{GPT_OSS}, {types}}}"));
+        let e = read_config(dir.path(), &mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must repeat one pattern"), "{e}");
+        let types = r#""layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention"]"#;
+        write(dir.path(), &format!("{{{GPT_OSS}, {types}}}"));
+        let c = read_config(dir.path(), &mut Vec::new()).unwrap();
+        assert!((0..4).all(|l| c.slides(l)));
     }
 }

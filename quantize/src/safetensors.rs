@@ -20,6 +20,9 @@ pub enum SourceDType {
     F16,
     /// bfloat16.
     BF16,
+    /// FP8 E4M3 (`float8_e4m3fn`: bias 7, no infinities, `S.1111.111` NaN);
+    /// block-scaled by a companion `*_scale_inv` tensor.
+    F8E4M3,
     /// Raw bytes (MXFP4 blocks and scales); not a float type.
     U8,
 }
@@ -30,7 +33,7 @@ impl SourceDType {
         match self {
             SourceDType::F32 => 4,
             SourceDType::F16 | SourceDType::BF16 => 2,
-            SourceDType::U8 => 1,
+            SourceDType::F8E4M3 | SourceDType::U8 => 1,
         }
     }
 
@@ -58,6 +61,11 @@ impl SourceDType {
                     *o = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16);
                 }
             }
+            SourceDType::F8E4M3 => {
+                for (o, &b) in out.iter_mut().zip(bytes) {
+                    *o = e4m3_to_f32(b);
+                }
+            }
             SourceDType::U8 => {
                 for (o, &b) in out.iter_mut().zip(bytes) {
                     *o = b as f32;
@@ -65,6 +73,21 @@ impl SourceDType {
             }
         }
     }
+}
+
+/// Decodes one FP8 E4M3 (`fn`) value: exponent bias 7, subnormals below
+/// exponent 1, and `0x7f` / `0xff` NaN (no infinities).
+fn e4m3_to_f32(b: u8) -> f32 {
+    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
+    let (e, m) = ((b >> 3) & 0x0f, b & 0x07);
+    if e == 0x0f && m == 0x07 {
+        return f32::NAN;
+    }
+    let magnitude = match e {
+        0 => m as f32 / 8.0 * (2.0f32).powi(-6),
+        _ => (1.0 + m as f32 / 8.0) * (2.0f32).powi(e as i32 - 7),
+    };
+    sign * magnitude
 }
 
 /// One tensor in a shard.
@@ -194,6 +217,7 @@ impl Checkpoint {
                 "F16" => SourceDType::F16,
                 "BF16" => SourceDType::BF16,
                 "U8" => SourceDType::U8,
+                "F8_E4M3" => SourceDType::F8E4M3,
                 other => {
                     return Err(QuantizeError::DType {
                         tensor: name.clone(),
@@ -256,5 +280,21 @@ impl Checkpoint {
         }
         file.read_exact_at(dst, entry.offset + skip)
             .map_err(io(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e4m3_decodes_normals_subnormals_and_nan() {
+        assert_eq!(e4m3_to_f32(0x38), 1.0);
+        assert_eq!(e4m3_to_f32(0xb8), -1.0);
+        assert_eq!(e4m3_to_f32(0x7e), 448.0); // the largest finite value
+        assert_eq!(e4m3_to_f32(0x01), 2f32.powi(-9)); // the smallest subnormal
+        assert_eq!(e4m3_to_f32(0x08), 2f32.powi(-6)); // the smallest normal
+        assert_eq!(e4m3_to_f32(0x00), 0.0);
+        assert!(e4m3_to_f32(0x7f).is_nan() && e4m3_to_f32(0xff).is_nan());
     }
 }

@@ -6,7 +6,7 @@ use mote::format::config::expected_shape;
 use mote::{Architecture, ModelConfig, TensorId, TensorKind};
 
 use crate::error::QuantizeError;
-use crate::safetensors::{Checkpoint, TensorEntry};
+use crate::safetensors::{Checkpoint, SourceDType, TensorEntry};
 
 /// The checkpoint bytes of one mote tensor: rows `row_start..row_start+rows`
 /// of slice `expert` (fused 3-D tensors) or of the whole 2-D tensor, or a
@@ -32,6 +32,15 @@ pub struct Source {
 pub enum View {
     /// Whole rows in order from `skip_bytes`.
     Rows,
+    /// Whole FP8 rows in order, element `(r, c)` multiplied by
+    /// `scales[r / block[0]][c / block[1]]` (the `*_scale_inv` tensor of
+    /// block-scaled FP8 checkpoints).
+    BlockScaled {
+        /// The `_scale_inv` tensor, `[⌈rows/b0⌉, ⌈cols/b1⌉]` f32 or bf16.
+        scales: TensorEntry,
+        /// `weight_block_size`.
+        block: [usize; 2],
+    },
     /// Element `(r, c)` is element `r·row_step + c·col_step` after
     /// `skip_bytes` (gpt-oss's transposed, gate/up-interleaved experts).
     Strided {
@@ -351,8 +360,48 @@ fn gpt_oss_source(
     }))
 }
 
-/// Finds the source of `id` and checks its shape against the config.
-pub fn find(ck: &Checkpoint, config: &ModelConfig, id: TensorId) -> Result<Source, QuantizeError> {
+/// The block scales of an FP8 checkpoint tensor `name`: `name_scale_inv`,
+/// one per `block` of its `[rows, cols]`.
+fn fp8_view(
+    ck: &Checkpoint,
+    name: &str,
+    rows: usize,
+    cols: usize,
+    block: Option<[usize; 2]>,
+) -> Result<View, QuantizeError> {
+    let missing = |what: String| QuantizeError::DType {
+        tensor: name.to_string(),
+        found: format!("F8_E4M3 {what}"),
+    };
+    let block =
+        block.ok_or_else(|| missing("without an fp8 quantization_config in config.json".into()))?;
+    let scale_name = format!("{name}_scale_inv");
+    let scales = ck
+        .tensors
+        .get(&scale_name)
+        .ok_or_else(|| missing(format!("without its {scale_name}")))?;
+    let want = vec![rows.div_ceil(block[0]), cols.div_ceil(block[1])];
+    if scales.shape != want || !scales.dtype.is_float() || scales.dtype == SourceDType::F8E4M3 {
+        return Err(QuantizeError::Shape {
+            tensor: scale_name,
+            expected: want,
+            found: scales.shape.clone(),
+        });
+    }
+    Ok(View::BlockScaled {
+        scales: scales.clone(),
+        block,
+    })
+}
+
+/// Finds the source of `id` and checks its shape against the config;
+/// `fp8_block` is the checkpoint's FP8 `weight_block_size`, if any.
+pub fn find(
+    ck: &Checkpoint,
+    config: &ModelConfig,
+    id: TensorId,
+    fp8_block: Option<[usize; 2]>,
+) -> Result<Source, QuantizeError> {
     if config.architecture == Architecture::GptOss {
         if let Some(found) = gpt_oss_source(ck, config, id) {
             return found;
@@ -370,6 +419,13 @@ pub fn find(ck: &Checkpoint, config: &ModelConfig, id: TensorId) -> Result<Sourc
             return Err(QuantizeError::DType {
                 tensor: c.name.clone(),
                 found: "U8".into(),
+            });
+        }
+        let fp8 = entry.dtype == SourceDType::F8E4M3;
+        if fp8 && c.fused.is_some() {
+            return Err(QuantizeError::DType {
+                tensor: c.name.clone(),
+                found: "F8_E4M3 in fused experts (only per-tensor names are read as FP8)".into(),
             });
         }
         return match c.fused {
@@ -393,13 +449,17 @@ pub fn find(ck: &Checkpoint, config: &ModelConfig, id: TensorId) -> Result<Sourc
                         found: shape.clone(),
                     });
                 }
+                let view = match fp8 {
+                    true => fp8_view(ck, &c.name, rows, cols, fp8_block)?,
+                    false => View::Rows,
+                };
                 Ok(Source {
                     name: c.name.clone(),
                     entry: entry.clone(),
                     skip_bytes: 0,
                     rows,
                     cols,
-                    view: View::Rows,
+                    view,
                 })
             }
             Some((expert, row)) => {

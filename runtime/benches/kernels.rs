@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
-    for dtype in [DType::Q4, DType::Q8] {
+    for dtype in [DType::Q4, DType::Q8, DType::Mxfp4] {
         let rb = dtype.row_bytes(COLS);
         let rows = BYTES / rb;
         let mut encoded = vec![0u8; rb];

@@ -217,3 +217,20 @@ fn gpt_oss_mxfp4_experts_are_kept_as_shipped() {
         "mxfp4: mean KL {kl:.3e} against transformers' MXFP4 logits"
     );
 }
+
+/// DeepSeek-V3, R1 and Kimi K2 ship block-scaled FP8 (`float8_e4m3fn`
+/// weights, a `*_scale_inv` per 128 × 128 block; the fixture uses 32 × 32
+/// so that edge blocks are partial): dequantized on conversion, they give
+/// the logits of the dequantized model.
+#[test]
+fn deepseek_v3_fp8_checkpoint_matches_its_dequantized_model() {
+    let r = reference("deepseekv3-tiny");
+    let path = mote_tests::fixture("deepseekv3-tiny").join("reference.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let want: Vec<Vec<f32>> = serde_json::from_value(json["logits_fp8"].clone()).unwrap();
+    let file = convert("deepseekv3-tiny", "fp8", DType::F32);
+    let err = max_rel_err(&all_logits(&file, &r.tokens), &want);
+    println!("deepseekv3-tiny fp8 -> f32: max relative error {err:.2e}");
+    assert!(err < 1e-4, "fp8: relative error {err:.3e} exceeds 1e-4");
+}

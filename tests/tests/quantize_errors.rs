@@ -166,3 +166,79 @@ fn a_truncated_safetensors_file_is_an_error_not_a_panic() {
         assert!(!out.exists());
     }
 }
+
+/// Copies fixture folder `from` into a temporary folder, replacing in each
+/// file the first occurrence of `find` (in a safetensors header or its
+/// data) by `replace` of the same length.
+fn patched_copy(from: &Path, find: &[u8], replace: &[u8]) -> tempfile::TempDir {
+    assert_eq!(find.len(), replace.len());
+    let dir = tempfile::tempdir().unwrap();
+    let mut patched = false;
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Some(at) = bytes.windows(find.len()).position(|w| w == find) {
+            bytes[at..at + find.len()].copy_from_slice(replace);
+            patched = true;
+        }
+        std::fs::write(dir.path().join(path.file_name().unwrap()), bytes).unwrap();
+    }
+    assert!(patched, "nothing to patch");
+    dir
+}
+
+fn convert_folder(dir: &Path) -> Result<(), QuantizeError> {
+    let out = dir.join("out.mote");
+    let options = Options {
+        dtype: DType::Q4,
+        threads: 2,
+    };
+    let result = quantize(dir, &out, &options, |_| {}).map(|_| ());
+    assert_eq!(result.is_ok(), out.exists());
+    result
+}
+
+#[test]
+fn an_fp8_weight_without_its_block_scales_is_named() {
+    let name = "model.layers.1.self_attn.kv_b_proj.weight";
+    let scale = format!("\"{name}_scale_inv\"");
+    let hidden = format!("\"{name}_scale_xxx\"");
+    let dir = patched_copy(
+        &fixture("deepseekv3-tiny").join("fp8"),
+        scale.as_bytes(),
+        hidden.as_bytes(),
+    );
+    let err = convert_folder(dir.path()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, QuantizeError::DType { ref tensor, .. } if tensor == name),
+        "{msg}"
+    );
+    assert!(msg.contains("_scale_inv"), "{msg}");
+}
+
+#[test]
+fn an_mxfp4_nan_scale_is_an_error_naming_the_expert() {
+    // The scale tensors' bytes are E8M0 exponents near 127; make one 255.
+    let folder = fixture("gptoss-tiny").join("mxfp4");
+    let index = std::fs::read_to_string(folder.join("model.safetensors.index.json")).unwrap();
+    let index: serde_json::Value = serde_json::from_str(&index).unwrap();
+    let name = "model.layers.0.mlp.experts.down_proj_scales";
+    let file = folder.join(index["weight_map"][name].as_str().unwrap());
+    let ck = mote_quantize::Checkpoint::open(&folder).unwrap();
+    let entry = &ck.tensors[name];
+    let bytes = std::fs::read(&file).unwrap();
+    let at = entry.offset as usize;
+    // 8 bytes of this tensor, patched where they occur first in its file.
+    let find = bytes[at..at + 8].to_vec();
+    assert_eq!(bytes.windows(8).position(|w| w == find), Some(at));
+    let mut replace = find.clone();
+    replace[0] = 255;
+    let dir = patched_copy(&folder, &find, &replace);
+    let err = convert_folder(dir.path()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, QuantizeError::NonFinite { ref tensor, row: 0, col: 0, .. } if tensor.contains("down_proj_blocks[0]")),
+        "{msg}"
+    );
+}

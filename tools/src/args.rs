@@ -45,6 +45,8 @@ pub enum WeightType {
     F16,
     Int8,
     Int4,
+    /// OCP MXFP4 (gpt-oss's expert format).
+    Mxfp4,
 }
 
 impl From<WeightType> for mote::DType {
@@ -54,6 +56,7 @@ impl From<WeightType> for mote::DType {
             WeightType::F16 => mote::DType::F16,
             WeightType::Int8 => mote::DType::Q8,
             WeightType::Int4 => mote::DType::Q4,
+            WeightType::Mxfp4 => mote::DType::Mxfp4,
         }
     }
 }

@@ -331,7 +331,7 @@ pub(crate) mod tests {
             scales: &sc,
             sums: &sums,
         };
-        for dtype in [DType::Q4, DType::Q8, DType::F16, DType::F32] {
+        for dtype in [DType::Q4, DType::Q8, DType::Mxfp4, DType::F16, DType::F32] {
             let buf = encode(dtype, &w, rows, cols, 1);
             let m = Matrix {
                 dtype,
@@ -403,7 +403,7 @@ pub(crate) mod tests {
                     scales: &sc,
                     sums: &sums,
                 };
-                for dtype in [DType::Q4, DType::Q8, DType::F16, DType::F32] {
+                for dtype in [DType::Q4, DType::Q8, DType::Mxfp4, DType::F16, DType::F32] {
                     let bytes = encode(dtype, &w, rows, cols, 0);
                     let m = Matrix {
                         dtype,
@@ -471,7 +471,7 @@ pub(crate) mod tests {
                     sums: &sums,
                     block_stride: stride,
                 };
-                for dtype in [DType::Q4, DType::Q8, DType::F16, DType::F32] {
+                for dtype in [DType::Q4, DType::Q8, DType::Mxfp4, DType::F16, DType::F32] {
                     let bytes = encode(dtype, &w, rows, cols, 0);
                     let m = Matrix {
                         dtype,
