@@ -93,15 +93,21 @@ impl Fields<'_> {
     }
 }
 
-/// Reads and checks `dir/config.json`. Warnings about settings that do not
-/// change the computation mote does are pushed to `warnings`.
-pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig, QuantizeError> {
+/// `dir/config.json`'s path and parsed contents.
+fn config_json(dir: &Path) -> Result<(std::path::PathBuf, Value), QuantizeError> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    let json: Value = serde_json::from_str(&text).map_err(|source| QuantizeError::Json {
+    let json = serde_json::from_str(&text).map_err(|source| QuantizeError::Json {
         path: path.clone(),
         source,
     })?;
+    Ok((path, json))
+}
+
+/// Reads and checks `dir/config.json`. Warnings about settings that do not
+/// change the computation mote does are pushed to `warnings`.
+pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig, QuantizeError> {
+    let (path, json) = config_json(dir)?;
     let f = Fields {
         path: &path,
         json: &json,
@@ -527,12 +533,7 @@ fn source_quantization(
 
 /// The FP8 block size of `dir`'s checkpoint (`None`: no FP8 weights).
 pub fn fp8_block_size(dir: &Path) -> Result<Option<[usize; 2]>, QuantizeError> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    let json: Value = serde_json::from_str(&text).map_err(|source| QuantizeError::Json {
-        path: path.clone(),
-        source,
-    })?;
+    let (path, json) = config_json(dir)?;
     let f = Fields {
         path: &path,
         json: &json,

@@ -1192,18 +1192,16 @@ fn rope_frequencies(config: &ModelConfig, max_context: u32, inv_freq: &mut [f32]
     } = config.rope_scaling
     {
         // The dimension at which a frequency turns `rotations` times over
-        // the original context.
-        let base = config.rope_theta as f64;
+        // the original context (f32: no double-precision code on MCUs).
         let correction = |rotations: f32| {
-            let turns =
-                original_max_position as f64 / (rotations as f64 * 2.0 * core::f64::consts::PI);
-            dim as f64 * libm::log(turns) / (2.0 * libm::log(base))
+            let turns = original_max_position as f32 / (rotations * 2.0 * core::f32::consts::PI);
+            dim * libm::logf(turns) / (2.0 * libm::logf(config.rope_theta))
         };
         let (mut low, mut high) = (correction(beta_fast), correction(beta_slow));
         if truncate {
-            (low, high) = (libm::floor(low), libm::ceil(high));
+            (low, high) = (libm::floorf(low), libm::ceilf(high));
         }
-        let (low, mut high) = (low.max(0.0) as f32, high.min(dim as f64 - 1.0) as f32);
+        let (low, mut high) = (low.max(0.0), high.min(dim - 1.0));
         if low == high {
             high += 0.001;
         }

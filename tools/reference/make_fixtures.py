@@ -107,6 +107,29 @@ def greedy_ignore_eos(model, prompt, n):
     return seq[len(prompt):]
 
 
+def greedy_and_eos(model):
+    """The greedy continuation of PROMPT (N_NEW tokens, eos ignored), the
+    eos chosen from it and the continuation cut after it; sets that eos
+    (and bos 1) in the model's configs and checks that generate() (the
+    KV-cache path) stops there too."""
+    greedy = greedy_ignore_eos(model, PROMPT, N_NEW)
+    eos = choose_eos(greedy)
+    cut = greedy.index(eos) + 1
+    greedy_until_eos = greedy[:cut]
+    model.config.eos_token_id = eos
+    model.config.bos_token_id = 1
+    model.generation_config.eos_token_id = eos
+    model.generation_config.bos_token_id = 1
+    model.generation_config.pad_token_id = eos
+    with torch.no_grad():
+        gen = model.generate(
+            torch.tensor([PROMPT]), max_new_tokens=N_NEW, do_sample=False,
+            eos_token_id=eos, pad_token_id=eos,
+        )[0, len(PROMPT):].tolist()
+    assert gen == greedy_until_eos, (gen, greedy_until_eos)
+    return greedy, eos, greedy_until_eos
+
+
 def choose_eos(greedy):
     if greedy[9] not in greedy[:9]:
         return greedy[9]
@@ -292,23 +315,7 @@ def main():
     for k in sd:
         assert k.endswith(".weight") or k.endswith("_proj"), k
 
-    greedy = greedy_ignore_eos(model, PROMPT, N_NEW)
-    eos = choose_eos(greedy)
-    cut = greedy.index(eos) + 1
-    greedy_until_eos = greedy[:cut]
-    model.config.eos_token_id = eos
-    model.config.bos_token_id = 1
-    model.generation_config.eos_token_id = eos
-    model.generation_config.bos_token_id = 1
-    model.generation_config.pad_token_id = eos
-
-    # Cross-check against generate() (KV-cache path) with eos enabled.
-    with torch.no_grad():
-        gen = model.generate(
-            torch.tensor([PROMPT]), max_new_tokens=N_NEW, do_sample=False,
-            eos_token_id=eos, pad_token_id=eos,
-        )[0, len(PROMPT):].tolist()
-    assert gen == greedy_until_eos, (gen, greedy_until_eos)
+    greedy, eos, greedy_until_eos = greedy_and_eos(model)
 
     tokens = PROMPT + greedy[: N_NEW - 1]
     logits_f32 = logits_of(model, tokens)

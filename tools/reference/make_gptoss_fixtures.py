@@ -730,23 +730,7 @@ def main():
     quantized = sorted(k for k in sd if is_quantized(k))
     assert len(quantized) == 2 + N_LAYERS * 6, quantized
 
-    greedy = mf.greedy_ignore_eos(model, PROMPT, N_NEW)
-    eos = mf.choose_eos(greedy)
-    cut = greedy.index(eos) + 1
-    greedy_until_eos = greedy[:cut]
-    model.config.eos_token_id = eos
-    model.config.bos_token_id = 1
-    model.generation_config.eos_token_id = eos
-    model.generation_config.bos_token_id = 1
-    model.generation_config.pad_token_id = eos
-
-    # Cross-check against generate() (KV-cache path, sliding-window cache) with eos enabled.
-    with torch.no_grad():
-        gen = model.generate(
-            torch.tensor([PROMPT]), max_new_tokens=N_NEW, do_sample=False,
-            eos_token_id=eos, pad_token_id=eos,
-        )[0, len(PROMPT):].tolist()
-    assert gen == greedy_until_eos, (gen, greedy_until_eos)
+    greedy, eos, greedy_until_eos = mf.greedy_and_eos(model)
 
     tokens = PROMPT + greedy[: N_NEW - 1]
     assert len(tokens) > SLIDING_WINDOW

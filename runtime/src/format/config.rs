@@ -504,27 +504,13 @@ pub struct ModelConfig {
 }
 
 /// The postcard bytes of the fields format 4 appended to the config, with
-/// the values a format-3 file means (no MLA, half-rotation rope, one group,
-/// scale 1, no dense layers, no sliding window, plain SwiGLU).
-fn format3_tail(buf: &mut [u8]) -> Result<&mut [u8], Error> {
-    #[allow(clippy::type_complexity)]
-    let tail: (
-        Option<Mla>,
-        bool,
-        u32,
-        u32,
-        f32,
-        u32,
-        u32,
-        u32,
-        u32,
-        f32,
-        f32,
-    ) = (None, false, 1, 1, 1.0, 0, 0, 0, 0, 0.0, 0.0);
-    postcard::to_slice(&tail, buf).map_err(|_| Error::BadConfig {
-        reason: "config does not fit in 4096 bytes",
-    })
-}
+/// the values a format-3 file means: no MLA (`None`), half-rotation rope
+/// (`false`), one group of which one is kept (varints 1, 1), scale 1.0
+/// (f32 LE), no dense layers (0, 0), no sliding window (0, 0), plain
+/// SwiGLU (0.0, 0.0).
+const FORMAT3_TAIL: [u8; 20] = [
+    0, 0, 1, 1, 0x00, 0x00, 0x80, 0x3f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
 
 impl ModelConfig {
     /// Query projection width (`n_heads * head_dim`).
@@ -845,8 +831,8 @@ impl ModelConfig {
         let bytes = if version == 3 {
             let len = bytes.len().min(crate::format::MAX_CONFIG_BYTES);
             buf[..len].copy_from_slice(&bytes[..len]);
-            let tail_len = format3_tail(&mut buf[len..])?.len();
-            &buf[..len + tail_len]
+            buf[len..len + FORMAT3_TAIL.len()].copy_from_slice(&FORMAT3_TAIL);
+            &buf[..len + FORMAT3_TAIL.len()]
         } else {
             bytes
         };
@@ -1014,10 +1000,10 @@ mod tests {
         let c = tiny_config();
         let mut buf = [0u8; 512];
         let n = c.encode(&mut buf).unwrap().len();
-        let mut tail = [0u8; 64];
-        let tail_len = format3_tail(&mut tail).unwrap().len();
-        // A format-3 writer stopped before the trailing fields.
-        let v3 = &buf[..n - tail_len];
+        // The format-4 fields of a format-3 meaning encode as FORMAT3_TAIL.
+        assert_eq!(&buf[n - FORMAT3_TAIL.len()..n], &FORMAT3_TAIL);
+        // A format-3 writer stopped before them.
+        let v3 = &buf[..n - FORMAT3_TAIL.len()];
         assert_eq!(ModelConfig::decode(v3, 3).unwrap(), c);
         assert!(ModelConfig::decode(v3, 4).is_err());
     }
