@@ -305,6 +305,16 @@ fn inspect(a: InspectArgs) -> Result<()> {
                 "bos_token_id": c.bos_token_id, "eos_token_ids": &c.eos_token_ids[..],
                 "tied_embeddings": c.tied_embeddings,
                 "norm_topk_prob": c.norm_topk_prob, "clip_qkv": c.clip_qkv,
+                "shared_expert_ffn_size": c.shared_expert_ffn_size,
+                "latent_attention": c.mla.map(|m| json!({
+                    "q_lora_rank": m.q_lora_rank, "kv_lora_rank": m.kv_lora_rank,
+                    "qk_nope_dim": m.qk_nope_dim, "qk_rope_dim": m.qk_rope_dim, "v_head_dim": m.v_head_dim,
+                })),
+                "expert_groups": c.expert_groups, "topk_groups": c.topk_groups,
+                "routed_scaling_factor": c.routed_scaling_factor,
+                "first_dense_layers": c.first_dense_layers, "dense_ffn_size": c.dense_ffn_size,
+                "sliding_window": c.sliding_window, "sliding_period": c.sliding_period,
+                "swiglu_limit": c.swiglu_limit,
             },
             "file_bytes": mote::Storage::len(model.storage()),
             "tokenizer": tokenizer,
@@ -336,6 +346,37 @@ fn inspect(a: InspectArgs) -> Result<()> {
         "  experts           {} x ffn {}, top {}",
         c.n_experts, c.expert_ffn_size, c.n_experts_per_token
     )?;
+    if c.shared_expert_ffn_size > 0 {
+        writeln!(o, "  shared expert     ffn {}", c.shared_expert_ffn_size)?;
+    }
+    if c.expert_groups > 1 || c.routed_scaling_factor != 1.0 {
+        writeln!(
+            o,
+            "  routing           {} groups, best {} kept; weights x {}",
+            c.expert_groups, c.topk_groups, c.routed_scaling_factor
+        )?;
+    }
+    if c.first_dense_layers > 0 {
+        writeln!(
+            o,
+            "  dense layers      first {} (ffn {})",
+            c.first_dense_layers, c.dense_ffn_size
+        )?;
+    }
+    if let Some(m) = c.mla {
+        writeln!(
+            o,
+            "  latent attention  q_lora {}, kv_lora {}, nope {} + rope {}, v {}: caches {} floats a position and layer",
+            m.q_lora_rank, m.kv_lora_rank, m.qk_nope_dim, m.qk_rope_dim, m.v_head_dim, m.cache_width()
+        )?;
+    }
+    if c.sliding_window > 0 {
+        writeln!(
+            o,
+            "  sliding window    {} (every {}th layer attends fully; 0: none)",
+            c.sliding_window, c.sliding_period
+        )?;
+    }
     writeln!(o, "  vocab             {}", c.vocab_size)?;
     writeln!(
         o,
