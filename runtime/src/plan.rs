@@ -11,6 +11,17 @@ use crate::quant::BLOCK_LEN;
 use crate::session::WeightRef;
 use crate::storage::Storage;
 
+/// Positions layer `layer`'s KV cache holds: the whole context, or for a
+/// sliding-window layer a ring of the window plus the positions a prefill
+/// batch adds beyond its first (all that any token of a batch can see).
+pub fn cache_positions(config: &ModelConfig, layer: u32, max_context: u32, batch: usize) -> usize {
+    let context = max_context as usize;
+    match config.slides(layer) {
+        true => context.min(config.sliding_window as usize + batch - 1),
+        false => context,
+    }
+}
+
 /// What the caller allows a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -79,10 +90,12 @@ pub struct Buffers {
     pub vocab: usize,
     /// Rope inverse frequencies.
     pub rope: usize,
-    /// Key cache entries: layers × context × kv_dim.
+    /// Key cache entries: Σ over layers of [`cache_positions`] × kv_dim.
     pub kv_cache: usize,
-    /// Value cache entries: layers × context × v_dim.
+    /// Value cache entries: the same positions × v_dim.
     pub v_cache: usize,
+    /// Layers (each has a cache start).
+    pub layers: usize,
     /// Tensor table entries.
     pub tensors: usize,
 }
@@ -99,9 +112,12 @@ impl Buffers {
             config.n_heads as usize * (m.cache_width() + m.kv_lora_rank as usize)
         });
         let widest = hidden.max(q_dim).max(ffn).max(q_latent);
-        let cache = config.n_layers as usize * max_context as usize;
+        let batch = batch.clamp(1, max_context) as usize;
+        let cache: usize = (0..config.n_layers)
+            .map(|l| cache_positions(config, l, max_context, batch))
+            .sum();
         Buffers {
-            batch: batch.clamp(1, max_context) as usize,
+            batch,
             hidden,
             q_dim,
             kv_dim: config.kv_dim(),
@@ -117,6 +133,7 @@ impl Buffers {
             rope: config.rope_dim() / 2,
             kv_cache: cache * config.kv_dim(),
             v_cache: cache * config.v_cache_dim(),
+            layers: config.n_layers as usize,
             tensors: crate::model::layout::tensor_count(config),
         }
     }
@@ -154,6 +171,7 @@ impl Buffers {
             + buffer_bytes::<f32>(self.scores)
             + buffer_bytes::<f32>(self.vocab)
             + buffer_bytes::<f32>(self.rope)
+            + buffer_bytes::<usize>(self.layers + 1)
             + buffer_bytes::<WeightRef>(self.tensors)
     }
 }

@@ -174,6 +174,8 @@ pub struct Session<'a, S: Storage + MaybeSync> {
     mla_heads: &'a mut [f32],
     k_cache: &'a mut [f32],
     v_cache: &'a mut [f32],
+    /// Layer `l`'s cache: positions (slots) `cache_start[l]..cache_start[l + 1]`.
+    cache_start: &'a mut [usize],
 }
 
 impl<'a, S: Storage + MaybeSync> Session<'a, S> {
@@ -297,7 +299,13 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             inv_freq: arena.take(b.rope, 0.0f32)?,
             rope_scale: 1.0,
             mla_heads: arena.take(b.mla_heads, 0.0f32)?,
+            cache_start: arena.take(b.layers + 1, 0usize)?,
         };
+        for l in 0..config.n_layers {
+            let slots = crate::plan::cache_positions(config, l, plan.limits.max_context, n);
+            let l = l as usize;
+            session.cache_start[l + 1] = session.cache_start[l] + slots;
+        }
         session.rope_scale = rope_frequencies(config, session.max_context, session.inv_freq);
         Ok(session)
     }
@@ -766,7 +774,8 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         self.add_qkv_biases(layer, n);
         self.normalize_qk(layer, n, false);
         let max_context = self.max_context as usize;
-        let layer_base = layer as usize * max_context * kv_dim;
+        let (start, slots) = self.cache_slots(layer);
+        let layer_base = start * kv_dim;
         for t in 0..n {
             let p = self.rope_position(self.pos as usize + t);
             let (q, k) = (
@@ -779,7 +788,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         self.normalize_qk(layer, n, true);
         for t in 0..n {
             let pos = self.pos as usize + t;
-            let here = layer_base + pos * kv_dim;
+            let here = layer_base + pos % slots * kv_dim;
             self.k_cache[here..here + kv_dim]
                 .copy_from_slice(&self.k[t * kv_dim..(t + 1) * kv_dim]);
             self.v_cache[here..here + kv_dim]
@@ -799,12 +808,12 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             false => usize::MAX,
         };
         let sinks = self.optional(TensorId::layer(TensorKind::AttnSinks, layer));
+        let k_cache: &[f32] = &self.k_cache[layer_base..layer_base + slots * kv_dim];
+        let v_cache: &[f32] = &self.v_cache[layer_base..layer_base + slots * kv_dim];
         for t in 0..n {
             let end = self.pos as usize + t + 1;
             let first = end.saturating_sub(window);
             let visible = end - first;
-            let k_cache: &[f32] = &self.k_cache[layer_base + first * kv_dim..];
-            let v_cache: &[f32] = &self.v_cache[layer_base + first * kv_dim..];
             let q: &[f32] = &self.q[t * q_dim..(t + 1) * q_dim];
             // SAFETY of the pointers: see the block below.
             let ctx = SharedMut(self.ctx[t * q_dim..].as_mut_ptr());
@@ -824,16 +833,15 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                     )
                 };
                 let qh = &q[head * head_dim..(head + 1) * head_dim];
-                scalar::attend(
-                    qh,
-                    &k_cache[kv_off..],
-                    &v_cache[kv_off..],
-                    kv_dim,
-                    scale,
-                    sinks.map(|s| scalar::f32_at(s, head)),
-                    sc,
-                    out,
-                );
+                let cache = scalar::CacheView {
+                    k: &k_cache[kv_off..],
+                    v: &v_cache[kv_off..],
+                    stride: kv_dim,
+                    slots,
+                    first: first % slots,
+                };
+                let sink = sinks.map(|s| scalar::f32_at(s, head));
+                scalar::attend(qh, cache, scale, sink, sc, out);
             });
         }
     }
@@ -874,7 +882,8 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         }
         let kv_norm = self.weight(id(TensorKind::AttnKvANorm));
         let max_context = self.max_context as usize;
-        let layer_base = layer as usize * max_context * width;
+        // Latent attention never slides: the layer holds every position.
+        let layer_base = self.cache_slots(layer).0 * width;
         for t in 0..n {
             let pos = self.pos as usize + t;
             let p = self.rope_position(pos);
@@ -937,13 +946,29 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                     scalar::axpy(&mut absorbed[..lora], qi, latent);
                 }
                 absorbed[lora..].copy_from_slice(&qh[nope..]);
-                scalar::attend(absorbed, cache, cache, width, scale, None, sc, latent);
+                let view = scalar::CacheView {
+                    k: cache,
+                    v: cache,
+                    stride: width,
+                    slots: max_context,
+                    first: 0,
+                };
+                scalar::attend(absorbed, view, scale, None, sc, latent);
                 for (r, o) in out.iter_mut().enumerate() {
                     dequantize_row(kvb.dtype, row(nope + r), &mut absorbed[..lora]);
                     *o = scalar::dot(&absorbed[..lora], latent);
                 }
             });
         }
+    }
+
+    /// Layer `layer`'s first cache slot and its slot count.
+    fn cache_slots(&self, layer: u32) -> (usize, usize) {
+        let l = layer as usize;
+        (
+            self.cache_start[l],
+            self.cache_start[l + 1] - self.cache_start[l],
+        )
     }
 
     /// Position `pos` as rope sees it (divided by a linear scaling factor).

@@ -234,3 +234,33 @@ fn deepseek_v3_fp8_checkpoint_matches_its_dequantized_model() {
     println!("deepseekv3-tiny fp8 -> f32: max relative error {err:.2e}");
     assert!(err < 1e-4, "fp8: relative error {err:.3e} exceeds 1e-4");
 }
+
+/// gpt-oss's sliding layers keep a ring of window + batch − 1 positions:
+/// stepping one token at a time (4 slots for the fixture's window of 4,
+/// over a 23-token sequence) reproduces transformers at every position.
+#[test]
+fn gpt_oss_sliding_layers_keep_only_their_window() {
+    let r = reference("gptoss-tiny");
+    let file = convert("gptoss-tiny", "f32", DType::F32);
+    let model = Model::open(SliceStorage::new(&file)).unwrap();
+    let context = r.tokens.len();
+    let limits = Limits {
+        max_context: context as u32,
+        prefill_batch: 1,
+        ..Limits::default()
+    };
+    let plan = Plan::new(&model, &limits).unwrap();
+    // Layers 1 and 3 attend fully, 0 and 2 slide.
+    let kv_dim = model.config().kv_dim();
+    assert_eq!(plan.buffers.kv_cache, (2 * context + 2 * 4) * kv_dim);
+    let mut arena = vec![0u8; plan.arena_bytes()];
+    let mut session = Session::new(&model, &plan, &mut arena).unwrap();
+    let logits: Vec<Vec<f32>> = r
+        .tokens
+        .iter()
+        .map(|&t| session.step(t).unwrap().to_vec())
+        .collect();
+    let err = max_rel_err(&logits, &r.logits_f32);
+    println!("gptoss-tiny, 4-slot rings: max relative error {err:.2e}");
+    assert!(err < 1e-4, "ring cache: relative error {err:.3e}");
+}

@@ -326,16 +326,39 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// One attention head over `n` cached positions: `scores[t] = q·k_t ·
-/// scale`, softmax, `out = Σ scores[t] v_t`. `k` and `v` hold position `t`'s
-/// head at `t * stride`; keys are as wide as `q`, values as `out`. A `sink`
-/// logit (gpt-oss) joins the softmax's denominator without a value.
-#[allow(clippy::too_many_arguments)]
+/// One head's cached keys and values: a ring of `slots` positions
+/// `stride` floats apart (slot `s` at `s * stride`), the visible ones
+/// starting at slot `first` and wrapping past the last slot.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheView<'c> {
+    /// Keys, from this head's first float in slot 0.
+    pub k: &'c [f32],
+    /// Values, likewise.
+    pub v: &'c [f32],
+    /// Floats between consecutive slots.
+    pub stride: usize,
+    /// Slots in the ring.
+    pub slots: usize,
+    /// Slot of the first visible position (`< slots`).
+    pub first: usize,
+}
+
+impl CacheView<'_> {
+    /// Offset of visible position `i` (`i < slots`).
+    #[inline]
+    fn at(&self, i: usize) -> usize {
+        let s = self.first + i;
+        (if s >= self.slots { s - self.slots } else { s }) * self.stride
+    }
+}
+
+/// One attention head over `scores.len()` cached positions: `scores[t] =
+/// q·k_t · scale`, softmax, `out = Σ scores[t] v_t`; keys are as wide as
+/// `q`, values as `out`. A `sink` logit (gpt-oss) joins the softmax's
+/// denominator without a value.
 pub fn attend(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    stride: usize,
+    cache: CacheView<'_>,
     scale: f32,
     sink: Option<f32>,
     scores: &mut [f32],
@@ -343,7 +366,8 @@ pub fn attend(
 ) {
     let d = q.len();
     for (t, s) in scores.iter_mut().enumerate() {
-        *s = dot(q, &k[t * stride..t * stride + d]) * scale;
+        let at = cache.at(t);
+        *s = dot(q, &cache.k[at..at + d]) * scale;
     }
     match sink {
         None => softmax(scores),
@@ -359,7 +383,8 @@ pub fn attend(
     }
     out.fill(0.0);
     for (t, &p) in scores.iter().enumerate() {
-        axpy(out, p, &v[t * stride..t * stride + out.len()]);
+        let at = cache.at(t);
+        axpy(out, p, &cache.v[at..at + out.len()]);
     }
 }
 
