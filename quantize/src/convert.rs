@@ -28,6 +28,9 @@ pub struct Options {
     pub dtype: DType,
     /// Worker threads for quantization (0: all cores).
     pub threads: usize,
+    /// Leave `tokenizer.json` out: the file takes token ids only (for a
+    /// tokenizer whose pre-tokenizer mote cannot reproduce exactly yet).
+    pub no_tokenizer: bool,
 }
 
 /// Reported once per tensor as it is written.
@@ -90,7 +93,22 @@ pub fn quantize(
     let start = Instant::now();
     let mut warnings = Vec::new();
     let config = read_config(input, &mut warnings)?;
-    let tokenizer = read_tokenizer(input, &mut warnings)?.unwrap_or_default();
+    let tokenizer = if options.no_tokenizer {
+        warnings.push("tokenizer left out: the .mote file takes token ids only".into());
+        Vec::new()
+    } else {
+        read_tokenizer(input, &mut warnings)
+            .map_err(|e| match e {
+                QuantizeError::Tokenizer { path, message } => QuantizeError::Tokenizer {
+                    path,
+                    message: format!(
+                        "{message} (convert with --no-tokenizer to keep token ids only)"
+                    ),
+                },
+                e => e,
+            })?
+            .unwrap_or_default()
+    };
     if !tokenizer.is_empty() {
         let tokens = mote::Tokenizer::parse(&tokenizer)?.vocab_size();
         if tokens > config.vocab_size {

@@ -49,7 +49,11 @@ pub fn reference(name: &str) -> Reference {
 pub fn convert(family: &str, variant: &str, dtype: DType) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("model.mote");
-    let options = mote_quantize::Options { dtype, threads: 2 };
+    let options = mote_quantize::Options {
+        dtype,
+        threads: 2,
+        no_tokenizer: false,
+    };
     mote_quantize::quantize(&fixture(family).join(variant), &out, &options, |_| {})
         .unwrap_or_else(|e| panic!("quantize {family}/{variant} to {dtype}: {e}"));
     std::fs::read(&out).expect("read output")

@@ -35,6 +35,7 @@ fn convert_expecting_error(config: &serde_json::Value, tensors: &[NamedTensor]) 
         &Options {
             dtype: DType::Q4,
             threads: 2,
+            no_tokenizer: false,
         },
         |_| {},
     )
@@ -155,6 +156,7 @@ fn a_truncated_safetensors_file_is_an_error_not_a_panic() {
             &Options {
                 dtype: DType::Q8,
                 threads: 1,
+                no_tokenizer: false,
             },
             |_| {},
         )
@@ -192,6 +194,7 @@ fn convert_folder(dir: &Path) -> Result<(), QuantizeError> {
     let options = Options {
         dtype: DType::Q4,
         threads: 2,
+        no_tokenizer: false,
     };
     let result = quantize(dir, &out, &options, |_| {}).map(|_| ());
     assert_eq!(result.is_ok(), out.exists());
@@ -241,4 +244,34 @@ fn an_mxfp4_nan_scale_is_an_error_naming_the_expert() {
         matches!(err, QuantizeError::NonFinite { ref tensor, row: 0, col: 0, .. } if tensor.contains("down_proj_blocks[0]")),
         "{msg}"
     );
+}
+
+#[test]
+fn a_tokenizer_mote_cannot_reproduce_says_how_to_convert_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(
+            fixture("mixtral-tiny").join("f32").join(f),
+            dir.path().join(f),
+        )
+        .unwrap();
+    }
+    let wordpiece = r#"{"model": {"type": "WordPiece", "vocab": {"a": 0}, "unk_token": "a"}}"#;
+    std::fs::write(dir.path().join("tokenizer.json"), wordpiece).unwrap();
+    let out = dir.path().join("out.mote");
+    let mut options = Options {
+        dtype: DType::Q8,
+        threads: 1,
+        no_tokenizer: false,
+    };
+    let err = quantize(dir.path(), &out, &options, |_| {}).unwrap_err();
+    assert!(matches!(err, QuantizeError::Tokenizer { .. }), "{err}");
+    assert!(err.to_string().contains("--no-tokenizer"), "{err}");
+    assert!(!out.exists());
+    options.no_tokenizer = true;
+    let report = quantize(dir.path(), &out, &options, |_| {}).unwrap();
+    assert!(report.warnings.iter().any(|w| w.contains("token ids only")));
+    let bytes = std::fs::read(&out).unwrap();
+    let model = mote::Model::open(mote::SliceStorage::new(&bytes)).unwrap();
+    assert_eq!(model.preamble().tokenizer_len, 0);
 }

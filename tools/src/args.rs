@@ -79,6 +79,10 @@ pub struct QuantizeArgs {
     /// Worker threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Leave the tokenizer out (token ids only), e.g. for a pre-tokenizer
+    /// mote cannot reproduce exactly yet.
+    #[arg(long)]
+    pub no_tokenizer: bool,
     /// No progress on stderr.
     #[arg(short, long)]
     pub quiet: bool,

@@ -46,6 +46,7 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
     let options = mote_quantize::Options {
         dtype: dtype.into(),
         threads: a.threads,
+        no_tokenizer: a.no_tokenizer,
     };
     let tty = std::io::stderr().is_terminal();
     let report = mote_quantize::quantize(&a.input, &a.output, &options, |p| {
