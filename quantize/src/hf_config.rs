@@ -826,6 +826,21 @@ mod tests {
                 .to_string();
             assert!(e.contains(message), "{extra}: {e}");
         }
+        // Kimi K2: DeepSeek-V3's layout, 384 experts in one group, both
+        // YaRN betas 1 (an empty correction range).
+        let kimi = r#""model_type": "kimi_k2", "n_routed_experts": 384, "num_experts_per_tok": 8, "n_group": 1,
+            "topk_group": 1, "rope_scaling": {"type": "yarn", "factor": 32.0, "beta_fast": 1.0, "beta_slow": 1.0,
+            "mscale": 1.0, "mscale_all_dim": 1.0, "original_max_position_embeddings": 4096}"#;
+        write(dir.path(), &format!("{{{DEEPSEEK_V3}, {kimi}}}"));
+        let c = read_config(dir.path(), &mut Vec::new()).unwrap();
+        assert_eq!(
+            (c.architecture, c.n_experts, c.expert_groups),
+            (Architecture::DeepseekV3, 384, 1)
+        );
+        // softmax scale: qk^-0.5 · (0.1 · ln 32 + 1)²
+        let want = (0.1f32 * 32f32.ln() + 1.0).powi(2) / 24f32.sqrt();
+        assert!((c.attention_multiplier.unwrap() / want - 1.0).abs() < 1e-6);
+
         let fp8 = r#""quantization_config": {"quant_method": "fp8", "fmt": "e4m3", "weight_block_size": [128, 128]}"#;
         write(dir.path(), &format!("{{{DEEPSEEK_V3}, {fp8}}}"));
         assert!(read_config(dir.path(), &mut Vec::new()).is_ok());

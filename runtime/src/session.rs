@@ -1425,10 +1425,13 @@ fn route(
     }
     let key = |e: usize| scores[e] + bias.map_or(0.0, |b| scalar::f32_at(b, e));
     // Group limit: experts outside the kept groups cannot be chosen.
-    let mut kept = [true; crate::format::config::MAX_EXPERTS as usize];
+    // Group limit: experts outside the kept groups cannot be chosen. One
+    // bit per group (at most MAX_EXPERTS groups; a few words of stack).
     let groups = c.expert_groups as usize;
+    let size = scores.len() / groups;
+    let mut kept_groups = [0u64; (crate::format::config::MAX_EXPERTS as usize).div_ceil(64)];
+    let group_kept = |bits: &[u64], g: usize| bits[g / 64] >> (g % 64) & 1 == 1;
     if groups > 1 {
-        let size = scores.len() / groups;
         let group_score = |g: usize| {
             let (mut first, mut second) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
             for e in g * size..(g + 1) * size {
@@ -1444,30 +1447,22 @@ fn route(
                 None => first,
             }
         };
-        let mut group_scores = [0.0f32; crate::format::config::MAX_EXPERTS as usize];
-        let group_scores = &mut group_scores[..groups];
-        group_scores
-            .iter_mut()
-            .enumerate()
-            .for_each(|(g, s)| *s = group_score(g));
-        let mut groups_kept = [false; crate::format::config::MAX_EXPERTS as usize];
         for _ in 0..c.topk_groups {
-            let mut best = usize::MAX;
-            for (g, &s) in group_scores.iter().enumerate() {
-                if !groups_kept[g] && (best == usize::MAX || s > group_scores[best]) {
-                    best = g;
+            let (mut best, mut best_score) = (usize::MAX, f32::NEG_INFINITY);
+            for g in (0..groups).filter(|&g| !group_kept(&kept_groups, g)) {
+                let s = group_score(g);
+                if best == usize::MAX || s > best_score {
+                    (best, best_score) = (g, s);
                 }
             }
-            groups_kept[best] = true;
-        }
-        for (e, k) in kept[..scores.len()].iter_mut().enumerate() {
-            *k = groups_kept[e / size];
+            kept_groups[best / 64] |= 1 << (best % 64);
         }
     }
+    let kept = |e: usize| groups <= 1 || group_kept(&kept_groups, e / size);
     for k in 0..chosen.len() {
         let mut best = usize::MAX;
-        for (e, &kept) in kept[..scores.len()].iter().enumerate() {
-            if kept
+        for e in 0..scores.len() {
+            if kept(e)
                 && !chosen[..k].contains(&(e as u32))
                 && (best == usize::MAX || key(e) > key(best))
             {

@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::format::tensor::{TensorId, TensorKind};
 
 /// Most experts per layer this build plans for (fixed-capacity routing lists).
-pub const MAX_EXPERTS: u32 = 256;
+pub const MAX_EXPERTS: u32 = 512;
 /// Most experts chosen per token.
 pub const MAX_EXPERTS_PER_TOKEN: u32 = 16;
 /// Most end-of-sequence token ids a config may list.
@@ -628,7 +628,7 @@ impl ModelConfig {
             return bad("expert_ffn_size and n_experts must be nonzero");
         }
         if self.n_experts > MAX_EXPERTS {
-            return bad("more experts per layer than this build supports (256)");
+            return bad("more experts per layer than this build supports (512)");
         }
         if self.n_experts_per_token == 0
             || self.n_experts_per_token > self.n_experts
