@@ -171,7 +171,7 @@ pub fn quantize_row_q8(row: &[f32], out: &mut [u8]) {
         let mut q = [0u8; BLOCK_LEN];
         if d != 0.0 {
             for (q, &v) in q.iter_mut().zip(&x) {
-                *q = round_half_away((v / d).clamp(-127.0, 127.0)) as u8;
+                *q = round_half_away(crate::kernels::scalar::clamp(v / d, -127.0, 127.0)) as u8;
             }
         }
         dst.copy_from_slice(&q);
@@ -198,7 +198,7 @@ pub fn quantize_row_q4(row: &[f32], out: &mut [u8]) {
         let mut q = [8u8; BLOCK_LEN]; // zero scales store 0 as 8
         if d != 0.0 {
             for (q, &v) in q.iter_mut().zip(&x) {
-                *q = (round_half_away((v / d).clamp(-8.0, 7.0)) + 8) as u8;
+                *q = (round_half_away(crate::kernels::scalar::clamp(v / d, -8.0, 7.0)) + 8) as u8;
             }
         }
         for j in 0..Q4_VALUE_BYTES {

@@ -746,7 +746,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                 .chain(&mut self.k[..n * kv_dim])
                 .chain(&mut self.v[..n * kv_dim])
             {
-                *v = v.clamp(-clip, clip);
+                *v = scalar::clamp(*v, -clip, clip);
             }
         }
     }
@@ -1232,7 +1232,7 @@ fn rope_frequencies(config: &ModelConfig, max_context: u32, inv_freq: &mut [f32]
         }
         for (i, f) in inv_freq.iter_mut().enumerate() {
             // 1 keeps the frequency (extrapolation), 0 divides it by `factor`.
-            let keep = 1.0 - ((i as f32 - low) / (high - low)).clamp(0.0, 1.0);
+            let keep = 1.0 - scalar::clamp((i as f32 - low) / (high - low), 0.0, 1.0);
             *f = (*f / factor) * (1.0 - keep) + *f * keep;
         }
         return attention_factor;
@@ -1341,7 +1341,7 @@ fn clamped_swiglu(gate: &mut [f32], up: &[f32], limit: f32, alpha: f32) {
     let limit = if limit > 0.0 { limit } else { f32::INFINITY };
     for (g, &u) in gate.iter_mut().zip(up) {
         let x = g.min(limit);
-        let u = u.clamp(-limit, limit);
+        let u = scalar::clamp(u, -limit, limit);
         *g = x / (1.0 + libm::expf(-alpha * x)) * (u + 1.0);
     }
 }

@@ -388,6 +388,20 @@ pub fn attend(
     }
 }
 
+/// `x` limited to `lo..=hi` (NaN stays NaN), as `f32::clamp` but without
+/// its `lo <= hi` assertion, whose float-formatting panic message costs
+/// firmware several KiB of `.text`.
+#[inline]
+pub fn clamp(x: f32, lo: f32, hi: f32) -> f32 {
+    if x < lo {
+        lo
+    } else if x > hi {
+        hi
+    } else {
+        x
+    }
+}
+
 /// `y += a * x`.
 pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     y.iter_mut().zip(x).for_each(|(y, &x)| *y += a * x);
