@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::error::{io, QuantizeError};
 
 /// The split patterns mote implements, as `tokenizers` spells them.
-const PATTERNS: [(&str, SplitRule); 3] = [
+const PATTERNS: [(&str, SplitRule); 4] = [
     (
         r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+",
         SplitRule::Gpt2,
@@ -32,6 +32,10 @@ const PATTERNS: [(&str, SplitRule); 3] = [
     (
         r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
         SplitRule::Qwen2,
+    ),
+    (
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        SplitRule::O200k,
     ),
 ];
 
@@ -159,7 +163,7 @@ fn build(json: &Value, config: &Value, warnings: &mut Vec<String>) -> Result<Vec
                         .filter(|_| behavior == "Isolated" && p["invert"].as_bool() != Some(true))
                         .ok_or_else(|| {
                             format!(
-                                "pre_tokenizer Split {pattern:?} ({behavior}) is not one mote implements (GPT-2, Llama 3 and Qwen2 patterns, isolated)"
+                                "pre_tokenizer Split {pattern:?} ({behavior}) is not one mote implements (GPT-2, Llama 3, Qwen2 and o200k patterns, isolated)"
                             )
                         })?;
                     set_split(&mut split, rule)?;

@@ -83,6 +83,7 @@ fn text_in_and_out_allocates_nothing() {
         "gpt2-bytelevel",
         "llama3-bytelevel",
         "qwen2-bytelevel",
+        "o200k-bytelevel",
         "llama2-sentencepiece",
         "mistral-metaspace",
     ] {

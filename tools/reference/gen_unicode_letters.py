@@ -10,7 +10,13 @@ letters get a table of their own.
 
     python3 tools/reference/gen_unicode_letters.py > runtime/src/tokenizer/letters.rs
 """
-import unicodedata
+# tokenizers' regex engine (Oniguruma, via the onig crate) classes
+# characters by Unicode 16.0; Python's own unicodedata is older (14.0 in
+# 3.11), so the tables come from unicodedata2 pinned to 16.0:
+#     pip install unicodedata2==16.0.0
+import unicodedata2 as unicodedata
+
+assert unicodedata.unidata_version == "16.0.0", unicodedata.unidata_version
 
 ranges, start = [], None
 for c in range(0x110000):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train five tiny tokenizers and write encode/decode conformance fixtures for `mote`.
+"""Train tiny tokenizers and write encode/decode conformance fixtures for `mote`.
 
 Run from the repo root:
 
@@ -25,6 +25,21 @@ Writes, under <out>/, one folder per tokenizer kind:
                          QWEN2_PATTERN), Isolated), ByteLevel(use_regex=false)],
                          decoder ByteLevel, post_processor ByteLevel (no BOS).
                          Specials `<|endoftext|>`, `<|im_start|>`, `<|im_end|>`.
+  starcoder-digits-bytelevel/
+                         Granite/StarCoder style: pre_tokenizer Sequence[Digits(
+                         individual), ByteLevel(use_regex=true)], decoder and
+                         post_processor ByteLevel. Specials `<|end_of_text|>`,
+                         `<|start_of_role|>`, `<|end_of_role|>`.
+  o200k-bytelevel/       gpt-oss (o200k_harmony) style, as openai/gpt-oss-20b's
+                         tokenizer.json: BPE with ignore_merges=true, no
+                         normalizer, pre_tokenizer Sequence[Split(Regex(
+                         O200K_PATTERN), Isolated, invert=false), ByteLevel(
+                         add_prefix_space=false, trim_offsets=true,
+                         use_regex=false)], decoder ByteLevel, post_processor
+                         ByteLevel(trim_offsets=false) (no BOS). Specials
+                         `<|startoftext|>`, `<|endoftext|>`, `<|return|>`. Its
+                         cases.json adds O200K_CASES (case classes Lu/Lt/Lm/Lo/
+                         Ll/M, contraction suffixes, `/` after punctuation).
   llama2-sentencepiece/  legacy Llama-2/Mixtral style: BPE byte_fallback=true,
                          fuse_unk=true, unk `<unk>`; vocab <unk>=0 <s>=1 </s>=2,
                          <0x00>..<0xFF> = 3..258, then learned `▁` pieces.
@@ -109,6 +124,20 @@ QWEN2_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# tiktoken's o200k_base pat_str (tiktoken_ext/openai_public.py, shared by
+# o200k_harmony, i.e. gpt-oss): the exact string of openai/gpt-oss-20b's
+# tokenizer.json Split pattern.
+O200K_PATTERN = "|".join(
+    [
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+        r"\p{N}{1,3}",
+        r" ?[^\s\p{L}\p{N}]+[\r\n/]*",
+        r"\s*[\r\n]+",
+        r"\s+(?!\S)",
+        r"\s+",
+    ]
+)
 SPIECE = "\u2581"
 # Appended to the llama3 vocab without merges (ByteLevel spelling, Ġ = space).
 IGNORE_MERGES_WORDS = ["hello", "Ġworld", "Tokenizers"]
@@ -187,6 +216,34 @@ CASES = [
     "<unk>",
     LONG,
 ]
+
+# Extra texts for o200k-bytelevel only: the pattern's case classes (upper-ish
+# [Lu Lt Lm Lo M] then lower-ish [Ll Lm Lo M]), contraction suffixes, digit
+# groups, the `/` tail after punctuation, and texts starting with a mark.
+O200K_CASES = [
+    "HELLOworld",
+    "helloWORLD",
+    "HeLLo WoRLD",
+    "McDONALD's",
+    "DON'T",
+    "I'M",
+    "ÀÉÎõü ÉCOLE école",
+    "ǄǅǆǇ ǈ",  # Lu Lt Ll Lu, Lt: titlecase digraphs
+    "ʰʱʲ ˆ",  # Lm (ˆ U+02C6 is Lm too)
+    "e\u0301te\u0301 E\u0301TE\u0301",  # combining acute (Mn)
+    "नमस्ते दुनिया",  # Lo with Mn/Mc marks (also in CASES)
+    "中文字符 日本語",  # Lo
+    "١٢٣٤ 12345678",  # Arabic-Indic digits (Nd), groups of three
+    "a/b\n/c\r\n//",
+    "  \n\n  x",
+    "'s 'S 'Ll",
+    "-HELLO",
+    "\u0301abc",  # a text starting with a lone combining mark
+    "x\u0301Y",
+    "ß ẞ",
+    "ﬁ ǅ",
+]
+EXTRA_CASES = {"o200k-bytelevel": O200K_CASES}
 
 
 # ---------------------------------------------------------------- training text
@@ -338,6 +395,27 @@ def build_llama3(docs):
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": "<|begin_of_text|>",
         "eos_token": "<|end_of_text|>",
+        "clean_up_tokenization_spaces": False,
+        "model_input_names": ["input_ids", "attention_mask"],
+        "model_max_length": 131072,
+    }
+    return tok, cfg
+
+
+def build_o200k(docs):
+    """gpt-oss style: what transformers' TikTokenConverter writes for o200k_harmony."""
+    pre = split_bytelevel(O200K_PATTERN)
+    trained = train_bytelevel(docs, None, pre)
+    tok = Tokenizer(rebuild_bpe(trained, fuse_unk=False, byte_fallback=False, ignore_merges=True))
+    tok.pre_tokenizer = pre
+    tok.decoder = bytelevel_dec()
+    tok.post_processor = processors.ByteLevel(add_prefix_space=True, trim_offsets=False, use_regex=True)
+    tok.add_special_tokens([special("<|startoftext|>"), special("<|endoftext|>"), special("<|return|>")])
+    cfg = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|return|>",
+        "pad_token": "<|endoftext|>",
         "clean_up_tokenization_spaces": False,
         "model_input_names": ["input_ids", "attention_mask"],
         "model_max_length": 131072,
@@ -518,6 +596,7 @@ def decode_cases(tok, kind):
         "llama3-bytelevel": "Hello<|end_of_text|>",
         "starcoder-digits-bytelevel": "<|start_of_role|>user<|end_of_role|>x 2026<|end_of_text|>",
         "qwen2-bytelevel": "<|im_start|>user\nhi<|im_end|>",
+        "o200k-bytelevel": "<|startoftext|>Hi THERE<|endoftext|><|return|>",
         "llama2-sentencepiece": "<s> hi</s>",
         "mistral-metaspace": "<s> hi</s>",
     }[kind]
@@ -530,7 +609,8 @@ def decode_cases(tok, kind):
 
 def make_cases(tok, kind):
     cases = []
-    for text in CASES:
+    texts = CASES + [t for t in EXTRA_CASES.get(kind, []) if t not in CASES]
+    for text in texts:
         ids = tok.encode(text, add_special_tokens=False).ids
         ids_sp = tok.encode(text, add_special_tokens=True).ids
         cases.append({"text": text, "ids": ids, "ids_with_special": ids_sp,
@@ -631,6 +711,7 @@ def main():
         ("llama3-bytelevel", build_llama3(docs)),
         ("qwen2-bytelevel", build_qwen2(docs)),
         ("starcoder-digits-bytelevel", build_starcoder(docs)),
+        ("o200k-bytelevel", build_o200k(docs)),
         ("llama2-sentencepiece", build_llama2(sp_vocab, sp_merges)),
         ("mistral-metaspace", build_mistral(sp_vocab, sp_merges)),
     ]

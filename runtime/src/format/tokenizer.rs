@@ -61,6 +61,9 @@ pub enum SplitRule {
     Llama3 = 2,
     /// Qwen2's: Llama 3's with single digits.
     Qwen2 = 3,
+    /// OpenAI's o200k (gpt-oss): Llama 3's with words cut by letter case
+    /// (capitals, then small letters) and `/` joining trailing newlines.
+    O200k = 4,
 }
 
 /// Where a SentencePiece tokenizer puts the `▁` in front of text.
@@ -117,6 +120,7 @@ impl SplitRule {
             1 => Some(Self::Gpt2),
             2 => Some(Self::Llama3),
             3 => Some(Self::Qwen2),
+            4 => Some(Self::O200k),
             _ => None,
         }
     }

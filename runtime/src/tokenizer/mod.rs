@@ -19,6 +19,7 @@
 //! ([`Tokenizer::max_tokens`]). Decoding streams: [`TextDecoder`] holds a
 //! partial UTF-8 character until its last byte arrives.
 
+mod cases;
 mod chat;
 mod letters;
 mod nfc;

@@ -4,6 +4,7 @@
 //! starts at `start` ends, trying the pattern's alternatives in order as a
 //! backtracking regex engine would.
 
+use super::cases::{Case, CASES};
 use super::letters::LETTERS;
 use crate::format::tokenizer::SplitRule;
 
@@ -24,6 +25,40 @@ pub(super) fn is_letter(c: char) -> bool {
             }
         })
         .is_ok()
+}
+
+/// o200k's class of `c`, if it is a letter or a mark.
+fn case_of(c: char) -> Option<Case> {
+    if c.is_ascii() {
+        return match c {
+            'A'..='Z' => Some(Case::Upper),
+            'a'..='z' => Some(Case::Lower),
+            _ => None,
+        };
+    }
+    let c = c as u32;
+    CASES
+        .binary_search_by(|&(lo, hi, _)| {
+            if hi < c {
+                core::cmp::Ordering::Less
+            } else if lo > c {
+                core::cmp::Ordering::Greater
+            } else {
+                core::cmp::Ordering::Equal
+            }
+        })
+        .ok()
+        .map(|i| CASES[i].2)
+}
+
+/// `[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]`.
+fn is_upper_class(c: char) -> bool {
+    matches!(case_of(c), Some(Case::Upper | Case::Both))
+}
+
+/// `[\p{Ll}\p{Lm}\p{Lo}\p{M}]`.
+fn is_lower_class(c: char) -> bool {
+    matches!(case_of(c), Some(Case::Lower | Case::Both))
 }
 
 /// `\p{N}`.
@@ -128,7 +163,65 @@ pub(super) fn next_piece(rule: SplitRule, s: &str, start: usize) -> usize {
         SplitRule::Gpt2 => gpt2(s, start),
         SplitRule::Llama3 => llama3(s, start, 3),
         SplitRule::Qwen2 => llama3(s, start, 1),
+        SplitRule::O200k => o200k(s, start),
     }
+}
+
+/// `U*L+` at `i` (U, L: o200k's upper and lower classes) as a backtracking
+/// engine matches it: the longest run of U, then the longest run of L; if
+/// that is empty, U gives back characters from its end until L matches.
+fn upper_star_lower_plus(s: &str, i: usize) -> Option<usize> {
+    let mut at = run(s, i, usize::MAX, is_upper_class);
+    loop {
+        let end = run(s, at, usize::MAX, is_lower_class);
+        if end > at {
+            return Some(end);
+        }
+        if at == i {
+            return None;
+        }
+        at -= s[..at].chars().next_back().map_or(1, char::len_utf8);
+    }
+}
+
+/// `U+L*` at `i`: a run of U, then any run of L.
+fn upper_plus_lower_star(s: &str, i: usize) -> Option<usize> {
+    let at = run(s, i, usize::MAX, is_upper_class);
+    (at > i).then(|| run(s, at, usize::MAX, is_lower_class))
+}
+
+/// OpenAI's o200k (gpt-oss):
+/// `[^\r\n\p{L}\p{N}]?U*L+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|
+/// [^\r\n\p{L}\p{N}]?U+L*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}|
+/// ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+`
+/// with U = `[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]`, L = `[\p{Ll}\p{Lm}\p{Lo}\p{M}]`.
+fn o200k(s: &str, i: usize) -> usize {
+    let c0 = s[i..].chars().next().unwrap_or(' ');
+    // The optional leading character: taken first, then left out.
+    let lead = !is_newline(c0) && !is_letter(c0) && !is_number(c0);
+    let starts = [lead.then_some(i + c0.len_utf8()), Some(i)];
+    for word in [upper_star_lower_plus, upper_plus_lower_star] {
+        for from in starts.into_iter().flatten() {
+            if from < s.len() {
+                if let Some(end) = word(s, from) {
+                    return contraction(s, end, true).unwrap_or(end);
+                }
+            }
+        }
+    }
+    if is_number(c0) {
+        return run(s, i, 3, is_number);
+    }
+    // ` ?[^\s\p{L}\p{N}]+[\r\n/]*`
+    if let Some(e) = space_then_run(s, i, is_other) {
+        return run(s, e, usize::MAX, |c| is_newline(c) || c == '/');
+    }
+    // `\s*[\r\n]+`: up to and including the run's last newline.
+    let ws_end = run(s, i, usize::MAX, is_space);
+    if let Some(p) = s[i..ws_end].rfind(['\r', '\n']) {
+        return i + p + 1;
+    }
+    whitespace(s, i)
 }
 
 /// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`
@@ -216,12 +309,42 @@ mod tests {
     }
 
     #[test]
+    fn o200k_cuts_words_by_case() {
+        let mut out = [""; 32];
+        let n = pieces(
+            SplitRule::O200k,
+            "HELLOworld helloWORLD McDONALD's I'M",
+            &mut out,
+        );
+        assert_eq!(
+            &out[..n],
+            &["HELLOworld", " hello", "WORLD", " Mc", "DONALD's", " I'M"]
+        );
+        let n = pieces(SplitRule::O200k, "a/b\n/c 12345 \u{301}x", &mut out);
+        assert_eq!(
+            &out[..n],
+            &["a", "/b", "\n", "/c", " ", "123", "45", " \u{301}x"]
+        );
+    }
+
+    #[test]
     fn letters_table_covers_scripts() {
         for c in ['é', 'ß', 'Ω', 'ж', '你', 'ひ', '한', 'ا'] {
             assert!(is_letter(c), "{c}");
         }
         for c in ['1', '٣', ' ', '!', '🙂', '\u{301}', '²'] {
             assert!(!is_letter(c), "{c}");
+        }
+        // Unicode 15 and 16 letters, which tokenizers' Oniguruma knows.
+        for c in ['\u{1E030}', '\u{2EBF0}', '\u{A7CB}', '\u{10D50}'] {
+            assert!(is_letter(c), "{c}");
+        }
+        // o200k's classes: capitals, small letters, caseless letters and marks.
+        assert!(is_upper_class('\u{A7CB}') && !is_lower_class('\u{A7CB}'));
+        assert!(is_lower_class('ß') && !is_upper_class('ß'));
+        assert!(is_upper_class('ǅ') && !is_lower_class('ǅ'));
+        for c in ['\u{2EBF0}', '\u{1E030}', '\u{301}', '中'] {
+            assert!(is_upper_class(c) && is_lower_class(c), "{c}");
         }
     }
 }
