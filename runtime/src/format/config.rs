@@ -508,7 +508,7 @@ pub struct ModelConfig {
 /// (`false`), one group of which one is kept (varints 1, 1), scale 1.0
 /// (f32 LE), no dense layers (0, 0), no sliding window (0, 0), plain
 /// SwiGLU (0.0, 0.0).
-const FORMAT3_TAIL: [u8; 20] = [
+pub const FORMAT3_TAIL: [u8; 20] = [
     0, 0, 1, 1, 0x00, 0x00, 0x80, 0x3f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 ];
 
@@ -585,7 +585,12 @@ impl ModelConfig {
         for &k in self.architecture.layer_tensors() {
             let keep = match k {
                 TensorKind::AttnQA | TensorKind::AttnQANorm => q_lora,
-                TensorKind::Router | TensorKind::RouterCorrection => moe,
+                TensorKind::Router
+                | TensorKind::RouterCorrection
+                | TensorKind::RouterBias
+                | TensorKind::ExpertGateBias
+                | TensorKind::ExpertUpBias
+                | TensorKind::ExpertDownBias => moe,
                 TensorKind::SharedGate | TensorKind::SharedUp | TensorKind::SharedDown => {
                     !moe || self.shared_expert_ffn_size > 0
                 }
@@ -823,19 +828,9 @@ impl ModelConfig {
         })
     }
 
-    /// Decodes and validates a config written by format `version` (3 or
-    /// 4: a format-3 config lacks the trailing fields, which take their
-    /// format-3 meaning).
-    pub fn decode(bytes: &[u8], version: u32) -> Result<Self, Error> {
-        let mut buf = [0u8; crate::format::MAX_CONFIG_BYTES + 64];
-        let bytes = if version == 3 {
-            let len = bytes.len().min(crate::format::MAX_CONFIG_BYTES);
-            buf[..len].copy_from_slice(&bytes[..len]);
-            buf[len..len + FORMAT3_TAIL.len()].copy_from_slice(&FORMAT3_TAIL);
-            &buf[..len + FORMAT3_TAIL.len()]
-        } else {
-            bytes
-        };
+    /// Decodes and validates a config (a format-3 one with
+    /// [`FORMAT3_TAIL`] appended).
+    pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
         let (config, rest): (ModelConfig, _) =
             postcard::take_from_bytes(bytes).map_err(|_| Error::BadConfig {
                 reason: "config bytes do not decode",
@@ -992,7 +987,7 @@ mod tests {
         let c = tiny_config();
         let mut buf = [0u8; 512];
         let n = c.encode(&mut buf).unwrap().len();
-        assert_eq!(ModelConfig::decode(&buf[..n], 4).unwrap(), c);
+        assert_eq!(ModelConfig::decode(&buf[..n]).unwrap(), c);
     }
 
     #[test]
@@ -1002,10 +997,9 @@ mod tests {
         let n = c.encode(&mut buf).unwrap().len();
         // The format-4 fields of a format-3 meaning encode as FORMAT3_TAIL.
         assert_eq!(&buf[n - FORMAT3_TAIL.len()..n], &FORMAT3_TAIL);
-        // A format-3 writer stopped before them.
-        let v3 = &buf[..n - FORMAT3_TAIL.len()];
-        assert_eq!(ModelConfig::decode(v3, 3).unwrap(), c);
-        assert!(ModelConfig::decode(v3, 4).is_err());
+        // A format-3 writer stopped before them: alone its bytes do not
+        // decode; Model::open appends the tail (the built-in model is format 3).
+        assert!(ModelConfig::decode(&buf[..n - FORMAT3_TAIL.len()]).is_err());
     }
 
     #[test]

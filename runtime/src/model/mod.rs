@@ -8,7 +8,7 @@
 pub mod layout;
 
 use crate::error::{Error, Section};
-use crate::format::config::{expected_shape, ModelConfig};
+use crate::format::config::{expected_shape, ModelConfig, FORMAT3_TAIL};
 use crate::format::tensor::{DType, TensorId, TensorRecord, RECORD_BYTES};
 use crate::format::{
     Preamble, EXPERT_ALIGN, MAGIC, MAX_CONFIG_BYTES, PREAMBLE_BYTES, TENSOR_ALIGN,
@@ -72,10 +72,9 @@ impl<S: Storage> Model<S> {
             config_len as u64,
             file_len,
         )?;
-        let mut buf = [0u8; MAX_CONFIG_BYTES];
-        let config_bytes = &mut buf[..config_len];
-        storage.read_at(preamble.config_offset, config_bytes)?;
-        let found = crc32fast::hash(config_bytes);
+        let mut buf = [0u8; MAX_CONFIG_BYTES + FORMAT3_TAIL.len()];
+        storage.read_at(preamble.config_offset, &mut buf[..config_len])?;
+        let found = crc32fast::hash(&buf[..config_len]);
         if found != preamble.config_crc {
             return Err(Error::Checksum {
                 section: Section::Config,
@@ -83,7 +82,13 @@ impl<S: Storage> Model<S> {
                 found,
             });
         }
-        let config = ModelConfig::decode(config_bytes, preamble.version)?;
+        // A format-3 config ends before the fields format 4 appended.
+        let mut len = config_len;
+        if preamble.version == 3 {
+            buf[len..len + FORMAT3_TAIL.len()].copy_from_slice(&FORMAT3_TAIL);
+            len += FORMAT3_TAIL.len();
+        }
+        let config = ModelConfig::decode(&buf[..len])?;
 
         // Directory: CRC first (a corrupted record is reported as corruption),
         // then each record against the layout the config implies.
