@@ -340,10 +340,13 @@ fn gpt_oss_source(
     if entry.shape != want {
         return Some(shape_err(&name, want, &entry.shape));
     }
-    if !entry.dtype.is_float() {
+    if !entry.dtype.is_float() || entry.dtype == SourceDType::F8E4M3 {
         return Some(Err(QuantizeError::DType {
             tensor: name,
-            found: "U8".into(),
+            found: format!(
+                "{:?} (gpt-oss's experts are read from floats or MXFP4)",
+                entry.dtype
+            ),
         }));
     }
     Some(Ok(Source {
