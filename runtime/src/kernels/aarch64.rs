@@ -34,7 +34,7 @@ use core::arch::asm;
 
 use half::f16;
 
-use super::{check_float, check_quantized, Activations, Kernels};
+use super::{check_float, check_quantized, Activations, BatchActs, Kernels};
 use crate::quant::{
     mxfp4_half_scale, BLOCK_LEN, FP4_TIMES_TWO, MXFP4_BLOCK_BYTES, Q4_BLOCK_BYTES, Q4_VALUE_BYTES,
     Q8_BLOCK_BYTES, Q8_VALUE_BYTES,
@@ -73,11 +73,13 @@ pub fn upgrade(mut k: Kernels) -> Kernels {
     k.matvec_f16 = matvec_f16_neon;
     k.matvec_f32 = matvec_f32_neon;
     k.matvec_mxfp4 = matvec_mxfp4_neon;
+    k.matmul_mxfp4 = matmul_mxfp4_neon;
     if has_dotprod() {
         k.name = "aarch64-neon-dotprod";
         k.matvec_q4 = matvec_q4_dotprod;
         k.matvec_q8 = matvec_q8_dotprod;
         k.matvec_mxfp4 = matvec_mxfp4_dotprod;
+        k.matmul_mxfp4 = matmul_mxfp4_dotprod;
     }
     k
 }
@@ -397,6 +399,30 @@ fn matvec_mxfp4_neon(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut 
     unsafe { mxfp4_neon(w, row_bytes, blocks, x, out) }
 }
 
+fn matmul_mxfp4_neon(w: &[u8], cols: usize, rows: usize, x: &BatchActs<'_>, out: &mut [f32]) {
+    super::matmul_by_tokens(
+        matvec_mxfp4_neon,
+        crate::DType::Mxfp4,
+        w,
+        cols,
+        rows,
+        x,
+        out,
+    )
+}
+
+fn matmul_mxfp4_dotprod(w: &[u8], cols: usize, rows: usize, x: &BatchActs<'_>, out: &mut [f32]) {
+    super::matmul_by_tokens(
+        matvec_mxfp4_dotprod,
+        crate::DType::Mxfp4,
+        w,
+        cols,
+        rows,
+        x,
+        out,
+    )
+}
+
 fn matvec_mxfp4_dotprod(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
     let blocks = check_quantized(w, row_bytes, x, out, MXFP4_BLOCK_BYTES);
     // SAFETY: as for `matvec_q4_dotprod`.
@@ -584,6 +610,7 @@ mod tests {
             Err(_) => assert_ne!(fast.name, "scalar"),
         }
         compare_with_scalar(&fast);
+        crate::kernels::tests::compare_matmul_with_scalar(&fast);
     }
 
     /// The NEON fallback is checked even on CPUs that have dotprod.
@@ -595,7 +622,10 @@ mod tests {
         k.matvec_q8 = matvec_q8_neon;
         k.matvec_f16 = matvec_f16_neon;
         k.matvec_f32 = matvec_f32_neon;
+        k.matvec_mxfp4 = matvec_mxfp4_neon;
+        k.matmul_mxfp4 = matmul_mxfp4_neon;
         compare_with_scalar(&k);
+        crate::kernels::tests::compare_matmul_with_scalar(&k);
     }
 
     /// Integer sums must be exact at the i8 extremes (−128 · −128 included),

@@ -210,6 +210,25 @@ impl Kernels {
     }
 }
 
+/// A batched product as one `matvec` per token (each token's outputs are a
+/// contiguous run of `rows`): for compute-bound formats whose matvec is
+/// fast but that have no batched kernel of their own.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) fn matmul_by_tokens(
+    matvec: MatvecFn,
+    dtype: DType,
+    w: &[u8],
+    cols: usize,
+    rows: usize,
+    x: &BatchActs<'_>,
+    out: &mut [f32],
+) {
+    let row_bytes = dtype.row_bytes(cols);
+    for (t, out) in out.chunks_exact_mut(rows).take(x.tokens).enumerate() {
+        matvec(&w[..rows * row_bytes], row_bytes, &x.token(t, cols), out);
+    }
+}
+
 /// Checks the shapes every quantized fast kernel relies on for its pointer
 /// arithmetic (one assert per call, not per row); returns the blocks per row.
 #[cfg(any(

@@ -68,6 +68,7 @@ fn upgrade_avx2(mut k: Kernels) -> Kernels {
         k.matvec_q4 = matvec_q4_avx2;
         k.matvec_q8 = matvec_q8_avx2;
         k.matvec_mxfp4 = matvec_mxfp4_avx2;
+        k.matmul_mxfp4 = matmul_mxfp4_avx2;
     }
     k
 }
@@ -502,6 +503,18 @@ unsafe fn mxfp4_avx2(
     }
 }
 
+fn matmul_mxfp4_avx2(w: &[u8], cols: usize, rows: usize, x: &BatchActs<'_>, out: &mut [f32]) {
+    super::matmul_by_tokens(
+        matvec_mxfp4_avx2,
+        crate::DType::Mxfp4,
+        w,
+        cols,
+        rows,
+        x,
+        out,
+    )
+}
+
 fn matvec_q8_avx2(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
     let blocks = check_quantized(w, row_bytes, x, out, Q8_BLOCK_BYTES);
     // SAFETY: as for `matvec_q4_avx2`.
@@ -765,6 +778,7 @@ mod tests {
         assert_eq!(k.name, "x86-avx2");
         compare_with_scalar(&k);
         compare_misaligned_with_scalar(&k);
+        compare_matmul_with_scalar(&k);
     }
 
     #[test]
