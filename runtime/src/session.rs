@@ -701,6 +701,19 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         }
     }
 
+    /// `xn = norm(x)` for the first `n` rows, with layer `layer`'s norm
+    /// (`bias` only for LayerNorm families).
+    fn norm_rows(&mut self, weight: TensorKind, bias: TensorKind, layer: u32, n: usize) {
+        let h = self.config.hidden_size as usize;
+        let norm = self.norm_weights(weight, bias, Some(layer));
+        for (xn, x) in self.xn[..n * h]
+            .chunks_exact_mut(h)
+            .zip(self.x[..n * h].chunks_exact(h))
+        {
+            norm.apply(xn, x, self.config.norm_eps);
+        }
+    }
+
     /// The weights of a norm: `bias` only for LayerNorm families.
     fn norm_weights(&self, weight: TensorKind, bias: TensorKind, layer: Option<u32>) -> Norm<'a> {
         let id = |kind| match layer {
@@ -984,14 +997,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
     fn attention(&mut self, layer: u32, n: usize) {
         let c = self.config;
         let h = c.hidden_size as usize;
-        let norm = self.norm_weights(TensorKind::AttnNorm, TensorKind::AttnNormBias, Some(layer));
-        for t in 0..n {
-            norm.apply(
-                &mut self.xn[t * h..(t + 1) * h],
-                &self.x[t * h..(t + 1) * h],
-                c.norm_eps,
-            );
-        }
+        self.norm_rows(TensorKind::AttnNorm, TensorKind::AttnNormBias, layer, n);
         match c.mla {
             Some(m) => self.latent_attention(layer, n, m),
             None => self.multi_head_attention(layer, n),
@@ -1074,14 +1080,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         let c = self.config;
         let h = c.hidden_size as usize;
         let (e_count, top_k) = (c.n_experts as usize, c.n_experts_per_token as usize);
-        let norm = self.norm_weights(TensorKind::FfnNorm, TensorKind::FfnNormBias, Some(layer));
-        for t in 0..n {
-            norm.apply(
-                &mut self.xn[t * h..(t + 1) * h],
-                &self.x[t * h..(t + 1) * h],
-                c.norm_eps,
-            );
-        }
+        self.norm_rows(TensorKind::FfnNorm, TensorKind::FfnNormBias, layer, n);
         if !c.has_experts(layer) {
             // A dense first layer: its MLP is held as the shared expert.
             self.moe[..n * h].fill(0.0);

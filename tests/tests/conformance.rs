@@ -167,6 +167,15 @@ family!(deepseek_v2, "deepseekv2-tiny");
 family!(deepseek_v3, "deepseekv3-tiny");
 family!(gpt_oss, "gptoss-tiny");
 
+/// Per-position logits of another checkpoint variant, stored in the
+/// family's reference.json under `key`.
+fn extra_logits(family: &str, key: &str) -> Vec<Vec<f32>> {
+    let path = mote_tests::fixture(family).join("reference.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    serde_json::from_value(json[key].clone()).unwrap()
+}
+
 /// gpt-oss's hub checkpoints ship MXFP4 experts (`*_blocks`, `*_scales`):
 /// they are converted as they are (17 bytes per 32 weights), never
 /// dequantized and re-quantized, and give the logits transformers computes
@@ -175,10 +184,7 @@ family!(gpt_oss, "gptoss-tiny");
 #[test]
 fn gpt_oss_mxfp4_experts_are_kept_as_shipped() {
     let r = reference("gptoss-tiny");
-    let path = mote_tests::fixture("gptoss-tiny").join("reference.json");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let want: Vec<Vec<f32>> = serde_json::from_value(json["logits_mxfp4"].clone()).unwrap();
+    let want = extra_logits("gptoss-tiny", "logits_mxfp4");
     let file = convert("gptoss-tiny", "mxfp4", DType::F32);
     let model = Model::open(SliceStorage::new(&file)).unwrap();
     for i in 0..model.tensor_count() {
@@ -225,10 +231,7 @@ fn gpt_oss_mxfp4_experts_are_kept_as_shipped() {
 #[test]
 fn deepseek_v3_fp8_checkpoint_matches_its_dequantized_model() {
     let r = reference("deepseekv3-tiny");
-    let path = mote_tests::fixture("deepseekv3-tiny").join("reference.json");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let want: Vec<Vec<f32>> = serde_json::from_value(json["logits_fp8"].clone()).unwrap();
+    let want = extra_logits("deepseekv3-tiny", "logits_fp8");
     let file = convert("deepseekv3-tiny", "fp8", DType::F32);
     let err = max_rel_err(&all_logits(&file, &r.tokens), &want);
     println!("deepseekv3-tiny fp8 -> f32: max relative error {err:.2e}");

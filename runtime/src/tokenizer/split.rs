@@ -8,14 +8,12 @@ use super::cases::{Case, CASES};
 use super::letters::LETTERS;
 use crate::format::tokenizer::SplitRule;
 
-/// `\p{L}`.
-pub(super) fn is_letter(c: char) -> bool {
-    if c.is_ascii() {
-        return c.is_ascii_alphabetic();
-    }
+/// Index of the range of a sorted, disjoint range `table` holding `c`.
+fn range_of<T>(table: &[T], c: char, bounds: impl Fn(&T) -> (u32, u32)) -> Option<usize> {
     let c = c as u32;
-    LETTERS
-        .binary_search_by(|&(lo, hi)| {
+    table
+        .binary_search_by(|r| {
+            let (lo, hi) = bounds(r);
             if hi < c {
                 core::cmp::Ordering::Less
             } else if lo > c {
@@ -24,7 +22,15 @@ pub(super) fn is_letter(c: char) -> bool {
                 core::cmp::Ordering::Equal
             }
         })
-        .is_ok()
+        .ok()
+}
+
+/// `\p{L}`.
+pub(super) fn is_letter(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_alphabetic();
+    }
+    range_of(&LETTERS, c, |&(lo, hi)| (lo, hi)).is_some()
 }
 
 /// o200k's class of `c`, if it is a letter or a mark.
@@ -36,19 +42,7 @@ fn case_of(c: char) -> Option<Case> {
             _ => None,
         };
     }
-    let c = c as u32;
-    CASES
-        .binary_search_by(|&(lo, hi, _)| {
-            if hi < c {
-                core::cmp::Ordering::Less
-            } else if lo > c {
-                core::cmp::Ordering::Greater
-            } else {
-                core::cmp::Ordering::Equal
-            }
-        })
-        .ok()
-        .map(|i| CASES[i].2)
+    range_of(&CASES, c, |&(lo, hi, _)| (lo, hi)).map(|i| CASES[i].2)
 }
 
 /// `[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]`.
