@@ -1388,20 +1388,8 @@ def make_family(fam, out):
     assert isinstance(m, cls)
     del m
 
-    ref = {
-        "prompt": PROMPT,
-        "greedy": greedy,
-        "eos_token_id": eos,
-        "greedy_until_eos": greedy_until_eos,
-        "tokens": tokens,
-        "logits_f32": logits_f32.tolist(),
-        "logits_bf16": logits_bf16.tolist(),
-        "sim_kl": sim_kl,
-        "sim_top1": sim_top1,
-    }
-    with open(os.path.join(root, "reference.json"), "w") as f:
-        json.dump(ref, f)
-        f.write("\n")
+    mf.write_reference(root, greedy, eos, greedy_until_eos, tokens, logits_f32, logits_bf16,
+                       sim_kl, sim_top1)
 
     # Summary.
     print(f"== {fam['name']}")

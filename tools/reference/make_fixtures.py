@@ -107,6 +107,27 @@ def greedy_ignore_eos(model, prompt, n):
     return seq[len(prompt):]
 
 
+def write_reference(root, greedy, eos, greedy_until_eos, tokens, logits_f32,
+                    logits_bf16, sim_kl, sim_top1, **extra):
+    """Writes root/reference.json: the keys every family's fixture has
+    (see the module docstring), then any `extra` ones (e.g. logits_mxfp4)."""
+    ref = {
+        "prompt": PROMPT,
+        "greedy": greedy,
+        "eos_token_id": eos,
+        "greedy_until_eos": greedy_until_eos,
+        "tokens": tokens,
+        "logits_f32": logits_f32.tolist(),
+        "logits_bf16": logits_bf16.tolist(),
+        "sim_kl": sim_kl,
+        "sim_top1": sim_top1,
+        **extra,
+    }
+    with open(os.path.join(root, "reference.json"), "w") as f:
+        json.dump(ref, f)
+        f.write("\n")
+
+
 def greedy_and_eos(model):
     """The greedy continuation of PROMPT (N_NEW tokens, eos ignored), the
     eos chosen from it and the continuation cut after it; sets that eos
@@ -354,20 +375,8 @@ def main():
     assert m.dtype == torch.bfloat16, m.dtype
     del m
 
-    ref = {
-        "prompt": PROMPT,
-        "greedy": greedy,
-        "eos_token_id": eos,
-        "greedy_until_eos": greedy_until_eos,
-        "tokens": tokens,
-        "logits_f32": logits_f32.tolist(),
-        "logits_bf16": logits_bf16.tolist(),
-        "sim_kl": sim_kl,
-        "sim_top1": sim_top1,
-    }
-    with open(os.path.join(root, "reference.json"), "w") as f:
-        json.dump(ref, f)
-        f.write("\n")
+    write_reference(root, greedy, eos, greedy_until_eos, tokens, logits_f32, logits_bf16,
+                    sim_kl, sim_top1)
 
     # Summary.
     print(f"greedy            {greedy}")

@@ -798,21 +798,8 @@ def main():
     assert torch.equal(got, logits_mxfp4), (got - logits_mxfp4).abs().max()
     del m
 
-    ref = {
-        "prompt": PROMPT,
-        "greedy": greedy,
-        "eos_token_id": eos,
-        "greedy_until_eos": greedy_until_eos,
-        "tokens": tokens,
-        "logits_f32": logits_f32.tolist(),
-        "logits_bf16": logits_bf16.tolist(),
-        "sim_kl": sim_kl,
-        "sim_top1": sim_top1,
-        "logits_mxfp4": logits_mxfp4.tolist(),
-    }
-    with open(os.path.join(root, "reference.json"), "w") as f:
-        json.dump(ref, f)
-        f.write("\n")
+    mf.write_reference(root, greedy, eos, greedy_until_eos, tokens, logits_f32, logits_bf16,
+                       sim_kl, sim_top1, logits_mxfp4=logits_mxfp4.tolist())
 
     # Summary.
     print(f"== {NAME}")
