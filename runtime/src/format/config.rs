@@ -205,24 +205,10 @@ impl Architecture {
             TensorKind::SharedDown,
         ];
         // Kinds are listed in forward order; `ModelConfig::layer_kinds`
-        // drops the query compression without `q_lora_rank`, and the router
-        // in dense layers (where the shared MLP is the layer's MLP).
-        const DEEPSEEK_V2: &[TensorKind] = &[
-            TensorKind::AttnNorm,
-            TensorKind::AttnQA,
-            TensorKind::AttnQANorm,
-            TensorKind::AttnQ,
-            TensorKind::AttnKvA,
-            TensorKind::AttnKvANorm,
-            TensorKind::AttnKvB,
-            TensorKind::AttnO,
-            TensorKind::FfnNorm,
-            TensorKind::Router,
-            TensorKind::SharedGate,
-            TensorKind::SharedUp,
-            TensorKind::SharedDown,
-        ];
-        const DEEPSEEK_V3: &[TensorKind] = &[
+        // drops the query compression without `q_lora_rank`, the router in
+        // dense layers (where the shared MLP is the layer's MLP), and the
+        // correction bias unless the scores are sigmoids (V3).
+        const DEEPSEEK: &[TensorKind] = &[
             TensorKind::AttnNorm,
             TensorKind::AttnQA,
             TensorKind::AttnQANorm,
@@ -272,8 +258,7 @@ impl Architecture {
             TensorKind::Router,
         ];
         match self {
-            Architecture::DeepseekV2 => return DEEPSEEK_V2,
-            Architecture::DeepseekV3 => return DEEPSEEK_V3,
+            Architecture::DeepseekV2 | Architecture::DeepseekV3 => return DEEPSEEK,
             Architecture::PhiMoe => return PHI,
             Architecture::GptOss => return GPT_OSS,
             Architecture::Qwen2Moe => return QWEN2,
@@ -585,8 +570,10 @@ impl ModelConfig {
         for &k in self.architecture.layer_tensors() {
             let keep = match k {
                 TensorKind::AttnQA | TensorKind::AttnQANorm => q_lora,
+                TensorKind::RouterCorrection => {
+                    moe && self.architecture.router_scoring() == RouterScoring::Sigmoid
+                }
                 TensorKind::Router
-                | TensorKind::RouterCorrection
                 | TensorKind::RouterBias
                 | TensorKind::ExpertGateBias
                 | TensorKind::ExpertUpBias
