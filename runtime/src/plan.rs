@@ -8,8 +8,12 @@ use crate::error::Error;
 use crate::format::config::ModelConfig;
 use crate::model::Model;
 use crate::quant::BLOCK_LEN;
-use crate::session::WeightRef;
 use crate::storage::Storage;
+
+/// Bytes of one entry of a session's tensor table (where a tensor's bytes
+/// are, its shape, type and CRC32); the session checks its entry type
+/// against it at compile time.
+pub const TABLE_ENTRY_BYTES: usize = 24;
 
 /// Positions layer `layer`'s KV cache holds: the whole context, or for a
 /// sliding-window layer a ring of the window plus the positions a prefill
@@ -172,7 +176,7 @@ impl Buffers {
             + buffer_bytes::<f32>(self.vocab)
             + buffer_bytes::<f32>(self.rope)
             + buffer_bytes::<usize>(self.layers + 1)
-            + buffer_bytes::<WeightRef>(self.tensors)
+            + buffer_bytes::<u8>(self.tensors * TABLE_ENTRY_BYTES)
     }
 }
 

@@ -2,14 +2,48 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
-/// Run int4/int8-quantized Mixture-of-Experts models.
+/// mote runs int4/int8-quantized Mixture-of-Experts language models on edge
+/// devices, paging experts from storage under a fixed memory budget.
 #[derive(Debug, Parser)]
-#[command(name = "mote", version, about)]
+#[command(name = "mote", version)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The commands as `mote --help` lists them, by what they are for.
+pub const COMMAND_GROUPS: &[(&str, &[&str])] = &[
+    ("Convert", &["quantize"]),
+    ("Run text", &["run", "chat", "tokenize", "detokenize"]),
+    ("Run tokens", &["logits", "generate"]),
+    ("Inspect and plan", &["inspect", "plan"]),
+    ("Measure", &["bench", "eval"]),
+];
+
+/// The command line with its top-level help: what mote is, then the
+/// commands by group, each with its own one-line description.
+pub fn command() -> clap::Command {
+    let cmd = Cli::command();
+    let mut groups = String::new();
+    for (title, names) in COMMAND_GROUPS {
+        groups.push_str(&format!("{title}:\n"));
+        for name in *names {
+            let about = cmd
+                .find_subcommand(name)
+                .and_then(|c| c.get_about())
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            groups.push_str(&format!("  {name:<11} {about}\n"));
+        }
+        groups.push('\n');
+    }
+    cmd.help_template(format!(
+        "{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{groups}Options:\n{{options}}\n\n\
+         `mote COMMAND --help` tells a command's options; with no model file, the\n\
+         commands that load one use the small model built into this binary.\n"
+    ))
 }
 
 #[derive(Debug, Subcommand)]
@@ -388,6 +422,38 @@ mod tests {
         assert_eq!(parse_bytes("1.5GiB"), Ok(3 << 29));
         assert_eq!(parse_bytes("300000"), Ok(300000));
         assert!(parse_bytes("12 parsecs").is_err());
+    }
+
+    #[test]
+    fn top_level_help_lists_every_command_once_in_its_group() {
+        let cmd = command();
+        let listed: Vec<&str> = COMMAND_GROUPS
+            .iter()
+            .flat_map(|g| g.1.iter().copied())
+            .collect();
+        let mut names: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
+        names.sort_unstable();
+        let mut sorted = listed.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, names, "every subcommand in exactly one group");
+        let help = command().render_help().to_string();
+        assert!(
+            help.starts_with("mote runs int4/int8-quantized Mixture-of-Experts"),
+            "{help}"
+        );
+        for name in listed {
+            let about = cmd
+                .find_subcommand(name)
+                .and_then(|c| c.get_about())
+                .unwrap();
+            assert!(
+                help.contains(&format!("  {name:<11} {about}")),
+                "{name} in\n{help}"
+            );
+        }
+        for (title, _) in COMMAND_GROUPS {
+            assert!(help.contains(&format!("{title}:\n")), "{title}");
+        }
     }
 
     #[test]

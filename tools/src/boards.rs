@@ -2,6 +2,7 @@
 //! question they answer: does this model fit this board, with which expert
 //! cache, and how fast can it decode at best.
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -186,6 +187,45 @@ pub fn verdict(path: &Path, board: &Board, max_context: u32) -> Result<Verdict> 
         }
     }
     Ok(v)
+}
+
+/// Prints a verdict as text: fits or not, the board, why, and the figures.
+pub fn print_verdict(v: &Verdict) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    writeln!(
+        o,
+        "{}: {}",
+        v.board,
+        if v.fits { "fits" } else { "does not fit" }
+    )?;
+    writeln!(
+        o,
+        "  board             {} ({}, {} cores, features [{}]), {} MiB RAM",
+        v.target,
+        v.cpu,
+        v.cores,
+        v.features.join(", "),
+        v.ram_mib
+    )?;
+    writeln!(o, "  {}", v.why)?;
+    writeln!(o, "  budget            {} bytes", v.budget_bytes)?;
+    if let Some(a) = v.arena_bytes {
+        writeln!(o, "  arena             {a} bytes")?;
+    }
+    writeln!(o, "  kernels           {}", v.kernels)?;
+    writeln!(
+        o,
+        "  weights/token     {:.2} MiB",
+        v.weight_bytes_per_token as f64 / (1 << 20) as f64
+    )?;
+    if let Some(t) = v.decode_ceiling_tok_s {
+        writeln!(
+            o,
+            "  decode ceiling    {t:.1} tok/s ({:.2} MiB/token from storage; uniform routing assumed)",
+            v.storage_bytes_per_token / (1 << 20) as f64
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use mote::{Limits, Model, Plan, Sampler, Session, TextDecoder, Tokenizer};
 use serde_json::json;
 
 use crate::args::{ChatArgs, DetokenizeArgs, EvalArgs, LoadArgs, RunArgs, TextArgs, TokenizeArgs};
-use crate::commands::{limits, model_name, open, print_json, AnyStorage};
+use crate::load::{limits, model_name, open, AnyStorage};
+use crate::report::print_json;
 
 /// Load options for commands that only read the tokenizer.
 fn tokenizer_only(model: Option<std::path::PathBuf>) -> LoadArgs {
