@@ -26,6 +26,7 @@ pub mod error;
 pub mod experts;
 pub mod format;
 pub mod kernels;
+mod math;
 pub mod model;
 mod parallel;
 pub mod plan;

@@ -190,7 +190,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                 .chain(&mut self.k[..n * kv_dim])
                 .chain(&mut self.v[..n * kv_dim])
             {
-                *v = scalar::clamp(*v, -clip, clip);
+                *v = crate::math::clamp(*v, -clip, clip);
             }
         }
     }

@@ -223,7 +223,7 @@ fn clamped_swiglu(gate: &mut [f32], up: &[f32], limit: f32, alpha: f32) {
     let limit = if limit > 0.0 { limit } else { f32::INFINITY };
     for (g, &u) in gate.iter_mut().zip(up) {
         let x = g.min(limit);
-        let u = scalar::clamp(u, -limit, limit);
+        let u = crate::math::clamp(u, -limit, limit);
         *g = x / (1.0 + libm::expf(-alpha * x)) * (u + 1.0);
     }
 }

@@ -42,7 +42,7 @@ pub(super) fn frequencies(config: &ModelConfig, max_context: u32, inv_freq: &mut
         }
         for (i, f) in inv_freq.iter_mut().enumerate() {
             // 1 keeps the frequency (extrapolation), 0 divides it by `factor`.
-            let keep = 1.0 - scalar::clamp((i as f32 - low) / (high - low), 0.0, 1.0);
+            let keep = 1.0 - crate::math::clamp((i as f32 - low) / (high - low), 0.0, 1.0);
             *f = (*f / factor) * (1.0 - keep) + *f * keep;
         }
         return attention_factor;

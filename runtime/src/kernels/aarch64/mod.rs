@@ -1,0 +1,289 @@
+//! aarch64 kernels: NEON, and dotprod (`sdot`) where the CPU has it.
+//!
+//! Quantized rows are walked in groups of four blocks, four rows at a time
+//! (the rows share the activation loads). Each group yields one `int32x4`
+//! holding the four blocks' exact integer dot products, which converts to
+//! f32 and meets the four scale products `d_w · d_x` in one multiply-add.
+//! So per block the arithmetic is the scalar kernel's; only the order of
+//! the float sums differs. A last group of fewer than four blocks is copied
+//! into zero-padded stack buffers (zero scales and zero activations add
+//! nothing), so no load ever leaves the row or the activations.
+//!
+//! - dotprod: `sdot` (four i8 products into each i32 lane). The intrinsic
+//!   `vdotq_s32` is still unstable, so it is emitted with `asm!` inside
+//!   functions compiled with `target_feature(enable = "dotprod")`. int4
+//!   blocks use the stored unsigned nibbles (`q + 8`, 0..=15, valid as i8)
+//!   and subtract `8 · Σx` per block as an integer: that term depends on the
+//!   activations only, so it is computed once per group for all four rows.
+//! - NEON: widening multiplies (`smull`) and pairwise widening adds; int4
+//!   nibbles are made signed first (`q = nibble − 8`). Exact for every i8
+//!   input, −128 included.
+//!
+//! MXFP4 rows (gpt-oss) decode their nibbles with one `tbl` per nibble set
+//! into FP4 values doubled (signed, exact as i8), then take the same paths.
+//!
+//! Block scales are f16; four convert with one `fcvtl`, also via `asm!`
+//! because `vcvt_f32_f16` became stable only in Rust 1.94 (the crate's MSRV
+//! is older). f16 and f32 rows use four f32 accumulators, with a scalar tail.
+//!
+//! One file per weight format holds that format's kernels for every
+//! feature level; this module holds the feature checks and the helpers
+//! several formats share. Nothing here is ever reached except through
+//! `kernels::table`, which installs each kernel after its feature check;
+//! tests compare each with `scalar`.
+
+pub(super) mod f16;
+pub(super) mod f32;
+pub(super) mod mxfp4;
+pub(super) mod q4;
+pub(super) mod q8;
+
+use core::arch::aarch64::*;
+use core::arch::asm;
+
+use crate::kernels::Activations;
+use crate::quant::{BLOCK_LEN, Q8_VALUE_BYTES};
+
+/// True when the CPU has Advanced SIMD (every aarch64 Linux CPU does).
+pub(super) fn has_neon() -> bool {
+    cfg_if::cfg_if! {
+        if #[cfg(feature = "std")] {
+            std::arch::is_aarch64_feature_detected!("neon")
+        } else {
+            cfg!(target_feature = "neon")
+        }
+    }
+}
+
+/// True when the CPU has the dot product instructions (`sdot`, Armv8.2+).
+pub(super) fn has_dotprod() -> bool {
+    cfg_if::cfg_if! {
+        if #[cfg(feature = "std")] {
+            std::arch::is_aarch64_feature_detected!("dotprod")
+        } else {
+            cfg!(target_feature = "dotprod")
+        }
+    }
+}
+
+/// Rows computed together: they share the activation loads (and, for int4
+/// with `sdot`, the `8 · Σx` correction).
+const ROWS: usize = 4;
+/// Blocks per step: their four integer sums fill one `int32x4`.
+const GROUP: usize = 4;
+
+/// `acc + a · b` with four i8 products summed into each i32 lane.
+///
+/// Safety: the CPU has dotprod. (`target_feature` makes the assembler
+/// accept `sdot`; the function inlines into the dotprod kernels.)
+#[target_feature(enable = "neon,dotprod")]
+#[inline]
+unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: register-only instruction; the caller guarantees dotprod.
+    unsafe {
+        asm!(
+            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// Four little-endian f16 values at `p` (any alignment) as f32.
+///
+/// Safety: `p` points at 8 readable bytes.
+#[inline(always)]
+unsafe fn f16x4(p: *const u8) -> float32x4_t {
+    let h = vld1_u8(p);
+    let f: float32x4_t;
+    // SAFETY: `fcvtl` (half to single, base Armv8 FP/SIMD) only reads and
+    // writes registers.
+    asm!(
+        "fcvtl {f:v}.4s, {h:v}.4h",
+        f = lateout(vreg) f,
+        h = in(vreg) h,
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    f
+}
+
+/// The exact integer dot products of one group of four blocks.
+trait GroupDot {
+    /// Value bytes of one block of this format.
+    const VALUE_BYTES: usize;
+    /// Lane `k` = Σ w·x over block `k`, for `GROUP` blocks of weight values
+    /// at `w` and `GROUP * BLOCK_LEN` activations at `x`.
+    ///
+    /// Safety: both ranges are readable and the CPU has the features the
+    /// implementation uses (it is inlined into a matching kernel).
+    unsafe fn group(w: *const u8, x: *const i8) -> int32x4_t;
+}
+
+/// Lane `k` of the result = the sum of all lanes of `v[k]`.
+#[inline(always)]
+unsafe fn fold4(v: [int32x4_t; GROUP]) -> int32x4_t {
+    vpaddq_s32(vpaddq_s32(v[0], v[1]), vpaddq_s32(v[2], v[3]))
+}
+
+/// `out[r] = row r · x` for quantized rows of `blocks` blocks, with the
+/// integer work of format/engine `G`.
+///
+/// Safety: the caller has run [`check`] for `G`'s block size, and the CPU
+/// has every feature `G` uses (the caller's `target_feature` set, into
+/// which this is inlined).
+#[inline(always)]
+unsafe fn matvec_blocks<G: GroupDot>(
+    w: &[u8],
+    row_bytes: usize,
+    blocks: usize,
+    x: &Activations<'_>,
+    out: &mut [f32],
+) {
+    let full = blocks / GROUP;
+    let tail = blocks % GROUP;
+    let tail_start = full * GROUP;
+    // The last, partial group of activations, zero padded once for all rows.
+    let mut x_pad = [0i8; GROUP * BLOCK_LEN];
+    let mut dx_pad = [0.0f32; GROUP];
+    x_pad[..tail * BLOCK_LEN].copy_from_slice(&x.qs[tail_start * BLOCK_LEN..blocks * BLOCK_LEN]);
+    dx_pad[..tail].copy_from_slice(&x.scales[tail_start..blocks]);
+    let xq = x.qs.as_ptr();
+    for (chunk, outs) in out.chunks_mut(ROWS).enumerate() {
+        let nrows = outs.len();
+        // Rows past `nrows` repeat the chunk's last row (computed, never
+        // stored), so every pointer is the start of a row inside `w`
+        // (`check`: w holds out.len() rows of row_bytes).
+        let rows: [*const u8; ROWS] = core::array::from_fn(|i| {
+            w.as_ptr()
+                .add((chunk * ROWS + i.min(nrows - 1)) * row_bytes)
+        });
+        let mut acc = [vdupq_n_f32(0.0); ROWS];
+        for g in 0..full {
+            let b = g * GROUP;
+            // Blocks b..b + 4 are inside the row and the activations.
+            let dx = vld1q_f32(x.scales.as_ptr().add(b));
+            let xg = xq.add(b * BLOCK_LEN);
+            for i in 0..ROWS {
+                let dw = f16x4(rows[i].add(2 * b));
+                let sums = G::group(rows[i].add(2 * blocks + b * G::VALUE_BYTES), xg);
+                acc[i] = vfmaq_f32(acc[i], vcvtq_f32_s32(sums), vmulq_f32(dw, dx));
+            }
+        }
+        if tail > 0 {
+            let dx = vld1q_f32(dx_pad.as_ptr());
+            for i in 0..ROWS {
+                // This row's last `tail` blocks, zero padded to a group.
+                let mut w_pad = [0u8; GROUP * Q8_VALUE_BYTES];
+                let mut dw_pad = [0u8; 2 * GROUP];
+                let n = tail * G::VALUE_BYTES;
+                let values = rows[i].add(2 * blocks + tail_start * G::VALUE_BYTES);
+                w_pad[..n].copy_from_slice(core::slice::from_raw_parts(values, n));
+                let scales = rows[i].add(2 * tail_start);
+                dw_pad[..2 * tail].copy_from_slice(core::slice::from_raw_parts(scales, 2 * tail));
+                let dw = f16x4(dw_pad.as_ptr());
+                let sums = G::group(w_pad.as_ptr(), x_pad.as_ptr());
+                acc[i] = vfmaq_f32(acc[i], vcvtq_f32_s32(sums), vmulq_f32(dw, dx));
+            }
+        }
+        for (o, a) in outs.iter_mut().zip(acc) {
+            *o = vaddvq_f32(a);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::f16::matvec_f16_neon;
+    use super::f32::matvec_f32_neon;
+    use super::mxfp4::{matmul_mxfp4_neon, matvec_mxfp4_neon};
+    use super::q4::{matvec_q4_dotprod, matvec_q4_neon};
+    use super::q8::{matvec_q8_dotprod, matvec_q8_neon};
+    use super::*;
+    use crate::kernels::check::compare_with_scalar;
+    use crate::kernels::{scalar, table, Kernels, MatvecFn};
+    use crate::quant::{Q4_BLOCK_BYTES, Q8_BLOCK_BYTES};
+
+    /// The table must follow the CPU: `MOTE_EXPECT_KERNELS` names it when
+    /// set (`targets/cross-test.sh` sets it for each qemu CPU); unset, any
+    /// fast table will do (every aarch64 CPU has NEON).
+    #[test]
+    fn detected_kernels_are_the_expected_ones_and_match_scalar() {
+        let fast = table::aarch64(Kernels::scalar());
+        let want = std::env::var("MOTE_EXPECT_KERNELS");
+        std::println!("kernels: {} (expected: {want:?})", fast.name);
+        match want {
+            Ok(want) => assert_eq!(fast.name, want),
+            Err(_) => assert_ne!(fast.name, "scalar"),
+        }
+        compare_with_scalar(&fast);
+        crate::kernels::check::compare_matmul_with_scalar(&fast);
+    }
+
+    /// The NEON fallback is checked even on CPUs that have dotprod.
+    #[test]
+    fn neon_fallback_matches_scalar() {
+        let mut k = Kernels::scalar();
+        k.name = "aarch64-neon (forced)";
+        k.matvec_q4 = matvec_q4_neon;
+        k.matvec_q8 = matvec_q8_neon;
+        k.matvec_f16 = matvec_f16_neon;
+        k.matvec_f32 = matvec_f32_neon;
+        k.matvec_mxfp4 = matvec_mxfp4_neon;
+        k.matmul_mxfp4 = matmul_mxfp4_neon;
+        compare_with_scalar(&k);
+        crate::kernels::check::compare_matmul_with_scalar(&k);
+    }
+
+    /// Integer sums must be exact at the i8 extremes (−128 · −128 included),
+    /// which the quantizers never produce. All values equal, so every float
+    /// step is exact too and the results must be identical.
+    #[test]
+    fn extreme_int8_values_are_exact() {
+        let blocks = 7;
+        let qs = std::vec![-128i8; blocks * BLOCK_LEN];
+        let ones = std::vec![1.0f32; blocks];
+        let x = Activations {
+            f32s: &[],
+            qs: &qs,
+            scales: &ones,
+            sums: &ones, // unused by these kernels
+        };
+        let mut q8: std::vec::Vec<(&str, MatvecFn)> = std::vec![("neon", matvec_q8_neon)];
+        let mut q4: std::vec::Vec<(&str, MatvecFn)> = std::vec![("neon", matvec_q4_neon)];
+        if has_dotprod() {
+            q8.push(("dotprod", matvec_q8_dotprod));
+            q4.push(("dotprod", matvec_q4_dotprod));
+        }
+        // int8 −128 and 127; int4 nibbles 0 and 15 (q = −8 and 7).
+        for (b8, b4) in [(0x80u8, 0x00u8), (0x7f, 0xff)] {
+            for (byte, block_bytes, reference, fast) in [
+                (b8, Q8_BLOCK_BYTES, scalar::matvec_q8 as MatvecFn, &q8),
+                (b4, Q4_BLOCK_BYTES, scalar::matvec_q4, &q4),
+            ] {
+                let mut row = std::vec![byte; blocks * block_bytes];
+                for b in 0..blocks {
+                    row[2 * b..2 * b + 2].copy_from_slice(&0x3c00u16.to_le_bytes());
+                    // f16 1.0
+                }
+                let mut want = [0.0f32];
+                reference(&row, row.len(), &x, &mut want);
+                for (name, f) in fast {
+                    let mut got = [0.0f32];
+                    f(&row, row.len(), &x, &mut got);
+                    assert_eq!(got, want, "{name}, byte {byte:#x}");
+                }
+            }
+        }
+    }
+
+    /// Weights at an odd address (never so in model files) still give the
+    /// scalar result.
+    #[test]
+    fn misaligned_weights_match_scalar() {
+        crate::kernels::check::compare_misaligned_with_scalar(&table::aarch64(Kernels::scalar()));
+    }
+}

@@ -1,0 +1,238 @@
+//! The shared compare-with-scalar suite (tests only): every ISA's tests run
+//! it on their tables, and `detected_kernels_match_scalar` on the detected one.
+
+extern crate std;
+use std::vec;
+
+use super::*;
+use crate::quant::{encode_row, quantize_activations, BLOCK_LEN};
+
+/// xorshift64*: deterministic, dependency-free test randomness.
+pub(crate) struct Rng(pub u64);
+
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in [-1, 1).
+    pub(crate) fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+/// `rows × cols` values encoded as `dtype`, starting `offset` bytes into the buffer.
+pub(crate) fn encode(
+    dtype: DType,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    offset: usize,
+) -> vec::Vec<u8> {
+    let rb = dtype.row_bytes(cols);
+    let mut bytes = vec![0u8; offset + rows * rb];
+    for r in 0..rows {
+        encode_row(
+            dtype,
+            &w[r * cols..(r + 1) * cols],
+            &mut bytes[offset + r * rb..][..rb],
+        );
+    }
+    bytes
+}
+
+/// Weights at an odd address (never so in model files) still give the
+/// scalar result.
+pub(crate) fn compare_misaligned_with_scalar(fast: &Kernels) {
+    let (rows, cols) = (3usize, 161usize);
+    let mut rng = Rng(7);
+    let w: vec::Vec<f32> = (0..rows * cols).map(|_| rng.unit()).collect();
+    let x: vec::Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
+    let blocks = cols.div_ceil(BLOCK_LEN);
+    let mut qs = vec![0i8; blocks * BLOCK_LEN];
+    let (mut sc, mut sums) = (vec![0.0f32; blocks], vec![0.0f32; blocks]);
+    quantize_activations(&x, &mut qs, &mut sc, &mut sums);
+    let acts = Activations {
+        f32s: &x,
+        qs: &qs,
+        scales: &sc,
+        sums: &sums,
+    };
+    for dtype in [DType::Q4, DType::Q8, DType::Mxfp4, DType::F16, DType::F32] {
+        let buf = encode(dtype, &w, rows, cols, 1);
+        let m = Matrix {
+            dtype,
+            rows,
+            cols,
+            data: &buf[1..],
+        };
+        let (mut want, mut got) = ([0.0f32; 3], [0.0f32; 3]);
+        Kernels::scalar().matvec(&m, &acts, &mut want);
+        fast.matvec(&m, &acts, &mut got);
+        for (a, b) in want.iter().zip(&got) {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                "{} {dtype}: {a} vs {b}",
+                fast.name
+            );
+        }
+    }
+}
+
+/// Row patterns that stress the kernels: random, all-zero, one huge
+/// value, all at the positive or negative extreme, tiny.
+fn fill(rng: &mut Rng, pattern: usize, out: &mut [f32]) {
+    let scale = [1.0, 0.0, 1.0, 1.0, 1.0, 1e-6][pattern % 6];
+    let middle = out.len() / 2;
+    for (i, v) in out.iter_mut().enumerate() {
+        *v = match pattern % 6 {
+            2 if i == middle => 1000.0,
+            3 => 7.5,
+            4 => -7.5,
+            _ => rng.unit() * scale * 3.0,
+        };
+    }
+}
+
+/// Runs every matvec of `fast` against the scalar table on awkward
+/// shapes; integer sums must agree, so only float summation order may
+/// differ: within 1e-5 of Σ|w·x|.
+pub(crate) fn compare_with_scalar(fast: &Kernels) {
+    let scalar = Kernels::scalar();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let sizes = [
+        1usize, 5, 31, 32, 33, 63, 64, 65, 96, 100, 127, 128, 129, 255, 500, 512, 513, 1024, 1040,
+        2816, 4099,
+    ];
+    for &cols in &sizes {
+        for pattern in 0..6 {
+            let rows = 1 + (cols + pattern) % 4;
+            let blocks = cols.div_ceil(BLOCK_LEN);
+            let mut w = vec![0.0f32; rows * cols];
+            for r in 0..rows {
+                fill(&mut rng, pattern + r, &mut w[r * cols..(r + 1) * cols]);
+            }
+            let mut x = vec![0.0f32; cols];
+            fill(&mut rng, (pattern * 7 + 1) % 6, &mut x);
+            let mut qs = vec![0i8; blocks * BLOCK_LEN];
+            let (mut sc, mut sums) = (vec![0.0f32; blocks], vec![0.0f32; blocks]);
+            (fast.quantize_activations)(&x, &mut qs, &mut sc, &mut sums);
+            let (mut qs2, mut sc2, mut sums2) = (qs.clone(), sc.clone(), sums.clone());
+            quantize_activations(&x, &mut qs2, &mut sc2, &mut sums2);
+            assert_eq!(
+                (&qs, &sc, &sums),
+                (&qs2, &sc2, &sums2),
+                "activation quantizer, cols {cols}"
+            );
+            let acts = Activations {
+                f32s: &x,
+                qs: &qs,
+                scales: &sc,
+                sums: &sums,
+            };
+            for dtype in [DType::Q4, DType::Q8, DType::Mxfp4, DType::F16, DType::F32] {
+                let bytes = encode(dtype, &w, rows, cols, 0);
+                let m = Matrix {
+                    dtype,
+                    rows,
+                    cols,
+                    data: &bytes,
+                };
+                let (mut want, mut got) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+                scalar.matvec(&m, &acts, &mut want);
+                fast.matvec(&m, &acts, &mut got);
+                for r in 0..rows {
+                    let row = &w[r * cols..(r + 1) * cols];
+                    let magnitude: f32 = row.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
+                    let tol = 2e-5 * magnitude + 1e-20;
+                    assert!(
+                        (want[r] - got[r]).abs() <= tol,
+                        "{} {dtype} cols {cols} pattern {pattern} row {r}: scalar {} vs {} (tol {tol})",
+                        fast.name, want[r], got[r]
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Runs every batched product of `fast` against the scalar table:
+/// 1 to 7 tokens, awkward strides, the same shapes as above.
+pub(crate) fn compare_matmul_with_scalar(fast: &Kernels) {
+    let scalar = Kernels::scalar();
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    for &cols in &[1usize, 31, 32, 33, 64, 100, 129, 513, 1040, 2816] {
+        for tokens in 1..=7 {
+            let rows = 1 + (cols + tokens) % 5;
+            let blocks = cols.div_ceil(BLOCK_LEN);
+            let stride = blocks + tokens % 2; // tokens need not be packed
+            let mut w = vec![0.0f32; rows * cols];
+            for r in 0..rows {
+                fill(&mut rng, r + tokens, &mut w[r * cols..(r + 1) * cols]);
+            }
+            let f_stride = cols + 3;
+            let mut xf = vec![0.0f32; tokens * f_stride];
+            let mut qs = vec![0i8; tokens * stride * BLOCK_LEN];
+            let (mut sc, mut sums) = (vec![0.0f32; tokens * stride], vec![0.0f32; tokens * stride]);
+            for t in 0..tokens {
+                fill(
+                    &mut rng,
+                    t * 5 + 1,
+                    &mut xf[t * f_stride..t * f_stride + cols],
+                );
+                let b = t * stride;
+                quantize_activations(
+                    &xf[t * f_stride..t * f_stride + cols],
+                    &mut qs[b * BLOCK_LEN..(b + blocks) * BLOCK_LEN],
+                    &mut sc[b..b + blocks],
+                    &mut sums[b..b + blocks],
+                );
+            }
+            let x = BatchActs {
+                tokens,
+                f32s: &xf,
+                f32_stride: f_stride,
+                qs: &qs,
+                scales: &sc,
+                sums: &sums,
+                block_stride: stride,
+            };
+            for dtype in [DType::Q4, DType::Q8, DType::Mxfp4, DType::F16, DType::F32] {
+                let bytes = encode(dtype, &w, rows, cols, 0);
+                let m = Matrix {
+                    dtype,
+                    rows,
+                    cols,
+                    data: &bytes,
+                };
+                let (mut want, mut got) =
+                    (vec![0.0f32; tokens * rows], vec![0.0f32; tokens * rows]);
+                scalar.matmul(&m, &x, &mut want);
+                fast.matmul(&m, &x, &mut got);
+                for t in 0..tokens {
+                    for r in 0..rows {
+                        let row = &w[r * cols..(r + 1) * cols];
+                        let xt = &xf[t * f_stride..t * f_stride + cols];
+                        let magnitude: f32 = row.iter().zip(xt).map(|(a, b)| (a * b).abs()).sum();
+                        let tol = 2e-5 * magnitude + 1e-20;
+                        let (a, b) = (want[t * rows + r], got[t * rows + r]);
+                        assert!(
+                            (a - b).abs() <= tol,
+                            "{} matmul {dtype} cols {cols} tokens {tokens} token {t} row {r}: scalar {a} vs {b}",
+                            fast.name
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn detected_kernels_match_scalar() {
+    compare_with_scalar(&Kernels::detect());
+    compare_matmul_with_scalar(&Kernels::detect());
+}

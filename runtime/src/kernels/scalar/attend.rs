@@ -1,0 +1,66 @@
+//! One attention head over a ring of cached keys and values.
+#![deny(unsafe_code)]
+
+use super::{axpy, dot, softmax};
+
+/// One head's cached keys and values: a ring of `slots` positions
+/// `stride` floats apart (slot `s` at `s * stride`), the visible ones
+/// starting at slot `first` and wrapping past the last slot.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheView<'c> {
+    /// Keys, from this head's first float in slot 0.
+    pub k: &'c [f32],
+    /// Values, likewise.
+    pub v: &'c [f32],
+    /// Floats between consecutive slots.
+    pub stride: usize,
+    /// Slots in the ring.
+    pub slots: usize,
+    /// Slot of the first visible position (`< slots`).
+    pub first: usize,
+}
+
+impl CacheView<'_> {
+    /// Offset of visible position `i` (`i < slots`).
+    #[inline]
+    fn at(&self, i: usize) -> usize {
+        let s = self.first + i;
+        (if s >= self.slots { s - self.slots } else { s }) * self.stride
+    }
+}
+
+/// One attention head over `scores.len()` cached positions: `scores[t] =
+/// q·k_t · scale`, softmax, `out = Σ scores[t] v_t`; keys are as wide as
+/// `q`, values as `out`. A `sink` logit (gpt-oss) joins the softmax's
+/// denominator without a value.
+pub fn attend(
+    q: &[f32],
+    cache: CacheView<'_>,
+    scale: f32,
+    sink: Option<f32>,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let d = q.len();
+    for (t, s) in scores.iter_mut().enumerate() {
+        let at = cache.at(t);
+        *s = dot(q, &cache.k[at..at + d]) * scale;
+    }
+    match sink {
+        None => softmax(scores),
+        Some(sink) => {
+            let max = scores.iter().fold(sink, |m, &s| m.max(s));
+            let mut sum = libm::expf(sink - max);
+            for s in scores.iter_mut() {
+                *s = libm::expf(*s - max);
+                sum += *s;
+            }
+            scores.iter_mut().for_each(|s| *s /= sum);
+        }
+    }
+    out.fill(0.0);
+    for (t, &p) in scores.iter().enumerate() {
+        let at = cache.at(t);
+        axpy(out, p, &cache.v[at..at + out.len()]);
+    }
+}

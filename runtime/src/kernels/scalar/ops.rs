@@ -1,0 +1,134 @@
+//! The f32 work around the products: norms, softmax, activations, rotary
+//! embeddings, dot and axpy.
+#![deny(unsafe_code)]
+
+/// Reads element `i` of a little-endian f32 tensor.
+#[inline]
+pub fn f32_at(bytes: &[u8], i: usize) -> f32 {
+    f32::from_le_bytes([
+        bytes[4 * i],
+        bytes[4 * i + 1],
+        bytes[4 * i + 2],
+        bytes[4 * i + 3],
+    ])
+}
+
+/// `out = x / rms(x) * weight`, with `weight` as little-endian f32 bytes.
+pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[u8], eps: f32) {
+    let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let inv = 1.0 / libm::sqrtf(ss + eps);
+    for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+        *o = v * inv * f32_at(weight, i);
+    }
+}
+
+/// `out = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias` (LayerNorm,
+/// biased variance as torch computes it).
+pub fn layernorm(out: &mut [f32], x: &[f32], weight: &[u8], bias: &[u8], eps: f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / libm::sqrtf(var + eps);
+    for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+        *o = (v - mean) * inv * f32_at(weight, i) + f32_at(bias, i);
+    }
+}
+
+/// `x = x / rms(x) * weight` in place.
+pub fn rmsnorm_in_place(x: &mut [f32], weight: &[u8], eps: f32) {
+    let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let inv = 1.0 / libm::sqrtf(ss + eps);
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = *v * inv * f32_at(weight, i);
+    }
+}
+
+/// In-place softmax.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = libm::expf(*v - max);
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// `gate = silu(gate) * up`, the SwiGLU activation.
+pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + libm::expf(-*g)) * u;
+    }
+}
+
+/// Rotates each head of `x` by position angles, Hugging Face half-rotation
+/// layout: element `i` pairs with `i + head_dim / 2`. `inv_freq` has
+/// `head_dim / 2` entries; `pos` is already scaled.
+pub fn rope(x: &mut [f32], head_dim: usize, pos: f32, inv_freq: &[f32]) {
+    let half = head_dim / 2;
+    for head in x.chunks_exact_mut(head_dim) {
+        for (i, &f) in inv_freq.iter().enumerate() {
+            let (sin, cos) = libm::sincosf(pos * f);
+            let (a, b) = (head[i], head[i + half]);
+            head[i] = a * cos - b * sin;
+            head[i + half] = b * cos + a * sin;
+        }
+    }
+}
+
+/// Rotates each head of `x` by position angles, interleaved layout
+/// (DeepSeek): element `2i` pairs with `2i + 1`.
+pub fn rope_interleaved(x: &mut [f32], head_dim: usize, pos: f32, inv_freq: &[f32]) {
+    for head in x.chunks_exact_mut(head_dim) {
+        for (pair, &f) in head.chunks_exact_mut(2).zip(inv_freq) {
+            let (sin, cos) = libm::sincosf(pos * f);
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * cos - b * sin;
+            pair[1] = b * cos + a * sin;
+        }
+    }
+}
+
+/// f32 dot product with 16 running sums, so it vectorizes on every target.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `y += a * x`.
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    y.iter_mut().zip(x).for_each(|(y, &x)| *y += a * x);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_survives_large_inputs() {
+        let mut x = [1000.0f32, 1001.0, 999.0];
+        softmax(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[1] > x[0] && x[0] > x[2]);
+    }
+
+    #[test]
+    fn rope_at_position_zero_is_identity() {
+        let mut x = [1.0f32, 2.0, 3.0, 4.0];
+        rope(&mut x, 4, 0.0, &[1.0, 0.01]);
+        assert_eq!(x, [1.0, 2.0, 3.0, 4.0]);
+    }
+}

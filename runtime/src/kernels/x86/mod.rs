@@ -1,0 +1,200 @@
+//! x86-64 kernels: AVX-512 (F, BW, VL, VNNI) with F16C and FMA.
+//!
+//! int4 rows: the 16 nibble bytes of a block hold elements 0..16 (low
+//! nibbles) and 16..32 (high). Four blocks load as one 64-byte vector; the
+//! activation halves are permuted to match, and `vpdpbusd` multiplies the
+//! unsigned nibbles (stored `q + 8`) with the signed activations. The `+ 8`
+//! is removed once per row with the per-block activation sums. int8 rows
+//! use `vpdpbusd` on |w| and the activations negated where w < 0. Scales are
+//! planar in the row, so 16 of them convert with one `vcvtph2ps`.
+//!
+//! One file per weight format holds that format's kernels for every
+//! feature level; this module holds the feature checks and the helpers
+//! several formats share. Nothing here is ever reached except through
+//! `kernels::table`, which installs each kernel after its feature check;
+//! tests compare each with `scalar`.
+
+pub(super) mod f16;
+pub(super) mod f32;
+pub(super) mod mxfp4;
+pub(super) mod q4;
+pub(super) mod q8;
+
+use core::arch::x86_64::*;
+
+use crate::kernels::{Activations, BatchActs};
+use crate::quant::BLOCK_LEN;
+
+/// True when the CPU has everything the AVX-512 kernels use.
+pub(super) fn has_avx512_vnni() -> bool {
+    cfg_if::cfg_if! {
+        if #[cfg(feature = "std")] {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+                && std::arch::is_x86_feature_detected!("f16c")
+                && std::arch::is_x86_feature_detected!("fma")
+        } else {
+            cfg!(all(
+                target_feature = "avx512f",
+                target_feature = "avx512bw",
+                target_feature = "avx512vl",
+                target_feature = "avx512vnni",
+                target_feature = "f16c",
+                target_feature = "fma"
+            ))
+        }
+    }
+}
+
+/// True when the CPU has everything the AVX2 kernels use.
+pub(super) fn has_avx2() -> bool {
+    cfg_if::cfg_if! {
+        if #[cfg(feature = "std")] {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+        } else {
+            cfg!(all(target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))
+        }
+    }
+}
+
+/// Mask of the first `n` of 64 byte lanes.
+#[inline(always)]
+fn byte_mask(n: usize) -> __mmask64 {
+    if n >= 64 {
+        !0
+    } else {
+        (1u64 << n) - 1
+    }
+}
+
+/// Mask of the first `n` of 16 lanes.
+#[inline(always)]
+fn lane_mask(n: usize) -> __mmask16 {
+    if n >= 16 {
+        !0
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+/// Eight blocks' combined scales `d_w · d_x` and `d_w · sums` from block
+/// `g` on (fewer at the row's end: the rest are zero).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scales8(
+    row: *const u8,
+    blocks: usize,
+    g: usize,
+    x: &Activations<'_>,
+) -> (__m256, __m256) {
+    let n = (blocks - g).min(8);
+    let (dw, dx, sx) = if n == 8 {
+        // SAFETY: 8 scales of the row (16 bytes) and 8 activation scales
+        // and sums exist from block g on.
+        (
+            _mm256_cvtph_ps(_mm_loadu_si128(row.add(2 * g) as *const __m128i)),
+            _mm256_loadu_ps(x.scales.as_ptr().add(g)),
+            _mm256_loadu_ps(x.sums.as_ptr().add(g)),
+        )
+    } else {
+        let (mut w, mut d, mut s) = ([0u16; 8], [0.0f32; 8], [0.0f32; 8]);
+        for i in 0..n {
+            // SAFETY: block g + i < blocks: its scale lies inside the row.
+            w[i] = u16::from_le_bytes([*row.add(2 * (g + i)), *row.add(2 * (g + i) + 1)]);
+            d[i] = x.scales[g + i];
+            s[i] = x.sums[g + i];
+        }
+        (
+            _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr() as *const __m128i)),
+            _mm256_loadu_ps(d.as_ptr()),
+            _mm256_loadu_ps(s.as_ptr()),
+        )
+    };
+    (_mm256_mul_ps(dw, dx), _mm256_mul_ps(dw, sx))
+}
+
+/// Sum of the 8 lanes.
+#[target_feature(enable = "avx2")]
+unsafe fn hsum8(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Row and token tile of the batched products: R × T accumulators stay in
+/// registers while each weight chunk is unpacked once for T tokens.
+const TILE_ROWS: usize = 2;
+const TILE_TOKENS: usize = 4;
+
+/// Checks a batched product's shapes; returns the blocks per row.
+fn check_batch(
+    w: &[u8],
+    cols: usize,
+    rows: usize,
+    x: &BatchActs<'_>,
+    out: &[f32],
+    block_bytes: usize,
+) -> usize {
+    let blocks = cols.div_ceil(BLOCK_LEN);
+    let last = x.tokens.saturating_sub(1);
+    assert!(
+        x.tokens > 0
+            && w.len() >= rows * blocks * block_bytes
+            && out.len() >= x.tokens * rows
+            && x.block_stride >= blocks
+            && x.qs.len() >= (last * x.block_stride + blocks) * BLOCK_LEN
+            && x.scales.len() >= last * x.block_stride + blocks
+            && x.sums.len() >= last * x.block_stride + blocks,
+        "matmul shapes disagree"
+    );
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::check::{
+        compare_matmul_with_scalar, compare_misaligned_with_scalar, compare_with_scalar,
+    };
+    use crate::kernels::{table, Kernels};
+
+    #[test]
+    fn avx2_kernels_match_scalar() {
+        if !has_avx2() {
+            let want = std::env::var("MOTE_EXPECT_KERNELS").unwrap_or_default();
+            assert!(
+                !want.starts_with("x86-"),
+                "this CPU was expected to have AVX2"
+            );
+            std::println!("no AVX2 on this CPU: only the scalar table runs");
+            return;
+        }
+        let k = table::x86_avx2(Kernels::scalar());
+        assert_eq!(k.name, "x86-avx2");
+        compare_with_scalar(&k);
+        compare_misaligned_with_scalar(&k);
+        compare_matmul_with_scalar(&k);
+    }
+
+    #[test]
+    fn avx512_kernels_match_scalar() {
+        if !has_avx512_vnni() {
+            // CI names the table its CPU must get; elsewhere this CPU simply
+            // lacks the features and the scalar table is what runs.
+            let want = std::env::var("MOTE_EXPECT_KERNELS").unwrap_or_default();
+            assert_ne!(
+                want, "x86-avx512vnni",
+                "this CPU was expected to have AVX-512 VNNI"
+            );
+            std::println!("no AVX-512 VNNI on this CPU: only the scalar table runs");
+            return;
+        }
+        assert_eq!(table::x86(Kernels::scalar()).name, "x86-avx512vnni");
+        compare_with_scalar(&table::x86(Kernels::scalar()));
+        compare_matmul_with_scalar(&table::x86(Kernels::scalar()));
+    }
+}
