@@ -2,8 +2,8 @@
 //!
 //! Weights are quantized row by row in blocks of [`BLOCK_LEN`] consecutive
 //! values; a row whose length is not a multiple of the block is padded with
-//! zeros in its last block. Both formats are symmetric with one f16 scale a
-//! block. A row stores all its scales first, then all its blocks' values
+//! zeros in its last block. int8 and int4 are symmetric with one f16 scale a
+//! block (MXFP4: one E8M0 scale a block, `mxfp4.rs`). A row stores all its scales first, then all its blocks' values
 //! (planar: SIMD kernels load 16 scales with one instruction):
 //!
 //! ```text

@@ -132,7 +132,7 @@ unsafe fn fold4(v: [int32x4_t; GROUP]) -> int32x4_t {
 /// `out[r] = row r · x` for quantized rows of `blocks` blocks, with the
 /// integer work of format/engine `G`.
 ///
-/// Safety: the caller has run [`check`] for `G`'s block size, and the CPU
+/// Safety: the caller has run `check_quantized` for `G`'s block size, and the CPU
 /// has every feature `G` uses (the caller's `target_feature` set, into
 /// which this is inlined).
 #[inline(always)]
@@ -156,7 +156,7 @@ unsafe fn matvec_blocks<G: GroupDot>(
         let nrows = outs.len();
         // Rows past `nrows` repeat the chunk's last row (computed, never
         // stored), so every pointer is the start of a row inside `w`
-        // (`check`: w holds out.len() rows of row_bytes).
+        // (`check_quantized`: w holds out.len() rows of row_bytes).
         let rows: [*const u8; ROWS] = core::array::from_fn(|i| {
             w.as_ptr()
                 .add((chunk * ROWS + i.min(nrows - 1)) * row_bytes)

@@ -85,13 +85,13 @@ unsafe fn q4_neon(w: &[u8], row_bytes: usize, blocks: usize, x: &Activations<'_>
 pub(crate) fn matvec_q4_dotprod(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
     let blocks = check_quantized(w, row_bytes, x, out, Q4_BLOCK_BYTES);
     // SAFETY: installed by `kernels::table` only when the CPU has NEON and dotprod;
-    // `check` proved the buffer sizes the loads use.
+    // `check_quantized` proved the buffer sizes the loads use.
     unsafe { q4_dotprod(w, row_bytes, blocks, x, out) }
 }
 
 pub(crate) fn matvec_q4_neon(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
     let blocks = check_quantized(w, row_bytes, x, out, Q4_BLOCK_BYTES);
-    // SAFETY: installed by `kernels::table` only when the CPU has NEON; `check`
+    // SAFETY: installed by `kernels::table` only when the CPU has NEON; `check_quantized`
     // proved the buffer sizes the loads use.
     unsafe { q4_neon(w, row_bytes, blocks, x, out) }
 }

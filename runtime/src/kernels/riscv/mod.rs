@@ -176,7 +176,7 @@ type GroupsFn = unsafe fn(*const u8, *const u8, *const i8, *const f32, usize) ->
 /// `out[r] = row r · x` for quantized rows of `blocks` blocks of
 /// `value_bytes` value bytes each, `groups` doing the vector work.
 ///
-/// Safety: the CPU has V with VLEN ≥ 128; [`check`] passed for this block
+/// Safety: the CPU has V with VLEN ≥ 128; `check_quantized` passed for this block
 /// size; `w` is 2-byte aligned (so every row's f16 scales are: row_bytes is
 /// even).
 unsafe fn matvec_blocks(
@@ -202,7 +202,7 @@ unsafe fn matvec_blocks(
         let mut sum = 0.0;
         if full > 0 {
             // SAFETY: the first `full` groups of this row's scales and
-            // values, of the activations and of their scales (`check`); the
+            // values, of the activations and of their scales (`check_quantized`); the
             // scales are 2-byte aligned (see the function's contract).
             sum = unsafe {
                 groups(

@@ -104,6 +104,6 @@ pub(crate) fn matvec_q8_rvv(w: &[u8], row_bytes: usize, x: &Activations<'_>, out
         return scalar::matvec_q8(w, row_bytes, x, out);
     }
     // SAFETY: installed by `kernels::table` only when the CPU has V (VLEN ≥ 128);
-    // `check` passed and `w` is 2-byte aligned.
+    // `check_quantized` passed and `w` is 2-byte aligned.
     unsafe { matvec_blocks(q8_groups, Q8_VALUE_BYTES, w, row_bytes, blocks, x, out) }
 }

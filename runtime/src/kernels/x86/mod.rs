@@ -1,4 +1,4 @@
-//! x86-64 kernels: AVX-512 (F, BW, VL, VNNI) with F16C and FMA.
+//! x86-64 kernels: AVX2 with FMA and F16C, and AVX-512 (F, BW, VL, VNNI).
 //!
 //! int4 rows: the 16 nibble bytes of a block hold elements 0..16 (low
 //! nibbles) and 16..32 (high). Four blocks load as one 64-byte vector; the

@@ -26,7 +26,7 @@ static SPREAD4: [[i32; 16]; 4] = {
 pub(crate) fn matvec_q4_avx512(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
     let blocks = check_quantized(w, row_bytes, x, out, Q4_BLOCK_BYTES);
     // SAFETY: installed by `kernels::table` only when the CPU has AVX-512 F/BW/VL/
-    // VNNI, F16C and FMA; `check` proved the buffer sizes the loads use.
+    // VNNI, F16C and FMA; `check_quantized` proved the buffer sizes the loads use.
     unsafe { q4_avx512(w, row_bytes, blocks, x, out) }
 }
 
@@ -51,7 +51,7 @@ unsafe fn q4_avx512(
         let nrows = outs.len();
         // SAFETY (whole loop body): every load is masked to the bytes of
         // the chunk's rows (`row_bytes` = 18 × blocks each, inside `w` by
-        // `check`) or of the activations (32 × blocks bytes, blocks scales
+        // `check_quantized`) or of the activations (32 × blocks bytes, blocks scales
         // and sums). Rows past `nrows` repeat the last row (never stored).
         let rows: [*const u8; ROWS] = core::array::from_fn(|i| {
             w.as_ptr()
@@ -119,7 +119,7 @@ unsafe fn q4_avx512(
 pub(crate) fn matvec_q4_avx2(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
     let blocks = check_quantized(w, row_bytes, x, out, Q4_BLOCK_BYTES);
     // SAFETY: installed by `kernels::table` only when the CPU has AVX2, FMA and
-    // F16C; `check` proved the buffer sizes the loads use.
+    // F16C; `check_quantized` proved the buffer sizes the loads use.
     unsafe { q4_avx2(w, row_bytes, blocks, x, out) }
 }
 
