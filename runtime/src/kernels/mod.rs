@@ -161,6 +161,32 @@ pub(crate) fn check_quantized(
     blocks
 }
 
+/// Checks the shapes every quantized batched kernel relies on for its
+/// pointer arithmetic (one assert per call); returns the blocks per row.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) fn check_batch(
+    w: &[u8],
+    cols: usize,
+    rows: usize,
+    x: &BatchActs<'_>,
+    out: &[f32],
+    block_bytes: usize,
+) -> usize {
+    let blocks = cols.div_ceil(crate::quant::BLOCK_LEN);
+    let last = x.tokens.saturating_sub(1);
+    assert!(
+        x.tokens > 0
+            && w.len() >= rows * blocks * block_bytes
+            && out.len() >= x.tokens * rows
+            && x.block_stride >= blocks
+            && x.qs.len() >= (last * x.block_stride + blocks) * crate::quant::BLOCK_LEN
+            && x.scales.len() >= last * x.block_stride + blocks
+            && x.sums.len() >= last * x.block_stride + blocks,
+        "matmul shapes disagree"
+    );
+    blocks
+}
+
 /// Checks the shapes of a float fast kernel; returns the columns.
 #[cfg(any(
     target_arch = "x86_64",

@@ -163,6 +163,8 @@ pub(super) fn aarch64(mut k: Kernels) -> Kernels {
         k.name = "aarch64-neon-dotprod";
         k.matvec_q4 = q4::matvec_q4_dotprod;
         k.matvec_q8 = q8::matvec_q8_dotprod;
+        k.matmul_q4 = q4::matmul_q4_dotprod;
+        k.matmul_q8 = q8::matmul_q8_dotprod;
         k.matvec_mxfp4 = mxfp4::matvec_mxfp4_dotprod;
         k.matmul_mxfp4 = mxfp4::matmul_mxfp4_dotprod;
     }

@@ -37,6 +37,7 @@ pub(super) mod f32;
 pub(super) mod mxfp4;
 pub(super) mod q4;
 pub(super) mod q8;
+mod tile;
 
 use core::arch::aarch64::*;
 use core::arch::asm;
@@ -204,7 +205,7 @@ mod tests {
     use super::q8::{matvec_q8_dotprod, matvec_q8_neon};
     use super::*;
     use crate::kernels::check::compare_with_scalar;
-    use crate::kernels::{scalar, table, Kernels, MatvecFn};
+    use crate::kernels::{scalar, table, BatchActs, Kernels, MatvecFn};
     use crate::quant::{Q4_BLOCK_BYTES, Q8_BLOCK_BYTES};
 
     /// The table must follow the CPU: `MOTE_EXPECT_KERNELS` names it when
@@ -276,6 +277,53 @@ mod tests {
                     f(&row, row.len(), &x, &mut got);
                     assert_eq!(got, want, "{name}, byte {byte:#x}");
                 }
+            }
+        }
+    }
+
+    /// The batched tiles are exact at the i8 extremes too: three tokens of
+    /// −128 against rows of −128 / 127 (int8) and nibbles 0 / 15 (int4), 7
+    /// blocks (a full group and a padded one), 5 rows (a full tile and one).
+    #[test]
+    fn extreme_int8_values_are_exact_in_batches() {
+        if !has_dotprod() {
+            return;
+        }
+        let (blocks, tokens, rows) = (7, 3, 5);
+        let qs = std::vec![-128i8; tokens * blocks * BLOCK_LEN];
+        let ones = std::vec![1.0f32; tokens * blocks];
+        let f32s = std::vec![0.0f32; tokens * blocks * BLOCK_LEN]; // read by nothing here
+        let x = BatchActs {
+            tokens,
+            f32s: &f32s,
+            f32_stride: blocks * BLOCK_LEN,
+            qs: &qs,
+            scales: &ones,
+            sums: &ones,
+            block_stride: blocks,
+        };
+        type Matmul = crate::kernels::MatmulFn;
+        for (b8, b4) in [(0x80u8, 0x00u8), (0x7f, 0xff)] {
+            for (byte, block_bytes, reference, fast) in [
+                (
+                    b8,
+                    Q8_BLOCK_BYTES,
+                    scalar::matmul_q8 as Matmul,
+                    q8::matmul_q8_dotprod as Matmul,
+                ),
+                (b4, Q4_BLOCK_BYTES, scalar::matmul_q4, q4::matmul_q4_dotprod),
+            ] {
+                let mut w = std::vec![byte; rows * blocks * block_bytes];
+                for row in w.chunks_exact_mut(blocks * block_bytes) {
+                    for b in 0..blocks {
+                        row[2 * b..2 * b + 2].copy_from_slice(&0x3c00u16.to_le_bytes());
+                    }
+                }
+                let cols = blocks * BLOCK_LEN;
+                let (mut want, mut got) = ([0.0f32; 15], [0.0f32; 15]);
+                reference(&w, cols, rows, &x, &mut want);
+                fast(&w, cols, rows, &x, &mut got);
+                assert_eq!(got, want, "byte {byte:#x}");
             }
         }
     }

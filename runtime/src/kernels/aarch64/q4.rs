@@ -1,9 +1,11 @@
-//! int4 weights: the dotprod (`sdot`) and NEON matvecs.
+//! int4 weights: the dotprod (`sdot`) and NEON matvecs, and the dotprod
+//! batched product (tiles of `tile.rs` on signed nibbles).
 
 use core::arch::aarch64::*;
 
+use super::tile::{matmul_sdot, SignedBlock};
 use super::{fold4, matvec_blocks, sdot, GroupDot, GROUP};
-use crate::kernels::{check_quantized, Activations};
+use crate::kernels::{check_batch, check_quantized, Activations, BatchActs};
 use crate::quant::{BLOCK_LEN, Q4_BLOCK_BYTES, Q4_VALUE_BYTES};
 
 /// int4 rows with `sdot` on the unsigned nibbles, then `− 8 · Σx`.
@@ -94,4 +96,46 @@ pub(crate) fn matvec_q4_neon(w: &[u8], row_bytes: usize, x: &Activations<'_>, ou
     // SAFETY: installed by `kernels::table` only when the CPU has NEON; `check_quantized`
     // proved the buffer sizes the loads use.
     unsafe { q4_neon(w, row_bytes, blocks, x, out) }
+}
+
+/// int4 blocks as signed nibbles (`q = nibble − 8`) for the batched tiles:
+/// two subtractions a block, shared by the tile's four tokens.
+struct Q4Signed;
+
+impl SignedBlock for Q4Signed {
+    const VALUE_BYTES: usize = Q4_VALUE_BYTES;
+
+    #[inline(always)]
+    unsafe fn halves(w: *const u8) -> (int8x16_t, int8x16_t) {
+        let v = vld1q_u8(w);
+        let eight = vdupq_n_s8(8);
+        let lo = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0f)));
+        let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
+        (vsubq_s8(lo, eight), vsubq_s8(hi, eight))
+    }
+}
+
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn q4_matmul_dotprod(
+    w: &[u8],
+    blocks: usize,
+    rows: usize,
+    x: &BatchActs<'_>,
+    out: &mut [f32],
+) {
+    // SAFETY: forwarded from the caller (checked shapes, dotprod present).
+    unsafe { matmul_sdot::<Q4Signed>(w, blocks, rows, x, out) }
+}
+
+pub(crate) fn matmul_q4_dotprod(
+    w: &[u8],
+    cols: usize,
+    rows: usize,
+    x: &BatchActs<'_>,
+    out: &mut [f32],
+) {
+    let blocks = check_batch(w, cols, rows, x, out, Q4_BLOCK_BYTES);
+    // SAFETY: installed by `kernels::table` only when the CPU has NEON and dotprod;
+    // `check_batch` proved the ranges the loads use.
+    unsafe { q4_matmul_dotprod(w, blocks, rows, x, out) }
 }

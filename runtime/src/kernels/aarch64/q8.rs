@@ -1,9 +1,11 @@
-//! int8 weights: the dotprod (`sdot`) and NEON matvecs.
+//! int8 weights: the dotprod (`sdot`) and NEON matvecs, and the dotprod
+//! batched product (tiles of `tile.rs`).
 
 use core::arch::aarch64::*;
 
+use super::tile::{matmul_sdot, SignedBlock};
 use super::{fold4, matvec_blocks, sdot, GroupDot, GROUP};
-use crate::kernels::{check_quantized, Activations};
+use crate::kernels::{check_batch, check_quantized, Activations, BatchActs};
 use crate::quant::{BLOCK_LEN, Q8_BLOCK_BYTES, Q8_VALUE_BYTES};
 
 /// int8 rows with `sdot`.
@@ -75,4 +77,41 @@ pub(crate) fn matvec_q8_neon(w: &[u8], row_bytes: usize, x: &Activations<'_>, ou
     let blocks = check_quantized(w, row_bytes, x, out, Q8_BLOCK_BYTES);
     // SAFETY: as for `q4::matvec_q4_neon`.
     unsafe { q8_neon(w, row_bytes, blocks, x, out) }
+}
+
+/// int8 blocks for the batched tiles: already signed bytes.
+struct Q8Signed;
+
+impl SignedBlock for Q8Signed {
+    const VALUE_BYTES: usize = Q8_VALUE_BYTES;
+
+    #[inline(always)]
+    unsafe fn halves(w: *const u8) -> (int8x16_t, int8x16_t) {
+        let w = w as *const i8;
+        (vld1q_s8(w), vld1q_s8(w.add(16)))
+    }
+}
+
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn q8_matmul_dotprod(
+    w: &[u8],
+    blocks: usize,
+    rows: usize,
+    x: &BatchActs<'_>,
+    out: &mut [f32],
+) {
+    // SAFETY: forwarded from the caller (checked shapes, dotprod present).
+    unsafe { matmul_sdot::<Q8Signed>(w, blocks, rows, x, out) }
+}
+
+pub(crate) fn matmul_q8_dotprod(
+    w: &[u8],
+    cols: usize,
+    rows: usize,
+    x: &BatchActs<'_>,
+    out: &mut [f32],
+) {
+    let blocks = check_batch(w, cols, rows, x, out, Q8_BLOCK_BYTES);
+    // SAFETY: as for `q4::matmul_q4_dotprod`.
+    unsafe { q8_matmul_dotprod(w, blocks, rows, x, out) }
 }

@@ -22,8 +22,7 @@ pub(super) mod q8;
 
 use core::arch::x86_64::*;
 
-use crate::kernels::{Activations, BatchActs};
-use crate::quant::BLOCK_LEN;
+use crate::kernels::Activations;
 
 /// True when the CPU has everything the AVX-512 kernels use.
 pub(super) fn has_avx512_vnni() -> bool {
@@ -129,30 +128,6 @@ unsafe fn hsum8(v: __m256) -> f32 {
 /// registers while each weight chunk is unpacked once for T tokens.
 const TILE_ROWS: usize = 2;
 const TILE_TOKENS: usize = 4;
-
-/// Checks a batched product's shapes; returns the blocks per row.
-fn check_batch(
-    w: &[u8],
-    cols: usize,
-    rows: usize,
-    x: &BatchActs<'_>,
-    out: &[f32],
-    block_bytes: usize,
-) -> usize {
-    let blocks = cols.div_ceil(BLOCK_LEN);
-    let last = x.tokens.saturating_sub(1);
-    assert!(
-        x.tokens > 0
-            && w.len() >= rows * blocks * block_bytes
-            && out.len() >= x.tokens * rows
-            && x.block_stride >= blocks
-            && x.qs.len() >= (last * x.block_stride + blocks) * BLOCK_LEN
-            && x.scales.len() >= last * x.block_stride + blocks
-            && x.sums.len() >= last * x.block_stride + blocks,
-        "matmul shapes disagree"
-    );
-    blocks
-}
 
 #[cfg(test)]
 mod tests {

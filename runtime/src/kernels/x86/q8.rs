@@ -3,7 +3,8 @@
 
 use core::arch::x86_64::*;
 
-use super::{byte_mask, check_batch, hsum8, lane_mask, scales8, TILE_ROWS, TILE_TOKENS};
+use super::{byte_mask, hsum8, lane_mask, scales8, TILE_ROWS, TILE_TOKENS};
+use crate::kernels::check_batch;
 use crate::kernels::{check_quantized, Activations, BatchActs};
 use crate::quant::{BLOCK_LEN, Q8_BLOCK_BYTES, Q8_VALUE_BYTES};
 
