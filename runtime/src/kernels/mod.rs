@@ -118,9 +118,13 @@ pub type MatvecFn = fn(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mu
 pub type QuantizeActsFn = fn(x: &[f32], qs: &mut [i8], scales: &mut [f32], sums: &mut [f32]);
 
 /// A batched product as one `matvec` per token (each token's outputs are a
-/// contiguous run of `rows`): for compute-bound formats whose matvec is
-/// fast but that have no batched kernel of their own.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+/// contiguous run of `rows`): for formats and ISAs whose matvec is fast but
+/// that have no tile kernel of their own yet.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
 pub(crate) fn matmul_by_tokens(
     matvec: MatvecFn,
     dtype: DType,
@@ -135,6 +139,34 @@ pub(crate) fn matmul_by_tokens(
         matvec(&w[..rows * row_bytes], row_bytes, &x.token(t, cols), out);
     }
 }
+
+/// Defines `pub(crate) fn $name`, a [`MatmulFn`] that runs the matvec
+/// `$matvec` (weights of `$dtype`) once per token.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
+macro_rules! matmul_per_token {
+    ($name:ident, $matvec:ident, $dtype:ident) => {
+        #[doc = concat!("Batched product: `", stringify!($matvec), "` once per token.")]
+        pub(crate) fn $name(
+            w: &[u8],
+            cols: usize,
+            rows: usize,
+            x: &crate::kernels::BatchActs<'_>,
+            out: &mut [f32],
+        ) {
+            crate::kernels::matmul_by_tokens($matvec, crate::DType::$dtype, w, cols, rows, x, out)
+        }
+    };
+}
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
+pub(crate) use matmul_per_token;
 
 /// Checks the shapes every quantized fast kernel relies on for its pointer
 /// arithmetic (one assert per call, not per row); returns the blocks per row.

@@ -123,6 +123,8 @@ pub(super) fn x86_avx2(mut k: Kernels) -> Kernels {
         k.name = "x86-avx2";
         k.matvec_q4 = q4::matvec_q4_avx2;
         k.matvec_q8 = q8::matvec_q8_avx2;
+        k.matmul_q4 = q4::matmul_q4_avx2;
+        k.matmul_q8 = q8::matmul_q8_avx2;
         k.matvec_mxfp4 = mxfp4::matvec_mxfp4_avx2;
         k.matmul_mxfp4 = mxfp4::matmul_mxfp4_avx2;
     }
@@ -155,6 +157,8 @@ pub(super) fn aarch64(mut k: Kernels) -> Kernels {
     k.name = "aarch64-neon";
     k.matvec_q4 = q4::matvec_q4_neon;
     k.matvec_q8 = q8::matvec_q8_neon;
+    k.matmul_q4 = q4::matmul_q4_neon;
+    k.matmul_q8 = q8::matmul_q8_neon;
     k.matvec_f16 = f16::matvec_f16_neon;
     k.matvec_f32 = f32::matvec_f32_neon;
     k.matvec_mxfp4 = mxfp4::matvec_mxfp4_neon;
@@ -179,6 +183,8 @@ pub(super) fn riscv(mut k: Kernels) -> Kernels {
         k.name = "riscv64-rvv";
         k.matvec_q4 = q4::matvec_q4_rvv;
         k.matvec_q8 = q8::matvec_q8_rvv;
+        k.matmul_q4 = q4::matmul_q4_rvv;
+        k.matmul_q8 = q8::matmul_q8_rvv;
         k.matvec_f16 = f16::matvec_f16_rvv;
         k.matvec_f32 = f32::matvec_f32_rvv;
     }

@@ -4,7 +4,7 @@
 use core::arch::aarch64::*;
 
 use super::{fold4, sdot, GROUP};
-use crate::kernels::{check_quantized, Activations, BatchActs};
+use crate::kernels::{check_quantized, Activations};
 use crate::quant::{mxfp4_half_scale, BLOCK_LEN, FP4_TIMES_TWO, MXFP4_BLOCK_BYTES, Q4_VALUE_BYTES};
 
 pub(crate) fn matvec_mxfp4_neon(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
@@ -13,41 +13,9 @@ pub(crate) fn matvec_mxfp4_neon(w: &[u8], row_bytes: usize, x: &Activations<'_>,
     unsafe { mxfp4_neon(w, row_bytes, blocks, x, out) }
 }
 
-pub(crate) fn matmul_mxfp4_neon(
-    w: &[u8],
-    cols: usize,
-    rows: usize,
-    x: &BatchActs<'_>,
-    out: &mut [f32],
-) {
-    crate::kernels::matmul_by_tokens(
-        matvec_mxfp4_neon,
-        crate::DType::Mxfp4,
-        w,
-        cols,
-        rows,
-        x,
-        out,
-    )
-}
+crate::kernels::matmul_per_token!(matmul_mxfp4_neon, matvec_mxfp4_neon, Mxfp4);
 
-pub(crate) fn matmul_mxfp4_dotprod(
-    w: &[u8],
-    cols: usize,
-    rows: usize,
-    x: &BatchActs<'_>,
-    out: &mut [f32],
-) {
-    crate::kernels::matmul_by_tokens(
-        matvec_mxfp4_dotprod,
-        crate::DType::Mxfp4,
-        w,
-        cols,
-        rows,
-        x,
-        out,
-    )
-}
+crate::kernels::matmul_per_token!(matmul_mxfp4_dotprod, matvec_mxfp4_dotprod, Mxfp4);
 
 pub(crate) fn matvec_mxfp4_dotprod(
     w: &[u8],

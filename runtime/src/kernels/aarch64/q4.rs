@@ -139,3 +139,5 @@ pub(crate) fn matmul_q4_dotprod(
     // `check_batch` proved the ranges the loads use.
     unsafe { q4_matmul_dotprod(w, blocks, rows, x, out) }
 }
+
+crate::kernels::matmul_per_token!(matmul_q4_neon, matvec_q4_neon, Q4);

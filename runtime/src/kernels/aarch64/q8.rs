@@ -115,3 +115,5 @@ pub(crate) fn matmul_q8_dotprod(
     // SAFETY: as for `q4::matmul_q4_dotprod`.
     unsafe { q8_matmul_dotprod(w, blocks, rows, x, out) }
 }
+
+crate::kernels::matmul_per_token!(matmul_q8_neon, matvec_q8_neon, Q8);

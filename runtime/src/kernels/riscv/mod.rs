@@ -259,6 +259,7 @@ mod tests {
         std::println!("kernels: {} (expected: {want:?})", fast.name);
         assert_eq!(fast.name, want.as_deref().unwrap_or("riscv64-rvv"));
         compare_with_scalar(&fast);
+        crate::kernels::check::compare_matmul_with_scalar(&fast);
     }
 
     /// Requires V (run with `--skip rvv_` on CPUs without it).

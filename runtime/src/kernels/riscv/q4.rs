@@ -130,3 +130,5 @@ pub(crate) fn matvec_q4_rvv(w: &[u8], row_bytes: usize, x: &Activations<'_>, out
     // SAFETY: as for `q8::matvec_q8_rvv`.
     unsafe { matvec_blocks(q4_groups, Q4_VALUE_BYTES, w, row_bytes, blocks, x, out) }
 }
+
+crate::kernels::matmul_per_token!(matmul_q4_rvv, matvec_q4_rvv, Q4);

@@ -107,3 +107,5 @@ pub(crate) fn matvec_q8_rvv(w: &[u8], row_bytes: usize, x: &Activations<'_>, out
     // `check_quantized` passed and `w` is 2-byte aligned.
     unsafe { matvec_blocks(q8_groups, Q8_VALUE_BYTES, w, row_bytes, blocks, x, out) }
 }
+
+crate::kernels::matmul_per_token!(matmul_q8_rvv, matvec_q8_rvv, Q8);

@@ -4,7 +4,7 @@
 use core::arch::x86_64::*;
 
 use super::hsum8;
-use crate::kernels::{check_quantized, Activations, BatchActs};
+use crate::kernels::{check_quantized, Activations};
 use crate::quant::{mxfp4_half_scale, BLOCK_LEN, FP4_TIMES_TWO, MXFP4_BLOCK_BYTES, Q4_VALUE_BYTES};
 
 pub(crate) fn matvec_mxfp4_avx2(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
@@ -61,20 +61,4 @@ unsafe fn mxfp4_avx2(
     }
 }
 
-pub(crate) fn matmul_mxfp4_avx2(
-    w: &[u8],
-    cols: usize,
-    rows: usize,
-    x: &BatchActs<'_>,
-    out: &mut [f32],
-) {
-    crate::kernels::matmul_by_tokens(
-        matvec_mxfp4_avx2,
-        crate::DType::Mxfp4,
-        w,
-        cols,
-        rows,
-        x,
-        out,
-    )
-}
+crate::kernels::matmul_per_token!(matmul_mxfp4_avx2, matvec_mxfp4_avx2, Mxfp4);

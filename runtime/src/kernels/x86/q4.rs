@@ -289,3 +289,5 @@ unsafe fn q4_matmul_avx512(
         }
     }
 }
+
+crate::kernels::matmul_per_token!(matmul_q4_avx2, matvec_q4_avx2, Q4);

@@ -199,3 +199,5 @@ unsafe fn q8_matmul_avx512(
         }
     }
 }
+
+crate::kernels::matmul_per_token!(matmul_q8_avx2, matvec_q8_avx2, Q8);
