@@ -1,7 +1,7 @@
 //! One attention head over a ring of cached keys and values.
 #![deny(unsafe_code)]
 
-use super::{axpy, dot, softmax};
+use super::{axpy, dot, exp, softmax};
 
 /// One head's cached keys and values: a ring of `slots` positions
 /// `stride` floats apart (slot `s` at `s * stride`), the visible ones
@@ -50,11 +50,8 @@ pub fn attend(
         None => softmax(scores),
         Some(sink) => {
             let max = scores.iter().fold(sink, |m, &s| m.max(s));
-            let mut sum = libm::expf(sink - max);
-            for s in scores.iter_mut() {
-                *s = libm::expf(*s - max);
-                sum += *s;
-            }
+            scores.iter_mut().for_each(|s| *s = exp(*s - max));
+            let sum = scores.iter().fold(exp(sink - max), |a, &s| a + s);
             scores.iter_mut().for_each(|s| *s /= sum);
         }
     }
