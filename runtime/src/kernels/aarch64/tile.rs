@@ -36,20 +36,6 @@ pub(super) trait SignedBlock {
     unsafe fn halves(w: *const u8) -> (int8x16_t, int8x16_t);
 }
 
-/// Lane `k` (< 4) of `v`; `k` is a constant after unrolling.
-#[inline(always)]
-fn lane(v: float32x4_t, k: usize) -> f32 {
-    // SAFETY: register-only lane reads (NEON is baseline on aarch64).
-    unsafe {
-        match k {
-            0 => vgetq_lane_f32::<0>(v),
-            1 => vgetq_lane_f32::<1>(v),
-            2 => vgetq_lane_f32::<2>(v),
-            _ => vgetq_lane_f32::<3>(v),
-        }
-    }
-}
-
 /// `[a, b, c, d]` → lane `j` of result `k` = lane `k` of input `j`.
 #[inline(always)]
 unsafe fn transpose4(v: [float32x4_t; 4]) -> [float32x4_t; 4] {
@@ -81,16 +67,34 @@ unsafe fn group<W: SignedBlock>(
 ) {
     let dw = scales.map(|s| f16x4(s));
     let dx = transpose4(xs.map(|p| vld1q_f32(p)));
-    for (k, dx) in dx.iter().enumerate() {
-        let x0 = xq.map(|p| vld1q_s8(p.add(k * BLOCK_LEN)));
-        let x1 = xq.map(|p| vld1q_s8(p.add(k * BLOCK_LEN + 16)));
-        for i in 0..TILE_ROWS {
-            let (h0, h1) = W::halves(values[i].add(k * W::VALUE_BYTES));
-            let dots: [int32x4_t; TILE_TOKENS] =
-                core::array::from_fn(|j| sdot(sdot(vdupq_n_s32(0), h0, x0[j]), h1, x1[j]));
-            let scale = vmulq_n_f32(*dx, lane(dw[i], k));
-            acc[i] = vfmaq_f32(acc[i], vcvtq_f32_s32(fold4(dots)), scale);
-        }
+    // Unrolled by hand: the block index is each scale's lane, a constant.
+    block::<W, 0>(values, xq, dx[0], &dw, acc);
+    block::<W, 1>(values, xq, dx[1], &dw, acc);
+    block::<W, 2>(values, xq, dx[2], &dw, acc);
+    block::<W, 3>(values, xq, dx[3], &dw, acc);
+}
+
+/// Block `K` of a group: the tokens' scales of the block in `dx` (lane =
+/// token), the rows' four block scales in `dw`.
+///
+/// Safety: as for [`group`].
+#[inline(always)]
+unsafe fn block<W: SignedBlock, const K: i32>(
+    values: [*const u8; TILE_ROWS],
+    xq: [*const i8; TILE_TOKENS],
+    dx: float32x4_t,
+    dw: &[float32x4_t; TILE_ROWS],
+    acc: &mut [float32x4_t; TILE_ROWS],
+) {
+    let k = K as usize;
+    let x0 = xq.map(|p| vld1q_s8(p.add(k * BLOCK_LEN)));
+    let x1 = xq.map(|p| vld1q_s8(p.add(k * BLOCK_LEN + 16)));
+    for i in 0..TILE_ROWS {
+        let (h0, h1) = W::halves(values[i].add(k * W::VALUE_BYTES));
+        let dots: [int32x4_t; TILE_TOKENS] =
+            core::array::from_fn(|j| sdot(sdot(vdupq_n_s32(0), h0, x0[j]), h1, x1[j]));
+        let scale = vmulq_laneq_f32::<K>(dx, dw[i]);
+        acc[i] = vfmaq_f32(acc[i], vcvtq_f32_s32(fold4(dots)), scale);
     }
 }
 
