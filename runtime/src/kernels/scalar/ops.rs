@@ -49,7 +49,7 @@ pub fn rmsnorm_in_place(x: &mut [f32], weight: &[u8], eps: f32) {
 /// not). Results below 2^-126 flush to zero, above `f32::MAX` are
 /// infinity; NaN stays NaN. (Cephes' `expf` polynomial on
 /// `[-ln 2 / 2, ln 2 / 2]` after `x = n · ln 2 + r`.)
-#[inline(always)]
+#[inline]
 pub fn exp(x: f32) -> f32 {
     const SHIFT: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
     const LN2_HI: f32 = 0.693_359_4;
