@@ -14,8 +14,9 @@
 //! stored).
 
 use core::arch::aarch64::*;
+use core::arch::asm;
 
-use super::{f16x4, fold4, sdot, GROUP};
+use super::{f16x4, GROUP};
 use crate::kernels::BatchActs;
 use crate::quant::BLOCK_LEN;
 
@@ -91,11 +92,62 @@ unsafe fn block<W: SignedBlock, const K: i32>(
     let x1 = xq.map(|p| vld1q_s8(p.add(k * BLOCK_LEN + 16)));
     for i in 0..TILE_ROWS {
         let (h0, h1) = W::halves(values[i].add(k * W::VALUE_BYTES));
-        let dots: [int32x4_t; TILE_TOKENS] =
-            core::array::from_fn(|j| sdot(sdot(vdupq_n_s32(0), h0, x0[j]), h1, x1[j]));
+        let sums = dot4(h0, h1, x0, x1);
         let scale = vmulq_laneq_f32::<K>(dx, dw[i]);
-        acc[i] = vfmaq_f32(acc[i], vcvtq_f32_s32(fold4(dots)), scale);
+        acc[i] = vfmaq_f32(acc[i], vcvtq_f32_s32(sums), scale);
     }
+}
+
+/// One block of one row against four tokens: lane `j` = Σ w·x over the
+/// block for token `j`. One `asm!` block, so the four accumulators are
+/// zeroed and folded in registers the compiler need not keep (as separate
+/// `sdot` calls, each wants a fresh zeroed register and the rest spill).
+///
+/// Safety: the CPU has dotprod. (`target_feature` makes the assembler
+/// accept `sdot`; the function inlines into the dotprod kernels.)
+#[target_feature(enable = "neon,dotprod")]
+#[inline]
+unsafe fn dot4(
+    h0: int8x16_t,
+    h1: int8x16_t,
+    x0: [int8x16_t; TILE_TOKENS],
+    x1: [int8x16_t; TILE_TOKENS],
+) -> int32x4_t {
+    let sums: int32x4_t;
+    // SAFETY: register-only instructions; the caller guarantees dotprod.
+    asm!(
+        "movi {a0:v}.4s, #0",
+        "movi {a1:v}.4s, #0",
+        "movi {a2:v}.4s, #0",
+        "movi {a3:v}.4s, #0",
+        "sdot {a0:v}.4s, {h0:v}.16b, {x00:v}.16b",
+        "sdot {a1:v}.4s, {h0:v}.16b, {x01:v}.16b",
+        "sdot {a2:v}.4s, {h0:v}.16b, {x02:v}.16b",
+        "sdot {a3:v}.4s, {h0:v}.16b, {x03:v}.16b",
+        "sdot {a0:v}.4s, {h1:v}.16b, {x10:v}.16b",
+        "sdot {a1:v}.4s, {h1:v}.16b, {x11:v}.16b",
+        "sdot {a2:v}.4s, {h1:v}.16b, {x12:v}.16b",
+        "sdot {a3:v}.4s, {h1:v}.16b, {x13:v}.16b",
+        "addp {a0:v}.4s, {a0:v}.4s, {a1:v}.4s",
+        "addp {a2:v}.4s, {a2:v}.4s, {a3:v}.4s",
+        "addp {a0:v}.4s, {a0:v}.4s, {a2:v}.4s",
+        a0 = out(vreg) sums,
+        a1 = out(vreg) _,
+        a2 = out(vreg) _,
+        a3 = out(vreg) _,
+        h0 = in(vreg) h0,
+        h1 = in(vreg) h1,
+        x00 = in(vreg) x0[0],
+        x01 = in(vreg) x0[1],
+        x02 = in(vreg) x0[2],
+        x03 = in(vreg) x0[3],
+        x10 = in(vreg) x1[0],
+        x11 = in(vreg) x1[1],
+        x12 = in(vreg) x1[2],
+        x13 = in(vreg) x1[3],
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    sums
 }
 
 /// `out[t * rows + r] = row r · token t` for quantized rows of `blocks`
