@@ -5,6 +5,7 @@
 //! transformers (`sim_kl` in reference.json). Batched prefill must equal
 //! step-by-step decoding.
 
+use mote::kernels::Kernels;
 use mote::{DType, Limits, Model, Plan, Session, SliceStorage};
 use mote_tests::{all_logits, convert, greedy, max_rel_err, mean_kl, reference, top1_agreement};
 
@@ -73,8 +74,15 @@ fn quantized(family: &str, dtype: DType, key: &str, factor: f64, floor: f64) {
     );
 }
 
-/// Logits after a batched prefill of `tokens` (batches of `batch`).
-fn prefill_logits(file: &[u8], tokens: &[u32], batch: u32, threads: u32) -> Vec<f32> {
+/// Logits after a batched prefill of `tokens` (batches of `batch`), with
+/// the detected kernel table or, `scalar`, the reference one.
+fn prefill_logits_with(
+    file: &[u8],
+    tokens: &[u32],
+    batch: u32,
+    threads: u32,
+    scalar: bool,
+) -> Vec<f32> {
     let model = Model::open(SliceStorage::new(file)).unwrap();
     let limits = Limits {
         max_context: tokens.len() as u32,
@@ -85,7 +93,41 @@ fn prefill_logits(file: &[u8], tokens: &[u32], batch: u32, threads: u32) -> Vec<
     let plan = Plan::new(&model, &limits).unwrap();
     let mut arena = vec![0u8; plan.arena_bytes()];
     let mut session = Session::new(&model, &plan, &mut arena).unwrap();
+    if scalar {
+        session.set_kernels(Kernels::scalar());
+    }
     session.prefill(tokens).unwrap().to_vec()
+}
+
+/// Logits after a batched prefill with the detected kernels.
+fn prefill_logits(file: &[u8], tokens: &[u32], batch: u32, threads: u32) -> Vec<f32> {
+    prefill_logits_with(file, tokens, batch, threads, false)
+}
+
+/// The batched products of this CPU's kernel table (tiles, or a fast
+/// matvec a token) against the scalar table, through a whole batched
+/// prefill of every family: integer sums agree exactly, so only float
+/// summation order differs, and a value moving across an int8 rounding
+/// boundary of the next layer's activations bounds the rest (2e-2, as
+/// above). f32 and f16 rows: 1e-5.
+fn batched_products_match_the_scalar_table(family: &str) {
+    let r = reference(family);
+    for (dtype, bound) in [
+        (DType::F32, 1e-5),
+        (DType::F16, 1e-5),
+        (DType::Q8, 2e-2),
+        (DType::Q4, 2e-2),
+    ] {
+        let file = convert(family, "f32", dtype);
+        let want = vec![prefill_logits_with(&file, &r.tokens, 64, 1, true)];
+        let got = vec![prefill_logits_with(&file, &r.tokens, 64, 1, false)];
+        let err = max_rel_err(&got, &want);
+        assert!(
+            err < bound,
+            "{family} {dtype} {}: relative error {err:.2e} against the scalar table",
+            Kernels::detect().name
+        );
+    }
 }
 
 /// Float weights: batched and step-by-step differ only in float summation
@@ -149,6 +191,11 @@ macro_rules! family {
             #[test]
             fn batched_prefill_matches_step_by_step() {
                 batched_prefill_matches_steps($family);
+            }
+
+            #[test]
+            fn batched_products_match_the_scalar_table() {
+                super::batched_products_match_the_scalar_table($family);
             }
         }
     };
