@@ -3,7 +3,8 @@
 # Linux under qemu-user, on several emulated CPUs so that every kernel
 # table is chosen and checked:
 #
-#   aarch64  -cpu max          NEON + dotprod  -> aarch64-neon-dotprod
+#   aarch64  -cpu max          NEON + dotprod + i8mm -> aarch64-neon-i8mm
+#   aarch64  -cpu cortex-a76   NEON + dotprod  -> aarch64-neon-dotprod
 #   aarch64  -cpu cortex-a72   NEON only       -> aarch64-neon
 #   riscv64  rv64,v=true,vlen=128              -> riscv64-rvv
 #   riscv64  rv64,v=true,vlen=256              -> riscv64-rvv
@@ -73,7 +74,8 @@ run() {
 
 args=("$@")
 step "aarch64 build" cargo test -p mote --target aarch64-unknown-linux-gnu "${args[@]}" --no-run
-step "aarch64 -cpu max" run aarch64-unknown-linux-gnu max aarch64-neon-dotprod
+step "aarch64 -cpu max" run aarch64-unknown-linux-gnu max aarch64-neon-i8mm
+step "aarch64 -cpu cortex-a76" run aarch64-unknown-linux-gnu cortex-a76 aarch64-neon-dotprod
 step "aarch64 -cpu cortex-a72" run aarch64-unknown-linux-gnu cortex-a72 aarch64-neon
 step "riscv64 build" cargo test -p mote --target riscv64gc-unknown-linux-gnu "${args[@]}" --no-run
 step "riscv64 v, vlen=128" run riscv64gc-unknown-linux-gnu \

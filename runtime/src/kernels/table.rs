@@ -147,10 +147,10 @@ fn x86_avx512(mut k: Kernels) -> Kernels {
 }
 
 /// The aarch64 entries this CPU can run faster: NEON, then dotprod over it
-/// where present.
+/// where present, then i8mm's batched products.
 #[cfg(target_arch = "aarch64")]
 pub(super) fn aarch64(mut k: Kernels) -> Kernels {
-    use super::aarch64::{f16, f32, has_dotprod, has_neon, mxfp4, q4, q8};
+    use super::aarch64::{f16, f32, has_dotprod, has_i8mm, has_neon, mxfp4, q4, q8};
     if !has_neon() {
         return k;
     }
@@ -171,6 +171,11 @@ pub(super) fn aarch64(mut k: Kernels) -> Kernels {
         k.matmul_q8 = q8::matmul_q8_dotprod;
         k.matvec_mxfp4 = mxfp4::matvec_mxfp4_dotprod;
         k.matmul_mxfp4 = mxfp4::matmul_mxfp4_dotprod;
+        if has_i8mm() {
+            k.name = "aarch64-neon-i8mm";
+            k.matmul_q4 = q4::matmul_q4_i8mm;
+            k.matmul_q8 = q8::matmul_q8_i8mm;
+        }
     }
     k
 }

@@ -67,6 +67,17 @@ pub(super) fn has_dotprod() -> bool {
     }
 }
 
+/// True when the CPU has the int8 matrix multiply (`smmla`, Armv8.6+).
+pub(super) fn has_i8mm() -> bool {
+    cfg_if::cfg_if! {
+        if #[cfg(feature = "std")] {
+            std::arch::is_aarch64_feature_detected!("i8mm")
+        } else {
+            cfg!(target_feature = "i8mm")
+        }
+    }
+}
+
 /// Rows computed together: they share the activation loads (and, for int4
 /// with `sdot`, the `8 · Σx` correction).
 const ROWS: usize = 4;
@@ -224,6 +235,19 @@ mod tests {
         crate::kernels::check::compare_matmul_with_scalar(&fast);
     }
 
+    /// The dotprod tiles are checked even on CPUs that have i8mm.
+    #[test]
+    fn dotprod_tiles_match_scalar() {
+        if !has_dotprod() {
+            return;
+        }
+        let mut k = table::aarch64(Kernels::scalar());
+        k.name = "aarch64-neon-dotprod (forced)";
+        k.matmul_q4 = q4::matmul_q4_dotprod;
+        k.matmul_q8 = q8::matmul_q8_dotprod;
+        crate::kernels::check::compare_matmul_with_scalar(&k);
+    }
+
     /// The NEON fallback is checked even on CPUs that have dotprod.
     #[test]
     fn neon_fallback_matches_scalar() {
@@ -281,7 +305,8 @@ mod tests {
         }
     }
 
-    /// The batched tiles are exact at the i8 extremes too: three tokens of
+    /// The batched tiles (dotprod, and i8mm where present) are exact at the
+    /// i8 extremes too: three tokens of
     /// −128 against rows of −128 / 127 (int8) and nibbles 0 / 15 (int4), 7
     /// blocks (a full group and a padded one), 5 rows (a full tile and one).
     #[test]
@@ -303,28 +328,31 @@ mod tests {
             block_stride: blocks,
         };
         type Matmul = crate::kernels::MatmulFn;
-        for (b8, b4) in [(0x80u8, 0x00u8), (0x7f, 0xff)] {
-            for (byte, block_bytes, reference, fast) in [
-                (
-                    b8,
-                    Q8_BLOCK_BYTES,
-                    scalar::matmul_q8 as Matmul,
-                    q8::matmul_q8_dotprod as Matmul,
-                ),
-                (b4, Q4_BLOCK_BYTES, scalar::matmul_q4, q4::matmul_q4_dotprod),
-            ] {
-                let mut w = std::vec![byte; rows * blocks * block_bytes];
-                for row in w.chunks_exact_mut(blocks * block_bytes) {
-                    for b in 0..blocks {
-                        row[2 * b..2 * b + 2].copy_from_slice(&0x3c00u16.to_le_bytes());
-                    }
+        let mut kernels: std::vec::Vec<(Matmul, Matmul)> =
+            std::vec![(q8::matmul_q8_dotprod, q4::matmul_q4_dotprod)];
+        if has_i8mm() {
+            kernels.push((q8::matmul_q8_i8mm, q4::matmul_q4_i8mm));
+        }
+        let cases = kernels.iter().flat_map(|&(f8, f4)| {
+            [(0x80u8, 0x00u8), (0x7f, 0xff)].map(|(b8, b4)| {
+                [
+                    (b8, Q8_BLOCK_BYTES, scalar::matmul_q8 as Matmul, f8),
+                    (b4, Q4_BLOCK_BYTES, scalar::matmul_q4 as Matmul, f4),
+                ]
+            })
+        });
+        for (byte, block_bytes, reference, fast) in cases.flatten() {
+            let mut w = std::vec![byte; rows * blocks * block_bytes];
+            for row in w.chunks_exact_mut(blocks * block_bytes) {
+                for b in 0..blocks {
+                    row[2 * b..2 * b + 2].copy_from_slice(&0x3c00u16.to_le_bytes());
                 }
-                let cols = blocks * BLOCK_LEN;
-                let (mut want, mut got) = ([0.0f32; 15], [0.0f32; 15]);
-                reference(&w, cols, rows, &x, &mut want);
-                fast(&w, cols, rows, &x, &mut got);
-                assert_eq!(got, want, "byte {byte:#x}");
             }
+            let cols = blocks * BLOCK_LEN;
+            let (mut want, mut got) = ([0.0f32; 15], [0.0f32; 15]);
+            reference(&w, cols, rows, &x, &mut want);
+            fast(&w, cols, rows, &x, &mut got);
+            assert_eq!(got, want, "byte {byte:#x}");
         }
     }
 

@@ -1,9 +1,9 @@
 //! int4 weights: the dotprod (`sdot`) and NEON matvecs, and the dotprod
-//! batched product (tiles of `tile.rs` on signed nibbles).
+//! and i8mm batched products (tiles of `tile.rs` on signed nibbles).
 
 use core::arch::aarch64::*;
 
-use super::tile::{matmul_sdot, SignedBlock};
+use super::tile::{matmul_tiles, Sdot, SignedBlock, Smmla};
 use super::{fold4, matvec_blocks, sdot, GroupDot, GROUP};
 use crate::kernels::{check_batch, check_quantized, Activations, BatchActs};
 use crate::quant::{BLOCK_LEN, Q4_BLOCK_BYTES, Q4_VALUE_BYTES};
@@ -124,7 +124,7 @@ unsafe fn q4_matmul_dotprod(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded from the caller (checked shapes, dotprod present).
-    unsafe { matmul_sdot::<Q4Signed>(w, blocks, rows, x, out) }
+    unsafe { matmul_tiles::<Q4Signed, Sdot>(w, blocks, rows, x, out) }
 }
 
 pub(crate) fn matmul_q4_dotprod(
@@ -138,6 +138,25 @@ pub(crate) fn matmul_q4_dotprod(
     // SAFETY: installed by `kernels::table` only when the CPU has NEON and dotprod;
     // `check_batch` proved the ranges the loads use.
     unsafe { q4_matmul_dotprod(w, blocks, rows, x, out) }
+}
+
+#[target_feature(enable = "neon,dotprod,i8mm")]
+unsafe fn q4_matmul_i8mm(w: &[u8], blocks: usize, rows: usize, x: &BatchActs<'_>, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller (checked shapes, i8mm present).
+    unsafe { matmul_tiles::<Q4Signed, Smmla>(w, blocks, rows, x, out) }
+}
+
+pub(crate) fn matmul_q4_i8mm(
+    w: &[u8],
+    cols: usize,
+    rows: usize,
+    x: &BatchActs<'_>,
+    out: &mut [f32],
+) {
+    let blocks = check_batch(w, cols, rows, x, out, Q4_BLOCK_BYTES);
+    // SAFETY: installed by `kernels::table` only when the CPU has NEON, dotprod
+    // and i8mm; `check_batch` proved the ranges the loads use.
+    unsafe { q4_matmul_i8mm(w, blocks, rows, x, out) }
 }
 
 crate::kernels::matmul_per_token!(matmul_q4_neon, matvec_q4_neon, Q4);

@@ -1,9 +1,9 @@
 //! int8 weights: the dotprod (`sdot`) and NEON matvecs, and the dotprod
-//! batched product (tiles of `tile.rs`).
+//! and i8mm batched products (tiles of `tile.rs`).
 
 use core::arch::aarch64::*;
 
-use super::tile::{matmul_sdot, SignedBlock};
+use super::tile::{matmul_tiles, Sdot, SignedBlock, Smmla};
 use super::{fold4, matvec_blocks, sdot, GroupDot, GROUP};
 use crate::kernels::{check_batch, check_quantized, Activations, BatchActs};
 use crate::quant::{BLOCK_LEN, Q8_BLOCK_BYTES, Q8_VALUE_BYTES};
@@ -101,7 +101,7 @@ unsafe fn q8_matmul_dotprod(
     out: &mut [f32],
 ) {
     // SAFETY: forwarded from the caller (checked shapes, dotprod present).
-    unsafe { matmul_sdot::<Q8Signed>(w, blocks, rows, x, out) }
+    unsafe { matmul_tiles::<Q8Signed, Sdot>(w, blocks, rows, x, out) }
 }
 
 pub(crate) fn matmul_q8_dotprod(
@@ -114,6 +114,25 @@ pub(crate) fn matmul_q8_dotprod(
     let blocks = check_batch(w, cols, rows, x, out, Q8_BLOCK_BYTES);
     // SAFETY: as for `q4::matmul_q4_dotprod`.
     unsafe { q8_matmul_dotprod(w, blocks, rows, x, out) }
+}
+
+#[target_feature(enable = "neon,dotprod,i8mm")]
+unsafe fn q8_matmul_i8mm(w: &[u8], blocks: usize, rows: usize, x: &BatchActs<'_>, out: &mut [f32]) {
+    // SAFETY: forwarded from the caller (checked shapes, i8mm present).
+    unsafe { matmul_tiles::<Q8Signed, Smmla>(w, blocks, rows, x, out) }
+}
+
+pub(crate) fn matmul_q8_i8mm(
+    w: &[u8],
+    cols: usize,
+    rows: usize,
+    x: &BatchActs<'_>,
+    out: &mut [f32],
+) {
+    let blocks = check_batch(w, cols, rows, x, out, Q8_BLOCK_BYTES);
+    // SAFETY: installed by `kernels::table` only when the CPU has NEON, dotprod
+    // and i8mm; `check_batch` proved the ranges the loads use.
+    unsafe { q8_matmul_i8mm(w, blocks, rows, x, out) }
 }
 
 crate::kernels::matmul_per_token!(matmul_q8_neon, matvec_q8_neon, Q8);

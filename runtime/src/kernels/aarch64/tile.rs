@@ -1,17 +1,21 @@
-//! The batched product of quantized rows with `sdot`, shared by the int8
-//! and int4 formats: tiles of [`TILE_ROWS`] rows by [`TILE_TOKENS`]
-//! tokens, so each weight block is loaded and decoded once for four tokens
-//! and each token's activations once for four rows.
+//! The batched products of quantized rows, shared by the int8 and int4
+//! formats: tiles of [`TILE_ROWS`] rows by [`TILE_TOKENS`] tokens, so each
+//! weight block is loaded and decoded once for four tokens and each
+//! token's activations once for four rows. Two engines do the integer work:
 //!
-//! Per block and row, the four tokens' exact integer sums fold into one
-//! `int32x4` (lane = token), meet the four scale products `d_w · d_x` in
-//! one multiply and one multiply-add, and accumulate per token as the
-//! scalar kernel does (block after block). Scales are read four blocks at a
-//! time (one `fcvtl` per row, one 4 × 4 transpose for the tokens); the last
-//! group of fewer than four blocks is copied into zero-padded stack
-//! buffers, so no load leaves a row or a token's activations. Tokens and
-//! rows past the end of the batch repeat the last one (computed, never
-//! stored).
+//! - [`Sdot`] (dotprod): per block and row, the four tokens' exact integer
+//!   sums fold into one `int32x4` (lane = token), in one `asm!` block;
+//! - [`Smmla`] (i8mm): per block, four 2 × 2 sub-tiles of rows × tokens,
+//!   each one `smmla` a chunk of 8 values (lanes `[r0·t0, r0·t1, r1·t0,
+//!   r1·t1]`), rows and tokens paired by 64-bit zips.
+//!
+//! Both meet the block's scale products `d_w · d_x` in one multiply and one
+//! multiply-add and accumulate per output as the scalar kernel does (block
+//! after block), so only float rounding differs. Scales are read four
+//! blocks at a time (one `fcvtl` per row); the last group of fewer than
+//! four blocks is copied into zero-padded stack buffers, so no load leaves
+//! a row or a token's activations. Tokens and rows past the end of the
+//! batch repeat the last one (computed, never stored).
 
 use core::arch::aarch64::*;
 use core::arch::asm;
@@ -52,30 +56,190 @@ unsafe fn transpose4(v: [float32x4_t; 4]) -> [float32x4_t; 4] {
     ]
 }
 
-/// Four blocks of a tile into `acc` (lane = token): per row, the block
-/// values at `values[i]` and their four f16 scales at `scales[i]`; per
-/// token, the activations at `xq[j]` and their four scales at `xs[j]`.
-///
-/// Safety: four blocks are readable at every pointer; the CPU has NEON and
-/// dotprod (inlined into a dotprod kernel).
-#[inline(always)]
-unsafe fn group<W: SignedBlock>(
-    values: [*const u8; TILE_ROWS],
-    scales: [*const u8; TILE_ROWS],
-    xq: [*const i8; TILE_TOKENS],
-    xs: [*const f32; TILE_TOKENS],
-    acc: &mut [float32x4_t; TILE_ROWS],
-) {
-    let dw = scales.map(|s| f16x4(s));
-    let dx = transpose4(xs.map(|p| vld1q_f32(p)));
-    // Unrolled by hand: the block index is each scale's lane, a constant.
-    block::<W, 0>(values, xq, dx[0], &dw, acc);
-    block::<W, 1>(values, xq, dx[1], &dw, acc);
-    block::<W, 2>(values, xq, dx[2], &dw, acc);
-    block::<W, 3>(values, xq, dx[3], &dw, acc);
+/// How a tile's integer work is done, and the accumulator layout that goes
+/// with it: four `float32x4` per tile of 4 rows × 4 tokens.
+pub(super) trait Engine {
+    /// Four blocks of a tile into `acc`: per row, the block values at
+    /// `values[i]` and their four f16 scales at `scales[i]`; per token, the
+    /// activations at `xq[j]` and their four scales at `xs[j]`.
+    ///
+    /// Safety: four blocks are readable at every pointer; the CPU has the
+    /// engine's features (inlined into a kernel compiled with them).
+    unsafe fn group<W: SignedBlock>(
+        values: [*const u8; TILE_ROWS],
+        scales: [*const u8; TILE_ROWS],
+        xq: [*const i8; TILE_TOKENS],
+        xs: [*const f32; TILE_TOKENS],
+        acc: &mut [float32x4_t; 4],
+    );
+    /// The accumulators as `[row][token]`.
+    fn results(acc: &[float32x4_t; 4]) -> [[f32; TILE_TOKENS]; TILE_ROWS];
 }
 
-/// Block `K` of a group: the tokens' scales of the block in `dx` (lane =
+/// `sdot`: accumulator `i` is row `i`, lane `j` token `j`.
+pub(super) struct Sdot;
+
+impl Engine for Sdot {
+    #[inline(always)]
+    unsafe fn group<W: SignedBlock>(
+        values: [*const u8; TILE_ROWS],
+        scales: [*const u8; TILE_ROWS],
+        xq: [*const i8; TILE_TOKENS],
+        xs: [*const f32; TILE_TOKENS],
+        acc: &mut [float32x4_t; 4],
+    ) {
+        let dw = scales.map(|s| f16x4(s));
+        let dx = transpose4(xs.map(|p| vld1q_f32(p)));
+        // Unrolled by hand: the block index is each scale's lane, a constant.
+        block::<W, 0>(values, xq, dx[0], &dw, acc);
+        block::<W, 1>(values, xq, dx[1], &dw, acc);
+        block::<W, 2>(values, xq, dx[2], &dw, acc);
+        block::<W, 3>(values, xq, dx[3], &dw, acc);
+    }
+
+    #[inline(always)]
+    fn results(acc: &[float32x4_t; 4]) -> [[f32; TILE_TOKENS]; TILE_ROWS] {
+        acc.map(lanes)
+    }
+}
+
+/// `smmla` (i8mm): accumulator `2p + q` is rows `2p, 2p + 1` × tokens
+/// `2q, 2q + 1`, lanes `[r0·t0, r0·t1, r1·t0, r1·t1]`. One `smmla` is a
+/// 2 × 2 tile of 8-value dot products: half the instructions of `sdot`
+/// per product, and no fold across lanes.
+pub(super) struct Smmla;
+
+impl Engine for Smmla {
+    #[inline(always)]
+    unsafe fn group<W: SignedBlock>(
+        values: [*const u8; TILE_ROWS],
+        scales: [*const u8; TILE_ROWS],
+        xq: [*const i8; TILE_TOKENS],
+        xs: [*const f32; TILE_TOKENS],
+        acc: &mut [float32x4_t; 4],
+    ) {
+        let dw = scales.map(|s| f16x4(s));
+        let dx = xs.map(|p| vld1q_f32(p));
+        // Per row pair `[a0, b0, a1, b1]`, `[a2, b2, a3, b3]`; per token
+        // pair `[c0, d0, c1, d1]`, `[c2, d2, c3, d3]`.
+        let zr = [
+            (vzip1q_f32(dw[0], dw[1]), vzip2q_f32(dw[0], dw[1])),
+            (vzip1q_f32(dw[2], dw[3]), vzip2q_f32(dw[2], dw[3])),
+        ];
+        let zt = [
+            (vzip1q_f32(dx[0], dx[1]), vzip2q_f32(dx[0], dx[1])),
+            (vzip1q_f32(dx[2], dx[3]), vzip2q_f32(dx[2], dx[3])),
+        ];
+        block_mmla::<W, 0>(values, xq, &zr, &zt, acc);
+        block_mmla::<W, 1>(values, xq, &zr, &zt, acc);
+        block_mmla::<W, 2>(values, xq, &zr, &zt, acc);
+        block_mmla::<W, 3>(values, xq, &zr, &zt, acc);
+    }
+
+    #[inline(always)]
+    fn results(acc: &[float32x4_t; 4]) -> [[f32; TILE_TOKENS]; TILE_ROWS] {
+        let l = acc.map(lanes);
+        core::array::from_fn(|i| {
+            core::array::from_fn(|j| l[2 * (i / 2) + j / 2][2 * (i % 2) + j % 2])
+        })
+    }
+}
+
+/// The four lanes of `v`.
+#[inline(always)]
+fn lanes(v: float32x4_t) -> [f32; 4] {
+    let mut out = [0.0f32; 4];
+    // SAFETY: `out` holds four f32 (NEON is baseline on aarch64).
+    unsafe { vst1q_f32(out.as_mut_ptr(), v) };
+    out
+}
+
+/// Block `K` of a group with `smmla`: `zr`/`zt` are the row-pair and
+/// token-pair scale zips of the group (see [`Smmla::group`]).
+///
+/// Safety: as for [`Engine::group`], with i8mm.
+#[inline(always)]
+unsafe fn block_mmla<W: SignedBlock, const K: i32>(
+    values: [*const u8; TILE_ROWS],
+    xq: [*const i8; TILE_TOKENS],
+    zr: &[(float32x4_t, float32x4_t); 2],
+    zt: &[(float32x4_t, float32x4_t); 2],
+    acc: &mut [float32x4_t; 4],
+) {
+    let k = K as usize;
+    // 8-value chunks of two vectors side by side: `[a[8c..8c + 8], b[8c..8c + 8]]`.
+    let pairs = |a: int8x16_t, b: int8x16_t| {
+        let (a, b) = (vreinterpretq_s64_s8(a), vreinterpretq_s64_s8(b));
+        (
+            vreinterpretq_s8_s64(vzip1q_s64(a, b)),
+            vreinterpretq_s8_s64(vzip2q_s64(a, b)),
+        )
+    };
+    let h: [(int8x16_t, int8x16_t); TILE_ROWS] =
+        core::array::from_fn(|i| W::halves(values[i].add(k * W::VALUE_BYTES)));
+    let x0 = xq.map(|p| vld1q_s8(p.add(k * BLOCK_LEN)));
+    let x1 = xq.map(|p| vld1q_s8(p.add(k * BLOCK_LEN + 16)));
+    let operands = |h0: [int8x16_t; 4], h1: [int8x16_t; 4], m: usize| {
+        let (c0, c1) = pairs(h0[2 * m], h0[2 * m + 1]);
+        let (c2, c3) = pairs(h1[2 * m], h1[2 * m + 1]);
+        [c0, c1, c2, c3]
+    };
+    let (h0, h1) = (h.map(|v| v.0), h.map(|v| v.1));
+    let a = [operands(h0, h1, 0), operands(h0, h1, 1)];
+    let b = [operands(x0, x1, 0), operands(x0, x1, 1)];
+    for p in 0..2 {
+        // Block K's row scales `[a, a, b, b]`.
+        let z = if K < 2 { zr[p].0 } else { zr[p].1 };
+        let dw = if K % 2 == 0 {
+            vzip1q_f32(z, z)
+        } else {
+            vzip2q_f32(z, z)
+        };
+        for q in 0..2 {
+            // Block K's token scales `[c, d, c, d]`.
+            let z = vreinterpretq_f64_f32(if K < 2 { zt[q].0 } else { zt[q].1 });
+            let dx = vreinterpretq_f32_f64(if K % 2 == 0 {
+                vdupq_laneq_f64::<0>(z)
+            } else {
+                vdupq_laneq_f64::<1>(z)
+            });
+            let sums = mmla4(a[p], b[q]);
+            acc[2 * p + q] = vfmaq_f32(acc[2 * p + q], vcvtq_f32_s32(sums), vmulq_f32(dw, dx));
+        }
+    }
+}
+
+/// `Σ_c smmla(a[c], b[c])` from zero: the 2 × 2 integer dot products of
+/// two rows and two tokens over one block (four chunks of 8 values).
+///
+/// Safety: the CPU has i8mm. (`target_feature` makes the assembler accept
+/// `smmla`; the function inlines into the i8mm kernels.)
+#[target_feature(enable = "neon,i8mm")]
+#[inline]
+unsafe fn mmla4(a: [int8x16_t; 4], b: [int8x16_t; 4]) -> int32x4_t {
+    let sums: int32x4_t;
+    // SAFETY: register-only instructions; the caller guarantees i8mm.
+    asm!(
+        "movi {s:v}.4s, #0",
+        "smmla {s:v}.4s, {a0:v}.16b, {b0:v}.16b",
+        "smmla {s:v}.4s, {a1:v}.16b, {b1:v}.16b",
+        "smmla {s:v}.4s, {a2:v}.16b, {b2:v}.16b",
+        "smmla {s:v}.4s, {a3:v}.16b, {b3:v}.16b",
+        s = out(vreg) sums,
+        a0 = in(vreg) a[0],
+        a1 = in(vreg) a[1],
+        a2 = in(vreg) a[2],
+        a3 = in(vreg) a[3],
+        b0 = in(vreg) b[0],
+        b1 = in(vreg) b[1],
+        b2 = in(vreg) b[2],
+        b3 = in(vreg) b[3],
+        options(pure, nomem, nostack, preserves_flags)
+    );
+    sums
+}
+
+/// Block `K` of a group with `sdot`: the tokens' scales of the block in `dx` (lane =
 /// token), the rows' four block scales in `dw`.
 ///
 /// Safety: as for [`group`].
@@ -151,13 +315,14 @@ unsafe fn dot4(
 }
 
 /// `out[t * rows + r] = row r · token t` for quantized rows of `blocks`
-/// blocks (f16 scales first, then `W::VALUE_BYTES` a block).
+/// blocks (f16 scales first, then `W::VALUE_BYTES` a block), the integer
+/// work done by engine `E`.
 ///
 /// Safety: `check_batch` passed for this format's block size; the CPU has
-/// NEON and dotprod (the caller's `target_feature` set, into which this
-/// inlines).
+/// NEON and `E`'s features (the caller's `target_feature` set, into which
+/// this inlines).
 #[inline(always)]
-pub(super) unsafe fn matmul_sdot<W: SignedBlock>(
+pub(super) unsafe fn matmul_tiles<W: SignedBlock, E: Engine>(
     w: &[u8],
     blocks: usize,
     rows: usize,
@@ -188,7 +353,7 @@ pub(super) unsafe fn matmul_sdot<W: SignedBlock>(
                 core::array::from_fn(|i| w.as_ptr().add((r0 + i.min(nr - 1)) * row_bytes));
             let mut acc = [vdupq_n_f32(0.0); TILE_ROWS];
             for b in (0..full).step_by(GROUP) {
-                group::<W>(
+                E::group::<W>(
                     wr.map(|r| r.add(2 * blocks + b * W::VALUE_BYTES)),
                     wr.map(|r| r.add(2 * b)),
                     xq.map(|p| p.add(b * BLOCK_LEN)),
@@ -209,7 +374,7 @@ pub(super) unsafe fn matmul_sdot<W: SignedBlock>(
                         2 * tail,
                     );
                 }
-                group::<W>(
+                E::group::<W>(
                     core::array::from_fn(|i| v_pad[i].as_ptr()),
                     core::array::from_fn(|i| s_pad[i].as_ptr()),
                     core::array::from_fn(|j| xq_pad[j].as_ptr()),
@@ -217,10 +382,8 @@ pub(super) unsafe fn matmul_sdot<W: SignedBlock>(
                     &mut acc,
                 );
             }
-            for (i, a) in acc.iter().enumerate().take(nr) {
-                let mut lanes = [0.0f32; TILE_TOKENS];
-                vst1q_f32(lanes.as_mut_ptr(), *a);
-                for (j, &v) in lanes.iter().enumerate().take(nt) {
+            for (i, row) in E::results(&acc).iter().enumerate().take(nr) {
+                for (j, &v) in row.iter().enumerate().take(nt) {
                     out[(t0 + j) * rows + r0 + i] = v;
                 }
             }
