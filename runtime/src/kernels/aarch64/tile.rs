@@ -242,7 +242,7 @@ unsafe fn mmla4(a: [int8x16_t; 4], b: [int8x16_t; 4]) -> int32x4_t {
 /// Block `K` of a group with `sdot`: the tokens' scales of the block in `dx` (lane =
 /// token), the rows' four block scales in `dw`.
 ///
-/// Safety: as for [`group`].
+/// Safety: as for [`Engine::group`], with dotprod.
 #[inline(always)]
 unsafe fn block<W: SignedBlock, const K: i32>(
     values: [*const u8; TILE_ROWS],
