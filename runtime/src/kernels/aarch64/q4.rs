@@ -3,9 +3,9 @@
 
 use core::arch::aarch64::*;
 
-use super::tile::{matmul_tiles, Sdot, SignedBlock, Smmla};
+use super::tile::{tile_kernel, Sdot, SignedBlock, Smmla};
 use super::{fold4, matvec_blocks, sdot, GroupDot, GROUP};
-use crate::kernels::{check_batch, check_quantized, Activations, BatchActs};
+use crate::kernels::{check_quantized, Activations};
 use crate::quant::{BLOCK_LEN, Q4_BLOCK_BYTES, Q4_VALUE_BYTES};
 
 /// int4 rows with `sdot` on the unsigned nibbles, then `− 8 · Σx`.
@@ -115,48 +115,19 @@ impl SignedBlock for Q4Signed {
     }
 }
 
-#[target_feature(enable = "neon,dotprod")]
-unsafe fn q4_matmul_dotprod(
-    w: &[u8],
-    blocks: usize,
-    rows: usize,
-    x: &BatchActs<'_>,
-    out: &mut [f32],
-) {
-    // SAFETY: forwarded from the caller (checked shapes, dotprod present).
-    unsafe { matmul_tiles::<Q4Signed, Sdot>(w, blocks, rows, x, out) }
-}
-
-pub(crate) fn matmul_q4_dotprod(
-    w: &[u8],
-    cols: usize,
-    rows: usize,
-    x: &BatchActs<'_>,
-    out: &mut [f32],
-) {
-    let blocks = check_batch(w, cols, rows, x, out, Q4_BLOCK_BYTES);
-    // SAFETY: installed by `kernels::table` only when the CPU has NEON and dotprod;
-    // `check_batch` proved the ranges the loads use.
-    unsafe { q4_matmul_dotprod(w, blocks, rows, x, out) }
-}
-
-#[target_feature(enable = "neon,dotprod,i8mm")]
-unsafe fn q4_matmul_i8mm(w: &[u8], blocks: usize, rows: usize, x: &BatchActs<'_>, out: &mut [f32]) {
-    // SAFETY: forwarded from the caller (checked shapes, i8mm present).
-    unsafe { matmul_tiles::<Q4Signed, Smmla>(w, blocks, rows, x, out) }
-}
-
-pub(crate) fn matmul_q4_i8mm(
-    w: &[u8],
-    cols: usize,
-    rows: usize,
-    x: &BatchActs<'_>,
-    out: &mut [f32],
-) {
-    let blocks = check_batch(w, cols, rows, x, out, Q4_BLOCK_BYTES);
-    // SAFETY: installed by `kernels::table` only when the CPU has NEON, dotprod
-    // and i8mm; `check_batch` proved the ranges the loads use.
-    unsafe { q4_matmul_i8mm(w, blocks, rows, x, out) }
-}
+tile_kernel!(
+    matmul_q4_dotprod,
+    Q4Signed,
+    Q4_BLOCK_BYTES,
+    Sdot,
+    "neon,dotprod"
+);
+tile_kernel!(
+    matmul_q4_i8mm,
+    Q4Signed,
+    Q4_BLOCK_BYTES,
+    Smmla,
+    "neon,dotprod,i8mm"
+);
 
 crate::kernels::matmul_per_token!(matmul_q4_neon, matvec_q4_neon, Q4);

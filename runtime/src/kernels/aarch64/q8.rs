@@ -3,9 +3,9 @@
 
 use core::arch::aarch64::*;
 
-use super::tile::{matmul_tiles, Sdot, SignedBlock, Smmla};
+use super::tile::{tile_kernel, Sdot, SignedBlock, Smmla};
 use super::{fold4, matvec_blocks, sdot, GroupDot, GROUP};
-use crate::kernels::{check_batch, check_quantized, Activations, BatchActs};
+use crate::kernels::{check_quantized, Activations};
 use crate::quant::{BLOCK_LEN, Q8_BLOCK_BYTES, Q8_VALUE_BYTES};
 
 /// int8 rows with `sdot`.
@@ -92,47 +92,19 @@ impl SignedBlock for Q8Signed {
     }
 }
 
-#[target_feature(enable = "neon,dotprod")]
-unsafe fn q8_matmul_dotprod(
-    w: &[u8],
-    blocks: usize,
-    rows: usize,
-    x: &BatchActs<'_>,
-    out: &mut [f32],
-) {
-    // SAFETY: forwarded from the caller (checked shapes, dotprod present).
-    unsafe { matmul_tiles::<Q8Signed, Sdot>(w, blocks, rows, x, out) }
-}
-
-pub(crate) fn matmul_q8_dotprod(
-    w: &[u8],
-    cols: usize,
-    rows: usize,
-    x: &BatchActs<'_>,
-    out: &mut [f32],
-) {
-    let blocks = check_batch(w, cols, rows, x, out, Q8_BLOCK_BYTES);
-    // SAFETY: as for `q4::matmul_q4_dotprod`.
-    unsafe { q8_matmul_dotprod(w, blocks, rows, x, out) }
-}
-
-#[target_feature(enable = "neon,dotprod,i8mm")]
-unsafe fn q8_matmul_i8mm(w: &[u8], blocks: usize, rows: usize, x: &BatchActs<'_>, out: &mut [f32]) {
-    // SAFETY: forwarded from the caller (checked shapes, i8mm present).
-    unsafe { matmul_tiles::<Q8Signed, Smmla>(w, blocks, rows, x, out) }
-}
-
-pub(crate) fn matmul_q8_i8mm(
-    w: &[u8],
-    cols: usize,
-    rows: usize,
-    x: &BatchActs<'_>,
-    out: &mut [f32],
-) {
-    let blocks = check_batch(w, cols, rows, x, out, Q8_BLOCK_BYTES);
-    // SAFETY: installed by `kernels::table` only when the CPU has NEON, dotprod
-    // and i8mm; `check_batch` proved the ranges the loads use.
-    unsafe { q8_matmul_i8mm(w, blocks, rows, x, out) }
-}
+tile_kernel!(
+    matmul_q8_dotprod,
+    Q8Signed,
+    Q8_BLOCK_BYTES,
+    Sdot,
+    "neon,dotprod"
+);
+tile_kernel!(
+    matmul_q8_i8mm,
+    Q8Signed,
+    Q8_BLOCK_BYTES,
+    Smmla,
+    "neon,dotprod,i8mm"
+);
 
 crate::kernels::matmul_per_token!(matmul_q8_neon, matvec_q8_neon, Q8);

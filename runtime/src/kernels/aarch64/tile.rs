@@ -390,3 +390,36 @@ pub(super) unsafe fn matmul_tiles<W: SignedBlock, E: Engine>(
         }
     }
 }
+
+/// Defines `pub(crate) fn $name`, a [`MatmulFn`](crate::kernels::MatmulFn)
+/// over [`matmul_tiles`] for blocks `$block` (`$block_bytes` a block) with
+/// engine `$engine`, compiled with `$features` (the features `kernels::table`
+/// checks before installing it).
+macro_rules! tile_kernel {
+    ($name:ident, $block:ty, $block_bytes:expr, $engine:ty, $features:literal) => {
+        pub(crate) fn $name(
+            w: &[u8],
+            cols: usize,
+            rows: usize,
+            x: &crate::kernels::BatchActs<'_>,
+            out: &mut [f32],
+        ) {
+            #[target_feature(enable = $features)]
+            unsafe fn tiles(
+                w: &[u8],
+                blocks: usize,
+                rows: usize,
+                x: &crate::kernels::BatchActs<'_>,
+                out: &mut [f32],
+            ) {
+                // SAFETY: forwarded from the caller (checked shapes, features present).
+                unsafe { super::tile::matmul_tiles::<$block, $engine>(w, blocks, rows, x, out) }
+            }
+            let blocks = crate::kernels::check_batch(w, cols, rows, x, out, $block_bytes);
+            // SAFETY: installed by `kernels::table` only when the CPU has
+            // `$features`; `check_batch` proved the ranges the loads use.
+            unsafe { tiles(w, blocks, rows, x, out) }
+        }
+    };
+}
+pub(super) use tile_kernel;
