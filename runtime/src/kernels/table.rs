@@ -56,12 +56,18 @@ impl Kernels {
 
     /// The best kernels for this CPU: the scalar table with entries
     /// replaced by each ISA module whose features are present. With `std`,
-    /// `MOTE_KERNELS=scalar` forces the reference.
+    /// `MOTE_KERNELS=scalar` forces the reference, and on x86-64
+    /// `MOTE_KERNELS=x86-avx2` the AVX2 table on a CPU that has AVX-512 too
+    /// (to measure what AVX2-only CPUs get).
     pub fn detect() -> Self {
         let table = Self::scalar();
         #[cfg(feature = "std")]
         if std::env::var_os("MOTE_KERNELS").is_some_and(|v| v == "scalar") {
             return table;
+        }
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if std::env::var_os("MOTE_KERNELS").is_some_and(|v| v == "x86-avx2") {
+            return x86_avx2(table);
         }
         #[cfg(target_arch = "x86_64")]
         let table = x86(table);
@@ -183,9 +189,11 @@ pub(super) fn aarch64(mut k: Kernels) -> Kernels {
 /// The riscv64 entries this CPU can run faster: RVV 1.0 where present.
 #[cfg(target_arch = "riscv64")]
 pub(super) fn riscv(mut k: Kernels) -> Kernels {
-    use super::riscv::{f16, f32, has_v, q4, q8};
+    use super::riscv::{f16, f32, has_v, mxfp4, q4, q8};
     if has_v() {
         k.name = "riscv64-rvv";
+        k.matvec_mxfp4 = mxfp4::matvec_mxfp4_rvv;
+        k.matmul_mxfp4 = mxfp4::matmul_mxfp4_rvv;
         k.matvec_q4 = q4::matvec_q4_rvv;
         k.matvec_q8 = q8::matvec_q8_rvv;
         k.matmul_q4 = q4::matmul_q4_rvv;

@@ -11,7 +11,17 @@
 //! vector-length agnostic: it needs VLEN ≥ 128, which the V extension
 //! guarantees, and never assumes more.
 //!
-//! Quantized rows go in groups of four blocks. Per block, `vwmul` (int8)
+//! Quantized rows whose values are 8-byte aligned (blocks a multiple of 4,
+//! as in most model widths; `lanes_fit`) run the lanes kernels: one row a
+//! 64-bit lane, a tile of VLEN / 16 int4 rows (VLEN / 32 int8 rows) per
+//! vector op, so a wider vector unit computes more rows per instruction.
+//! A block's bytes come in with strided loads (stride = row bytes) and
+//! the activations with stride-0 loads (a broadcast); the per-row sums are
+//! folded with narrowing shifts (`q4::q4_lanes` says how). At VLEN 128
+//! the int8 lanes tile is only 4 rows, which costs more than the group
+//! kernel, so int8 keeps that one there.
+//!
+//! Other quantized rows go in groups of four blocks. Per block, `vwmul` (int8)
 //! or `vwmul` + `vwmacc` on signed nibbles (int4) give i16 products, and
 //! `vwredsum` sums them exactly into an i32 (seeded from a register zeroed
 //! at e32: the seed is read at 2·SEW, so an e16 write would leave its upper
@@ -21,8 +31,14 @@
 //! weight scales and activation scales in e32 vector ops and one `vfmacc`.
 //! Per block the arithmetic is the scalar kernel's; only the float
 //! summation order differs. A last group of fewer than four blocks is
-//! copied into zero-padded buffers. The instruction count per block does
-//! not shrink with a wider VLEN (a block is 32 values, VLEN ≥ 128 holds it).
+//! copied into zero-padded buffers. The instruction count per block of
+//! these does not shrink with a wider VLEN (a block is 32 values, VLEN ≥
+//! 128 holds it).
+//!
+//! MXFP4 rows run one block per step: a `vrgather` through the doubled
+//! FP4 table for each nibble half and a two-field segment load that splits
+//! the activations into the matching even and odd elements
+//! (`mxfp4::mxfp4_blocks`).
 //!
 //! f16 values convert to f32 with integer ops (no Zvfhmin needed): the
 //! 15 magnitude bits shifted into f32 position and multiplied by 2^112
@@ -167,6 +183,7 @@ macro_rules! scale_group {
 // Declared after the macros above, which the format files use.
 pub(super) mod f16;
 pub(super) mod f32;
+pub(super) mod mxfp4;
 pub(super) mod q4;
 pub(super) mod q8;
 
@@ -239,6 +256,69 @@ unsafe fn matvec_blocks(
     }
 }
 
+/// The rows a lanes kernel computes: `rows` rows (at most the kernel's
+/// tile), row `r`'s block `b` values at `values + r·stride + b·value_bytes`
+/// and its f16 scale at `scales + r·stride + 2b`.
+#[derive(Clone, Copy)]
+struct Tile {
+    values: *const u8,
+    scales: *const u8,
+    stride: usize,
+    rows: usize,
+}
+
+/// One of the lanes kernels (`q4::q4_lanes`, `q8::q8_lanes`): `out[r] =
+/// row r · x` for the tile's rows, over `blocks ≥ 1` blocks of activations
+/// at `xq` with scales at `dx`.
+type LanesFn = unsafe fn(Tile, *const i8, *const f32, usize, *mut f32);
+
+/// True when the lanes kernels may read these rows: every row's values
+/// start 8-byte aligned (strided 64-bit loads of misaligned elements may
+/// trap), which holds when the rows and their scale arrays are multiples
+/// of 8 bytes (blocks a multiple of 4, as in most model widths) and the
+/// matrix is 8-byte aligned (model files align tensors to 64).
+fn lanes_fit(w: &[u8], row_bytes: usize, blocks: usize) -> bool {
+    blocks > 0
+        && row_bytes.is_multiple_of(8)
+        && (w.as_ptr() as usize + 2 * blocks).is_multiple_of(8)
+}
+
+/// `out[r] = row r · x`, `tile` rows at a time through `lanes`.
+///
+/// Safety: the CPU has V; `check_quantized` passed for `value_bytes`-byte
+/// blocks; `lanes_fit` holds; `tile` is at most the rows `lanes` takes.
+unsafe fn matvec_lanes(
+    lanes: LanesFn,
+    tile: usize,
+    w: &[u8],
+    row_bytes: usize,
+    blocks: usize,
+    x: &Activations<'_>,
+    out: &mut [f32],
+) {
+    for (t, o) in out.chunks_mut(tile).enumerate() {
+        let rows = &w[t * tile * row_bytes..][..o.len() * row_bytes];
+        // SAFETY: `rows` holds `o.len()` ≤ `tile` whole rows (`check_quantized`),
+        // their values after `2 · blocks` scale bytes; `blocks` blocks of
+        // activations; `o` has room for every row's sum.
+        unsafe {
+            let tile = Tile {
+                values: rows.as_ptr().add(2 * blocks),
+                scales: rows.as_ptr(),
+                stride: row_bytes,
+                rows: o.len(),
+            };
+            lanes(
+                tile,
+                x.qs.as_ptr(),
+                x.scales.as_ptr(),
+                blocks,
+                o.as_mut_ptr(),
+            )
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::f16::matvec_f16_rvv;
@@ -270,11 +350,18 @@ mod tests {
 
     /// Integer sums must be exact at the i8 extremes (−128 · −128 included),
     /// which the quantizers never produce. All values equal, so every float
-    /// step is exact too and the results must be identical.
+    /// step is exact too and the results must be identical. 7 blocks take
+    /// the group kernels (a full group and a padded one), 8 the lanes
+    /// kernels; 37 rows fill whole tiles and leave a partial one.
     #[test]
     fn rvv_extreme_int8_values_are_exact() {
         require_v();
-        let blocks = 7;
+        for blocks in [7, 8] {
+            extreme_int8_values_are_exact(blocks, 37);
+        }
+    }
+
+    fn extreme_int8_values_are_exact(blocks: usize, rows: usize) {
         let qs = std::vec![-128i8; blocks * BLOCK_LEN];
         let ones = std::vec![1.0f32; blocks];
         let x = Activations {
@@ -293,15 +380,18 @@ mod tests {
                 ),
                 (b4, Q4_BLOCK_BYTES, scalar::matvec_q4, matvec_q4_rvv),
             ] {
-                let mut row = std::vec![byte; blocks * block_bytes];
-                for b in 0..blocks {
-                    row[2 * b..2 * b + 2].copy_from_slice(&0x3c00u16.to_le_bytes());
-                    // f16 1.0
+                let row_bytes = blocks * block_bytes;
+                let mut w = std::vec![byte; rows * row_bytes];
+                for row in w.chunks_exact_mut(row_bytes) {
+                    for b in 0..blocks {
+                        row[2 * b..2 * b + 2].copy_from_slice(&0x3c00u16.to_le_bytes());
+                        // f16 1.0
+                    }
                 }
-                let (mut want, mut got) = ([0.0f32], [0.0f32]);
-                reference(&row, row.len(), &x, &mut want);
-                fast(&row, row.len(), &x, &mut got);
-                assert_eq!(got, want, "byte {byte:#x}");
+                let (mut want, mut got) = (std::vec![0.0f32; rows], std::vec![0.0f32; rows]);
+                reference(&w, row_bytes, &x, &mut want);
+                fast(&w, row_bytes, &x, &mut got);
+                assert_eq!(got, want, "{blocks} blocks, byte {byte:#x}");
             }
         }
     }

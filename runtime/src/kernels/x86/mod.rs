@@ -6,7 +6,15 @@
 //! unsigned nibbles (stored `q + 8`) with the signed activations. The `+ 8`
 //! is removed once per row with the per-block activation sums. int8 rows
 //! use `vpdpbusd` on |w| and the activations negated where w < 0. Scales are
-//! planar in the row, so 16 of them convert with one `vcvtph2ps`.
+//! planar in the row, so 16 of them convert with one `vcvtph2ps`. AVX2
+//! has no `vpdpbusd`: `vpmaddubsw` (unsigned × signed byte pairs, i16)
+//! then `vpmaddwd` by ones give the same exact block sums, two blocks a
+//! 256-bit step; int8 and MXFP4 rows go through it as |w| against the
+//! activations with w's sign (`vpsignb`).
+//!
+//! The batched products (prompt tokens) of both levels work in tiles of
+//! `TILE_ROWS` rows × `TILE_TOKENS` tokens, so a weight block is loaded
+//! and unpacked once for four tokens, not once per token.
 //!
 //! One file per weight format holds that format's kernels for every
 //! feature level; this module holds the feature checks and the helpers
@@ -90,29 +98,47 @@ unsafe fn scales8(
     x: &Activations<'_>,
 ) -> (__m256, __m256) {
     let n = (blocks - g).min(8);
-    let (dw, dx, sx) = if n == 8 {
-        // SAFETY: 8 scales of the row (16 bytes) and 8 activation scales
-        // and sums exist from block g on.
+    // SAFETY: blocks g..g + n exist in the row and in the activations.
+    let (dw, dx, sx) = unsafe {
         (
-            _mm256_cvtph_ps(_mm_loadu_si128(row.add(2 * g) as *const __m128i)),
-            _mm256_loadu_ps(x.scales.as_ptr().add(g)),
-            _mm256_loadu_ps(x.sums.as_ptr().add(g)),
-        )
-    } else {
-        let (mut w, mut d, mut s) = ([0u16; 8], [0.0f32; 8], [0.0f32; 8]);
-        for i in 0..n {
-            // SAFETY: block g + i < blocks: its scale lies inside the row.
-            w[i] = u16::from_le_bytes([*row.add(2 * (g + i)), *row.add(2 * (g + i) + 1)]);
-            d[i] = x.scales[g + i];
-            s[i] = x.sums[g + i];
-        }
-        (
-            _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr() as *const __m128i)),
-            _mm256_loadu_ps(d.as_ptr()),
-            _mm256_loadu_ps(s.as_ptr()),
+            f16x8(row.add(2 * g), n),
+            f32x8(x.scales.as_ptr().add(g), n),
+            f32x8(x.sums.as_ptr().add(g), n),
         )
     };
     (_mm256_mul_ps(dw, dx), _mm256_mul_ps(dw, sx))
+}
+
+/// `n ≤ 8` f16 values at `p` (unaligned) as f32 lanes, zeros after them.
+///
+/// Safety: `2n` bytes at `p` are readable.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn f16x8(p: *const u8, n: usize) -> __m256 {
+    if n == 8 {
+        // SAFETY: 16 bytes at p (the caller's contract).
+        return _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p as *const __m128i) });
+    }
+    let mut h = [0u8; 16];
+    // SAFETY: 2n ≤ 16 bytes at p, into the local buffer.
+    unsafe { core::ptr::copy_nonoverlapping(p, h.as_mut_ptr(), 2 * n) };
+    // SAFETY: h is 16 bytes.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(h.as_ptr() as *const __m128i) })
+}
+
+/// `n ≤ 8` f32 values at `p` as lanes, zeros after them.
+///
+/// Safety: `n` f32 at `p` are readable.
+#[target_feature(enable = "avx2")]
+unsafe fn f32x8(p: *const f32, n: usize) -> __m256 {
+    if n == 8 {
+        // SAFETY: 8 f32 at p (the caller's contract).
+        return unsafe { _mm256_loadu_ps(p) };
+    }
+    let mut v = [0.0f32; 8];
+    // SAFETY: n ≤ 8 f32 at p, into the local buffer.
+    unsafe { core::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), n) };
+    // SAFETY: v is 8 f32.
+    unsafe { _mm256_loadu_ps(v.as_ptr()) }
 }
 
 /// Sum of the 8 lanes.

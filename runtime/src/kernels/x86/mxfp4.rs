@@ -13,10 +13,11 @@ pub(crate) fn matvec_mxfp4_avx2(w: &[u8], row_bytes: usize, x: &Activations<'_>,
     unsafe { mxfp4_avx2(w, row_bytes, blocks, x, out) }
 }
 
-/// MXFP4 rows: each block's nibbles become FP4 values doubled plus 12
-/// (0..=24, unsigned for `maddubs`) by one table shuffle, interleaved back
-/// into element order; the `+12` comes off once per block as
-/// `12 · half_scale · sums[b]`.
+/// MXFP4 rows: each block's nibbles become FP4 values doubled (−12..=12,
+/// exact in i8) by one table shuffle, interleaved back into element order;
+/// `maddubs` takes their magnitudes against the activations with the
+/// weights' signs, so every block's integer dot is exact (activations are
+/// never −128).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn mxfp4_avx2(
     w: &[u8],
@@ -27,7 +28,7 @@ unsafe fn mxfp4_avx2(
 ) {
     let mut table = [0u8; 16];
     for (t, &v) in table.iter_mut().zip(FP4_TIMES_TWO.iter()) {
-        *t = (v + 12) as u8;
+        *t = v as u8;
     }
     let lut = _mm_loadu_si128(table.as_ptr() as *const __m128i);
     let low4 = _mm_set1_epi8(0x0f);
@@ -40,7 +41,6 @@ unsafe fn mxfp4_avx2(
         let row = w.as_ptr().add(r * row_bytes);
         let values = row.add(blocks);
         let mut acc = _mm256_setzero_ps();
-        let mut corr = 0.0f32;
         for b in 0..blocks {
             let d = mxfp4_half_scale(*row.add(b));
             let v = _mm_loadu_si128(values.add(b * Q4_VALUE_BYTES) as *const __m128i);
@@ -49,15 +49,15 @@ unsafe fn mxfp4_avx2(
             // Byte j holds elements 2j (low) and 2j + 1 (high).
             let wv = _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi));
             let xv = _mm256_loadu_si256(xq.add(b * BLOCK_LEN) as *const __m256i);
-            let sum = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), ones);
+            let p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+            let sum = _mm256_madd_epi16(p, ones);
             acc = _mm256_fmadd_ps(
                 _mm256_cvtepi32_ps(sum),
                 _mm256_set1_ps(d * x.scales[b]),
                 acc,
             );
-            corr += 12.0 * d * x.sums[b];
         }
-        *o = hsum8(acc) - corr;
+        *o = hsum8(acc);
     }
 }
 

@@ -1,9 +1,8 @@
-//! int4 weights: AVX-512 VNNI and AVX2 matvecs, and the AVX-512 VNNI
-//! batched product.
+//! int4 weights: AVX-512 VNNI and AVX2 matvecs and batched products.
 
 use core::arch::x86_64::*;
 
-use super::{byte_mask, hsum8, lane_mask, scales8, TILE_ROWS, TILE_TOKENS};
+use super::{byte_mask, f16x8, f32x8, hsum8, lane_mask, scales8, TILE_ROWS, TILE_TOKENS};
 use crate::kernels::check_batch;
 use crate::kernels::{check_quantized, Activations, BatchActs};
 use crate::quant::{BLOCK_LEN, Q4_BLOCK_BYTES, Q4_VALUE_BYTES};
@@ -290,4 +289,114 @@ unsafe fn q4_matmul_avx512(
     }
 }
 
-crate::kernels::matmul_per_token!(matmul_q4_avx2, matvec_q4_avx2, Q4);
+pub(crate) fn matmul_q4_avx2(
+    w: &[u8],
+    cols: usize,
+    rows: usize,
+    x: &BatchActs<'_>,
+    out: &mut [f32],
+) {
+    let blocks = check_batch(w, cols, rows, x, out, Q4_BLOCK_BYTES);
+    // SAFETY: installed by `kernels::table` only when the CPU has AVX2, FMA and
+    // F16C; `check_batch` proved every range the loads use.
+    unsafe { q4_matmul_avx2(w, blocks, rows, x, out) }
+}
+
+/// Lane indices that spread the scales of blocks `k` and `k + 1` (of eight)
+/// over the two 128-bit halves of a 2-block step.
+#[target_feature(enable = "avx2")]
+unsafe fn pair_spread(k: usize) -> __m256i {
+    let (a, b) = (k as i32, k as i32 + 1);
+    _mm256_setr_epi32(a, a, a, a, b, b, b, b)
+}
+
+/// The batched product in tiles of `TILE_ROWS` rows × `TILE_TOKENS`
+/// tokens: each pair of a row's blocks is unpacked once for the tile's
+/// tokens, each token's activations permuted once for its rows.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_matmul_avx2(w: &[u8], blocks: usize, rows: usize, x: &BatchActs<'_>, out: &mut [f32]) {
+    let row_bytes = blocks * Q4_BLOCK_BYTES;
+    let low4 = _mm256_set1_epi8(0x0f);
+    let ones = _mm256_set1_epi16(1);
+    let stride = x.block_stride;
+    for r0 in (0..rows).step_by(TILE_ROWS) {
+        // SAFETY (whole body): rows past the end repeat the last row and
+        // tokens past the end repeat the last token (never stored); every
+        // load is a whole block (or scale run) with index < blocks of a row
+        // or a token (`check_batch`); an odd last block pairs with zeros.
+        let rp: [*const u8; TILE_ROWS] =
+            core::array::from_fn(|i| w.as_ptr().add((r0 + i).min(rows - 1) * row_bytes));
+        for t0 in (0..x.tokens).step_by(TILE_TOKENS) {
+            let xp: [*const i8; TILE_TOKENS] = core::array::from_fn(|j| {
+                let t = (t0 + j).min(x.tokens - 1);
+                x.qs.as_ptr().add(t * stride * BLOCK_LEN)
+            });
+            let first: [usize; TILE_TOKENS] =
+                core::array::from_fn(|j| (t0 + j).min(x.tokens - 1) * stride);
+            let mut acc = [[_mm256_setzero_ps(); TILE_TOKENS]; TILE_ROWS];
+            let mut g = 0;
+            while g < blocks {
+                let n = (blocks - g).min(8);
+                let dw: [__m256; TILE_ROWS] = core::array::from_fn(|i| f16x8(rp[i].add(2 * g), n));
+                let dx: [__m256; TILE_TOKENS] =
+                    core::array::from_fn(|j| f32x8(x.scales.as_ptr().add(first[j] + g), n));
+                for j in 0..TILE_TOKENS {
+                    let sx = f32x8(x.sums.as_ptr().add(first[j] + g), n);
+                    for i in 0..TILE_ROWS {
+                        // The +8 of the stored nibbles, removed per block.
+                        let dw8 = _mm256_mul_ps(dw[i], _mm256_set1_ps(8.0));
+                        acc[i][j] = _mm256_fnmadd_ps(dw8, sx, acc[i][j]);
+                    }
+                }
+                let mut k = 0;
+                while k < n {
+                    let b = g + k;
+                    let pair = k + 1 < n;
+                    let spread = pair_spread(k);
+                    let mut lo = [_mm256_setzero_si256(); TILE_ROWS];
+                    let mut hi = [_mm256_setzero_si256(); TILE_ROWS];
+                    let mut sw = [_mm256_setzero_ps(); TILE_ROWS];
+                    for i in 0..TILE_ROWS {
+                        let values = rp[i].add(2 * blocks + b * Q4_VALUE_BYTES);
+                        let wa = _mm_loadu_si128(values as *const __m128i);
+                        let wb = if pair {
+                            _mm_loadu_si128(values.add(Q4_VALUE_BYTES) as *const __m128i)
+                        } else {
+                            _mm_setzero_si128()
+                        };
+                        let v = _mm256_set_m128i(wb, wa);
+                        lo[i] = _mm256_and_si256(v, low4);
+                        hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+                        sw[i] = _mm256_permutevar8x32_ps(dw[i], spread);
+                    }
+                    for j in 0..TILE_TOKENS {
+                        let xa = _mm256_loadu_si256(xp[j].add(b * BLOCK_LEN) as *const __m256i);
+                        let xb = if pair {
+                            _mm256_loadu_si256(xp[j].add((b + 1) * BLOCK_LEN) as *const __m256i)
+                        } else {
+                            _mm256_setzero_si256()
+                        };
+                        let xlo = _mm256_permute2x128_si256(xa, xb, 0x20);
+                        let xhi = _mm256_permute2x128_si256(xa, xb, 0x31);
+                        let sx = _mm256_permutevar8x32_ps(dx[j], spread);
+                        for i in 0..TILE_ROWS {
+                            let p = _mm256_add_epi16(
+                                _mm256_maddubs_epi16(lo[i], xlo),
+                                _mm256_maddubs_epi16(hi[i], xhi),
+                            );
+                            let d = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+                            acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(d, sw[i]), sx, acc[i][j]);
+                        }
+                    }
+                    k += 2;
+                }
+                g += 8;
+            }
+            for i in 0..TILE_ROWS.min(rows - r0) {
+                for j in 0..TILE_TOKENS.min(x.tokens - t0) {
+                    out[(t0 + j) * rows + r0 + i] = hsum8(acc[i][j]);
+                }
+            }
+        }
+    }
+}
