@@ -101,6 +101,7 @@ fn fill(rng: &mut Rng, pattern: usize, out: &mut [f32]) {
 /// shapes; integer sums must agree, so only float summation order may
 /// differ: within 1e-5 of Σ|w·x|.
 pub(crate) fn compare_with_scalar(fast: &Kernels) {
+    compare_attend_with_scalar(fast);
     let scalar = Kernels::scalar();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let sizes = [
@@ -160,6 +161,39 @@ pub(crate) fn compare_with_scalar(fast: &Kernels) {
                         fast.name, want[r], got[r]
                     );
                 }
+            }
+        }
+    }
+}
+
+/// `fast.attend` against the scalar one: head widths 1 to 130, 1 to 70
+/// visible positions of a ring that wraps, with and without a sink.
+pub(crate) fn compare_attend_with_scalar(fast: &Kernels) {
+    let mut rng = Rng(0x0dd_ba11_5eed);
+    for &(d, visible) in &[(1usize, 1usize), (7, 5), (32, 23), (64, 70), (130, 9)] {
+        let slots = visible + 3;
+        let stride = d + 5;
+        let k: vec::Vec<f32> = (0..slots * stride).map(|_| rng.unit()).collect();
+        let v: vec::Vec<f32> = (0..slots * stride).map(|_| rng.unit()).collect();
+        let q: vec::Vec<f32> = (0..d).map(|_| rng.unit() * 4.0).collect();
+        for sink in [None, Some(0.5f32)] {
+            let cache = scalar::CacheView {
+                k: &k,
+                v: &v,
+                stride,
+                slots,
+                first: slots - 2, // visible positions wrap past the last slot
+            };
+            let (mut s1, mut s2) = (vec![0.0f32; visible], vec![0.0f32; visible]);
+            let (mut want, mut got) = (vec![0.0f32; d], vec![1.0f32; d]);
+            scalar::attend(&q, cache, 0.3, sink, &mut s1, &mut want);
+            (fast.attend)(&q, cache, 0.3, sink, &mut s2, &mut got);
+            for (a, b) in want.iter().zip(&got) {
+                assert!(
+                    (a - b).abs() <= 1e-5,
+                    "{} attend d {d} visible {visible} sink {sink:?}: {a} vs {b}",
+                    fast.name
+                );
             }
         }
     }

@@ -114,6 +114,15 @@ pub type MatmulFn = fn(w: &[u8], cols: usize, rows: usize, x: &BatchActs<'_>, ou
 /// Matrix-vector product over a run of rows: `w` holds `out.len()` rows of
 /// `row_bytes` bytes each; `out[r] = row r · x`.
 pub type MatvecFn = fn(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]);
+/// One attention head over cached positions (see [`scalar::attend`]).
+pub type AttendFn = fn(
+    q: &[f32],
+    cache: scalar::CacheView<'_>,
+    scale: f32,
+    sink: Option<f32>,
+    scores: &mut [f32],
+    out: &mut [f32],
+);
 /// Activation quantizer: f32 → int8 blocks with f32 scales and scaled sums.
 pub type QuantizeActsFn = fn(x: &[f32], qs: &mut [i8], scales: &mut [f32], sums: &mut [f32]);
 

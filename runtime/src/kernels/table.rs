@@ -3,7 +3,7 @@
 //! ISA's feature checks. Adding a weight format is one file per ISA folder
 //! plus lines here; no ISA module installs its own kernels.
 
-use super::{scalar, Activations, BatchActs, MatmulFn, Matrix, MatvecFn, QuantizeActsFn};
+use super::{scalar, Activations, AttendFn, BatchActs, MatmulFn, Matrix, MatvecFn, QuantizeActsFn};
 use crate::format::tensor::DType;
 
 /// The kernels a session uses, filled once.
@@ -33,6 +33,8 @@ pub struct Kernels {
     pub matmul_f16: MatmulFn,
     /// f32 weights, several tokens.
     pub matmul_f32: MatmulFn,
+    /// One attention head over cached positions ([`scalar::attend`]).
+    pub attend: AttendFn,
 }
 
 impl Kernels {
@@ -51,6 +53,7 @@ impl Kernels {
             matmul_mxfp4: scalar::matmul_mxfp4,
             matmul_f16: scalar::matmul_f16,
             matmul_f32: scalar::matmul_f32,
+            attend: scalar::attend,
         }
     }
 
@@ -200,6 +203,7 @@ pub(super) fn riscv(mut k: Kernels) -> Kernels {
         k.matmul_q8 = q8::matmul_q8_rvv;
         k.matvec_f16 = f16::matvec_f16_rvv;
         k.matvec_f32 = f32::matvec_f32_rvv;
+        k.attend = f32::attend_rvv;
     }
     k
 }

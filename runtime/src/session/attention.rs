@@ -100,6 +100,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         let sinks = self.optional(TensorId::layer(TensorKind::AttnSinks, layer));
         let k_cache: &[f32] = &self.k_cache[layer_base..layer_base + slots * kv_dim];
         let v_cache: &[f32] = &self.v_cache[layer_base..layer_base + slots * kv_dim];
+        let kernels = &self.kernels;
         for t in 0..n {
             let end = self.pos as usize + t + 1;
             let first = end.saturating_sub(window);
@@ -131,7 +132,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                     first: first % slots,
                 };
                 let sink = sinks.map(|s| scalar::f32_at(s, head));
-                scalar::attend(qh, cache, scale, sink, sc, out);
+                (kernels.attend)(qh, cache, scale, sink, sc, out);
             });
         }
     }

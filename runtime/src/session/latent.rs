@@ -82,6 +82,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             .unwrap_or(1.0 / libm::sqrtf(qk as f32));
         let cache: &[f32] = &self.k_cache[layer_base..];
         let out_dim = heads * v_dim;
+        let kernels = &self.kernels;
         for t in 0..n {
             let visible = self.pos as usize + t + 1;
             let q: &[f32] = &self.q[t * q_dim..(t + 1) * q_dim];
@@ -124,7 +125,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                     slots: max_context,
                     first: 0,
                 };
-                scalar::attend(absorbed, view, scale, None, sc, latent);
+                (kernels.attend)(absorbed, view, scale, None, sc, latent);
                 for (r, o) in out.iter_mut().enumerate() {
                     dequantize_row(kvb.dtype, row(nope + r), &mut absorbed[..lora]);
                     *o = scalar::dot(&absorbed[..lora], latent);

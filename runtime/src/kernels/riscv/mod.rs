@@ -11,9 +11,10 @@
 //! vector-length agnostic: it needs VLEN ≥ 128, which the V extension
 //! guarantees, and never assumes more.
 //!
-//! Quantized rows whose values are 8-byte aligned (blocks a multiple of 4,
-//! as in most model widths; `lanes_fit`) run the lanes kernels: one row a
-//! 64-bit lane, a tile of VLEN / 16 int4 rows (VLEN / 32 int8 rows) per
+//! Quantized rows whose values are aligned (`lanes_fit`: int4 rows of an
+//! even number of blocks, int8 rows of a multiple of 4, as in most model
+//! widths) run the lanes kernels: one row a 32-bit (int4) or 64-bit
+//! (int8) lane, a tile of VLEN / 8 int4 rows (VLEN / 32 int8 rows) per
 //! vector op, so a wider vector unit computes more rows per instruction.
 //! A block's bytes come in with strided loads (stride = row bytes) and
 //! the activations with stride-0 loads (a broadcast); the per-row sums are
@@ -272,15 +273,16 @@ struct Tile {
 /// at `xq` with scales at `dx`.
 type LanesFn = unsafe fn(Tile, *const i8, *const f32, usize, *mut f32);
 
-/// True when the lanes kernels may read these rows: every row's values
-/// start 8-byte aligned (strided 64-bit loads of misaligned elements may
-/// trap), which holds when the rows and their scale arrays are multiples
-/// of 8 bytes (blocks a multiple of 4, as in most model widths) and the
-/// matrix is 8-byte aligned (model files align tensors to 64).
-fn lanes_fit(w: &[u8], row_bytes: usize, blocks: usize) -> bool {
+/// True when a lanes kernel with `align`-byte lanes may read these rows:
+/// every row's values start `align`-byte aligned (strided loads of
+/// misaligned elements may trap), which holds when the rows and their
+/// scale arrays are multiples of `align` bytes (for 4: an even number of
+/// blocks, for 8 a multiple of 4, as in most model widths) and the matrix
+/// is aligned (model files align tensors to 64).
+fn lanes_fit(w: &[u8], row_bytes: usize, blocks: usize, align: usize) -> bool {
     blocks > 0
-        && row_bytes.is_multiple_of(8)
-        && (w.as_ptr() as usize + 2 * blocks).is_multiple_of(8)
+        && row_bytes.is_multiple_of(align)
+        && (w.as_ptr() as usize + 2 * blocks).is_multiple_of(align)
 }
 
 /// `out[r] = row r · x`, `tile` rows at a time through `lanes`.
@@ -351,12 +353,13 @@ mod tests {
     /// Integer sums must be exact at the i8 extremes (−128 · −128 included),
     /// which the quantizers never produce. All values equal, so every float
     /// step is exact too and the results must be identical. 7 blocks take
-    /// the group kernels (a full group and a padded one), 8 the lanes
-    /// kernels; 37 rows fill whole tiles and leave a partial one.
+    /// the group kernels (a full group and a padded one), 6 the int4 lanes
+    /// kernel and 8 both lanes kernels; 37 rows fill whole tiles and leave
+    /// a partial one.
     #[test]
     fn rvv_extreme_int8_values_are_exact() {
         require_v();
-        for blocks in [7, 8] {
+        for blocks in [6, 7, 8] {
             extreme_int8_values_are_exact(blocks, 37);
         }
     }

@@ -122,90 +122,116 @@ unsafe fn q4_groups(
     sum
 }
 
-/// `out[r] = row r · x` for `n ≤ VLEN / 16` int4 rows, one row a lane
-/// (see [`super::Tile`] for the pointers).
+/// `out[r] = row r · x` for up to VLEN / 8 int4 rows, one row a 32-bit
+/// lane (see [`super::Tile`] for the pointers).
 ///
-/// Per block, two strided 64-bit loads take bytes 0..8 and 8..16 of every
-/// row's block (one row per e64 lane); four stride-0 loads broadcast the
-/// activations 0..8, 8..16, 16..24 and 24..32 to every lane. Low nibbles
-/// of bytes 0..8 are weights 0..8, high nibbles weights 16..24 (8..16 and
-/// 24..32 for bytes 8..16), so four widening products into one e16 group
-/// give each row 8 lanes of 4 products (|.| ≤ 4096). Three narrowing
-/// pair sums (`vnsrl` of the lanes read as e32, the last one widening)
-/// leave one exact i32 per row, scaled in f32 by the row's f16 scale
-/// (a strided 16-bit load) and the block's activation scale.
+/// A block is four 4-byte chunks. Per chunk, a strided 32-bit load takes
+/// it from every row of the tile and two stride-0 loads broadcast the
+/// activations it pairs with: its low nibbles are weights `4k..4k + 4`,
+/// its high nibbles weights `16 + 4k..`. Eight widening products into one
+/// e16 group leave each row 4 lanes of 8 products (|.| ≤ 8192); two
+/// narrowing pair sums (`vnsrl` of the lanes read as e32, the second one
+/// widening) leave one exact i32 per row, scaled in f32 by the row's f16
+/// scale (a strided 16-bit load) and the block's activation scale. 32-bit
+/// lanes rather than 64-bit ones let a tile hold twice the rows at the
+/// same register group sizes, and need only 4-byte alignment.
 ///
-/// Safety: the CPU has V; `lanes_fit`; `tile.rows ≤ vlenb / 2`, `blocks ≥ 1`; the
-/// tile and the activations cover `blocks` blocks.
+/// Safety: the CPU has V; `lanes_fit(.., 4)`; `tile.rows ≤ vlenb`,
+/// `blocks ≥ 1`; the tile and the activations cover `blocks` blocks.
 unsafe fn q4_lanes(tile: Tile, xq: *const i8, dx: *const f32, blocks: usize, out: *mut f32) {
     let n = tile.rows;
     // SAFETY: each iteration reads, for rows 0..n, 16 bytes at
-    // `w + r·stride` and 2 at `s + r·stride` (inside the rows, 8- and
-    // 2-byte aligned), 32 bytes at xq and 4 at dx, then advances each by
-    // exactly that; `blocks` iterations; n f32 are stored at `out`. Every
-    // `vsetvli` asks for at most VLMAX (n ≤ vlenb / 2), so vl is the AVL.
+    // `values + r·stride` and 2 at `scales + r·stride` (inside the rows, 4-
+    // and 2-byte aligned), 32 bytes at xq and 4 at dx, then advances each
+    // by exactly that; `blocks` iterations; n f32 are stored at `out`.
+    // Every `vsetvli` asks for at most VLMAX (n ≤ vlenb), so vl is the AVL.
+    // `vzext.vf2 v28, v30` overlaps its source in the destination's
+    // highest-numbered part, which RVV allows.
     unsafe {
         asm!(
             ".option push",
             ".option arch, +v",
-            "vsetvli zero, {n}, e32, m2, ta, mu",
-            "vmv.v.i v30, 0",
+            "vsetvli zero, {n}, e32, m4, ta, mu",
+            "vmv.v.i v24, 0",
             "1:",
-            "vsetvli zero, {n}, e64, m4, ta, ma",
-            "vlse64.v v8, ({w}), {stride}",
-            "addi {t}, {w}, 8",
-            "vlse64.v v12, ({t}), {stride}",
-            "vlse64.v v16, ({x}), zero",
-            "addi {t}, {x}, 8",
-            "vlse64.v v20, ({t}), zero",
-            "vsetvli zero, {n8}, e8, m4, ta, ma",
-            "vand.vi v24, v8, 15",
-            "vadd.vi v24, v24, -8",
-            "vwmul.vv v0, v24, v16",
-            "vand.vi v24, v12, 15",
-            "vadd.vi v24, v24, -8",
-            "vwmacc.vv v0, v20, v24",
+            "vsetvli zero, {n}, e32, m4, ta, ma",
+            "vlse32.v v8, ({w}), {stride}",
+            "vlse32.v v12, ({x}), zero",
+            "addi {t}, {x}, 16",
+            "vlse32.v v16, ({t}), zero",
+            "vsetvli zero, {n4}, e8, m4, ta, ma",
+            "vand.vi v20, v8, 15",
+            "vadd.vi v20, v20, -8",
+            "vwmul.vv v0, v12, v20",
             "vsrl.vi v8, v8, 4",
             "vadd.vi v8, v8, -8",
-            "vsrl.vi v12, v12, 4",
-            "vadd.vi v12, v12, -8",
-            // v28..v31 stay free for the f32 sums (v30) across blocks.
-            "vsetvli zero, {n}, e64, m4, ta, ma",
-            "addi {t}, {x}, 16",
-            "vlse64.v v16, ({t}), zero",
-            "addi {t}, {x}, 24",
-            "vlse64.v v20, ({t}), zero",
-            "vsetvli zero, {n8}, e8, m4, ta, ma",
             "vwmacc.vv v0, v16, v8",
-            "vwmacc.vv v0, v20, v12",
-            // 8 i16 lanes a row -> 4 -> 2 (still i16: |.| ≤ 16384) -> 1 i32.
-            "vsetvli zero, {n4}, e16, m4, ta, ma",
+            "vsetvli zero, {n}, e32, m4, ta, ma",
+            "addi {t}, {w}, 4",
+            "vlse32.v v8, ({t}), {stride}",
+            "addi {t}, {x}, 4",
+            "vlse32.v v12, ({t}), zero",
+            "addi {t}, {x}, 20",
+            "vlse32.v v16, ({t}), zero",
+            "vsetvli zero, {n4}, e8, m4, ta, ma",
+            "vand.vi v20, v8, 15",
+            "vadd.vi v20, v20, -8",
+            "vwmacc.vv v0, v12, v20",
+            "vsrl.vi v8, v8, 4",
+            "vadd.vi v8, v8, -8",
+            "vwmacc.vv v0, v16, v8",
+            "vsetvli zero, {n}, e32, m4, ta, ma",
+            "addi {t}, {w}, 8",
+            "vlse32.v v8, ({t}), {stride}",
+            "addi {t}, {x}, 8",
+            "vlse32.v v12, ({t}), zero",
+            "addi {t}, {x}, 24",
+            "vlse32.v v16, ({t}), zero",
+            "vsetvli zero, {n4}, e8, m4, ta, ma",
+            "vand.vi v20, v8, 15",
+            "vadd.vi v20, v20, -8",
+            "vwmacc.vv v0, v12, v20",
+            "vsrl.vi v8, v8, 4",
+            "vadd.vi v8, v8, -8",
+            "vwmacc.vv v0, v16, v8",
+            "vsetvli zero, {n}, e32, m4, ta, ma",
+            "addi {t}, {w}, 12",
+            "vlse32.v v8, ({t}), {stride}",
+            "addi {t}, {x}, 12",
+            "vlse32.v v12, ({t}), zero",
+            "addi {t}, {x}, 28",
+            "vlse32.v v16, ({t}), zero",
+            "vsetvli zero, {n4}, e8, m4, ta, ma",
+            "vand.vi v20, v8, 15",
+            "vadd.vi v20, v20, -8",
+            "vwmacc.vv v0, v12, v20",
+            "vsrl.vi v8, v8, 4",
+            "vadd.vi v8, v8, -8",
+            "vwmacc.vv v0, v16, v8",
+            // 4 i16 lanes a row -> 2 (still i16: |.| ≤ 16384) -> 1 i32.
+            "vsetvli zero, {n2}, e16, m4, ta, ma",
             "vnsrl.wi v8, v0, 0",
             "vnsrl.wi v12, v0, 16",
             "vadd.vv v8, v8, v12",
-            "vsetvli zero, {n2}, e16, m2, ta, ma",
+            "vsetvli zero, {n}, e16, m2, ta, ma",
             "vnsrl.wi v16, v8, 0",
             "vnsrl.wi v18, v8, 16",
-            "vadd.vv v16, v16, v18",
-            "vsetvli zero, {n}, e16, m1, ta, ma",
-            "vnsrl.wi v20, v16, 0",
-            "vnsrl.wi v21, v16, 16",
-            "vwadd.vv v22, v20, v21",
-            "vlse16.v v24, ({s}), {stride}",
-            "vsetvli zero, {n}, e32, m2, ta, mu",
-            "vzext.vf2 v26, v24",
-            f16_bits_to_f32!("v28", "v26"),
+            "vwadd.vv v12, v16, v18",
+            "vlse16.v v30, ({s}), {stride}",
+            "vsetvli zero, {n}, e32, m4, ta, mu",
+            "vzext.vf2 v28, v30",
+            f16_bits_to_f32!("v8", "v28"),
             "flw {d}, 0({dx})",
-            "vfmul.vf v28, v28, {d}",
-            "vfcvt.f.x.v v22, v22",
-            "vfmacc.vv v30, v22, v28",
+            "vfmul.vf v8, v8, {d}",
+            "vfcvt.f.x.v v12, v12",
+            "vfmacc.vv v24, v12, v8",
             "addi {w}, {w}, 16",
             "addi {s}, {s}, 2",
             "addi {x}, {x}, 32",
             "addi {dx}, {dx}, 4",
             "addi {b}, {b}, -1",
             "bnez {b}, 1b",
-            "vse32.v v30, ({out})",
+            "vse32.v v24, ({out})",
             ".option pop",
             w = inout(reg) tile.values => _,
             s = inout(reg) tile.scales => _,
@@ -217,7 +243,6 @@ unsafe fn q4_lanes(tile: Tile, xq: *const i8, dx: *const f32, blocks: usize, out
             n = in(reg) n,
             n2 = in(reg) 2 * n,
             n4 = in(reg) 4 * n,
-            n8 = in(reg) 8 * n,
             t = out(reg) _,
             d = out(freg) _,
             m7fff = in(reg) 0x7fffu32,
@@ -243,10 +268,10 @@ pub(crate) fn matvec_q4_rvv(w: &[u8], row_bytes: usize, x: &Activations<'_>, out
     if !(w.as_ptr() as usize).is_multiple_of(2) {
         return scalar::matvec_q4(w, row_bytes, x, out);
     }
-    if lanes_fit(w, row_bytes, blocks) {
+    if lanes_fit(w, row_bytes, blocks, 4) {
         // SAFETY: V is present (see `kernels::table`), `check_quantized` and
-        // `lanes_fit` passed; tiles of vlenb / 2 rows are what `q4_lanes` takes.
-        return unsafe { matvec_lanes(q4_lanes, vlen_bytes() / 2, w, row_bytes, blocks, x, out) };
+        // `lanes_fit` passed; tiles of vlenb rows are what `q4_lanes` takes.
+        return unsafe { matvec_lanes(q4_lanes, vlen_bytes(), w, row_bytes, blocks, x, out) };
     }
     // SAFETY: as for `q8::matvec_q8_rvv`.
     unsafe { matvec_blocks(q4_groups, Q4_VALUE_BYTES, w, row_bytes, blocks, x, out) }

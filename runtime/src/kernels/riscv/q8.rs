@@ -106,11 +106,12 @@ unsafe fn q8_groups(
 /// the matching activations; widening products (i16, exact) are added in
 /// pairs with widening adds, so each row holds 8 exact i32 lanes, which
 /// three narrowing pair sums (`vnsrl` of the lanes read as e64) bring to
-/// one. Scaling as in `q4::q4_lanes`. At VLEN 128 (4 rows a tile) this
+/// one. Scaling as in `q4::q4_lanes`; the 64-bit lanes need 8-byte
+/// alignment. At VLEN 128 (4 rows a tile) this
 /// runs more instructions per row than `q8_groups`, which the matvec
 /// therefore keeps there.
 ///
-/// Safety: the CPU has V; `lanes_fit`; `tile.rows ≤ vlenb / 4`, `blocks ≥ 1`; the
+/// Safety: the CPU has V; `lanes_fit(.., 8)`; `tile.rows ≤ vlenb / 4`, `blocks ≥ 1`; the
 /// tile and the activations cover `blocks` blocks.
 unsafe fn q8_lanes(tile: Tile, xq: *const i8, dx: *const f32, blocks: usize, out: *mut f32) {
     let n = tile.rows;
@@ -223,7 +224,7 @@ pub(crate) fn matvec_q8_rvv(w: &[u8], row_bytes: usize, x: &Activations<'_>, out
         return scalar::matvec_q8(w, row_bytes, x, out);
     }
     let tile = vlen_bytes() / 4;
-    if tile >= 8 && lanes_fit(w, row_bytes, blocks) {
+    if tile >= 8 && lanes_fit(w, row_bytes, blocks, 8) {
         // SAFETY: V is present (see `kernels::table`), `check_quantized` and
         // `lanes_fit` passed; tiles of vlenb / 4 rows are what `q8_lanes` takes.
         return unsafe { matvec_lanes(q8_lanes, tile, w, row_bytes, blocks, x, out) };

@@ -41,6 +41,24 @@ pub fn attend(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
+    attend_with(dot, axpy, q, cache, scale, sink, scores, out)
+}
+
+/// [`attend`] with the dot product and `y += a·x` of an ISA whose vector
+/// code the compiler cannot emit by itself (RVV): the control flow stays
+/// in one place.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend_with(
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+    axpy: impl Fn(&mut [f32], f32, &[f32]),
+    q: &[f32],
+    cache: CacheView<'_>,
+    scale: f32,
+    sink: Option<f32>,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
     let d = q.len();
     for (t, s) in scores.iter_mut().enumerate() {
         let at = cache.at(t);

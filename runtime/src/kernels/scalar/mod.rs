@@ -12,6 +12,8 @@ mod ops;
 mod q4;
 mod q8;
 
+#[cfg(target_arch = "riscv64")]
+pub(crate) use attend::attend_with;
 pub use attend::{attend, CacheView};
 pub use f16::{dot_f16, matmul_f16, matvec_f16};
 pub use f32::{dot_f32, matmul_f32, matvec_f32};
