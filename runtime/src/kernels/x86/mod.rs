@@ -12,9 +12,10 @@
 //! 256-bit step; int8 and MXFP4 rows go through it as |w| against the
 //! activations with w's sign (`vpsignb`).
 //!
-//! The batched products (prompt tokens) of both levels work in tiles of
-//! `TILE_ROWS` rows × `TILE_TOKENS` tokens, so a weight block is loaded
-//! and unpacked once for four tokens, not once per token.
+//! The batched products (prompt tokens) work in tiles of `TILE_ROWS` rows
+//! × `TILE_TOKENS` tokens, so a weight block is loaded and unpacked once
+//! for four tokens, not once per token: AVX-512 for int4 and int8, AVX2
+//! for int4 (AVX2's int8 runs its matvec a token; see `q8`).
 //!
 //! One file per weight format holds that format's kernels for every
 //! feature level; this module holds the feature checks and the helpers

@@ -1,8 +1,10 @@
-//! int8 weights: AVX-512 VNNI and AVX2 matvecs and batched products.
+//! int8 weights: AVX-512 VNNI and AVX2 matvecs, the AVX-512 VNNI batched
+//! product, and AVX2's as one matvec a token (a 2 × 4 AVX2 tile measured
+//! 7% slower: its accumulators and sign-adjusted blocks spill).
 
 use core::arch::x86_64::*;
 
-use super::{byte_mask, f16x8, f32x8, hsum8, lane_mask, scales8, TILE_ROWS, TILE_TOKENS};
+use super::{byte_mask, hsum8, lane_mask, scales8, TILE_ROWS, TILE_TOKENS};
 use crate::kernels::check_batch;
 use crate::kernels::{check_quantized, Activations, BatchActs};
 use crate::quant::{BLOCK_LEN, Q8_BLOCK_BYTES, Q8_VALUE_BYTES};
@@ -199,73 +201,4 @@ unsafe fn q8_matmul_avx512(
     }
 }
 
-pub(crate) fn matmul_q8_avx2(
-    w: &[u8],
-    cols: usize,
-    rows: usize,
-    x: &BatchActs<'_>,
-    out: &mut [f32],
-) {
-    let blocks = check_batch(w, cols, rows, x, out, Q8_BLOCK_BYTES);
-    // SAFETY: as for `q4::matmul_q4_avx2`.
-    unsafe { q8_matmul_avx2(w, blocks, rows, x, out) }
-}
-
-/// The batched product in tiles of `TILE_ROWS` rows × `TILE_TOKENS`
-/// tokens: each weight block is loaded (and its magnitude taken) once for
-/// the tile's tokens.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_matmul_avx2(w: &[u8], blocks: usize, rows: usize, x: &BatchActs<'_>, out: &mut [f32]) {
-    let row_bytes = blocks * Q8_BLOCK_BYTES;
-    let ones = _mm256_set1_epi16(1);
-    let stride = x.block_stride;
-    for r0 in (0..rows).step_by(TILE_ROWS) {
-        // SAFETY (whole body): as in `q4::q4_matmul_avx2`, one block a load.
-        let rp: [*const u8; TILE_ROWS] =
-            core::array::from_fn(|i| w.as_ptr().add((r0 + i).min(rows - 1) * row_bytes));
-        for t0 in (0..x.tokens).step_by(TILE_TOKENS) {
-            let first: [usize; TILE_TOKENS] =
-                core::array::from_fn(|j| (t0 + j).min(x.tokens - 1) * stride);
-            let mut acc = [[_mm256_setzero_ps(); TILE_TOKENS]; TILE_ROWS];
-            let mut g = 0;
-            while g < blocks {
-                let n = (blocks - g).min(8);
-                let dw: [__m256; TILE_ROWS] = core::array::from_fn(|i| f16x8(rp[i].add(2 * g), n));
-                let dx: [__m256; TILE_TOKENS] =
-                    core::array::from_fn(|j| f32x8(x.scales.as_ptr().add(first[j] + g), n));
-                for k in 0..n {
-                    let b = g + k;
-                    let lane = _mm256_set1_epi32(k as i32);
-                    let mut wv = [_mm256_setzero_si256(); TILE_ROWS];
-                    let mut wa = [_mm256_setzero_si256(); TILE_ROWS];
-                    let mut sw = [_mm256_setzero_ps(); TILE_ROWS];
-                    for i in 0..TILE_ROWS {
-                        wv[i] = _mm256_loadu_si256(
-                            rp[i].add(2 * blocks + b * Q8_VALUE_BYTES) as *const __m256i
-                        );
-                        wa[i] = _mm256_sign_epi8(wv[i], wv[i]);
-                        sw[i] = _mm256_permutevar8x32_ps(dw[i], lane);
-                    }
-                    for j in 0..TILE_TOKENS {
-                        let xv = _mm256_loadu_si256(
-                            x.qs.as_ptr().add((first[j] + b) * BLOCK_LEN) as *const __m256i
-                        );
-                        let sx = _mm256_permutevar8x32_ps(dx[j], lane);
-                        for i in 0..TILE_ROWS {
-                            // w·x = |w|·(x with w's sign); activations are never -128.
-                            let p = _mm256_maddubs_epi16(wa[i], _mm256_sign_epi8(xv, wv[i]));
-                            let d = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
-                            acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(d, sw[i]), sx, acc[i][j]);
-                        }
-                    }
-                }
-                g += 8;
-            }
-            for i in 0..TILE_ROWS.min(rows - r0) {
-                for j in 0..TILE_TOKENS.min(x.tokens - t0) {
-                    out[(t0 + j) * rows + r0 + i] = hsum8(acc[i][j]);
-                }
-            }
-        }
-    }
-}
+crate::kernels::matmul_per_token!(matmul_q8_avx2, matvec_q8_avx2, Q8);
