@@ -287,8 +287,9 @@ fn lanes_fit(w: &[u8], row_bytes: usize, blocks: usize, align: usize) -> bool {
 
 /// `out[r] = row r · x`, `tile` rows at a time through `lanes`.
 ///
-/// Safety: the CPU has V; `check_quantized` passed for `value_bytes`-byte
-/// blocks; `lanes_fit` holds; `tile` is at most the rows `lanes` takes.
+/// Safety: the CPU has V; `check_quantized` passed for the block size
+/// `lanes` reads; `lanes_fit` holds for its lane width; `tile` is at most
+/// the rows `lanes` takes.
 unsafe fn matvec_lanes(
     lanes: LanesFn,
     tile: usize,
