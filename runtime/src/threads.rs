@@ -36,6 +36,8 @@ unsafe impl Send for Shared {}
 
 /// Spins before a worker goes to sleep (about 50 µs).
 const SPINS: u32 = 20_000;
+/// Longest sleep before a worker looks at the generation again.
+const PARK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The pool. Dropping it stops and joins the workers.
 pub struct ThreadPool {
@@ -103,6 +105,7 @@ impl ThreadPool {
         self.shared.pending.store(n - 1, Ordering::Relaxed);
         self.shared.generation.fetch_add(1, Ordering::SeqCst);
         for (i, (_, t)) in self.workers.iter().enumerate() {
+            // After the RMW above (see `worker`).
             if self.shared.sleeping[i + 1].load(Ordering::SeqCst) {
                 t.unpark();
             }
@@ -133,9 +136,19 @@ fn worker(s: &Shared, index: usize) {
             if spins < SPINS {
                 core::hint::spin_loop();
             } else {
-                s.sleeping[index].store(true, Ordering::SeqCst);
-                if s.generation.load(Ordering::SeqCst) == seen && !s.stop.load(Ordering::SeqCst) {
-                    thread::park();
+                // Read-modify-writes on both sides (`swap` here, the
+                // generation's `fetch_add` in `run`): either `run` sees this
+                // worker asleep or the worker sees the new generation. Plain
+                // SeqCst stores and loads would do in the memory model, but
+                // qemu-user on x86 hosts was seen to reorder an aarch64
+                // `stlr` before a later `ldar` (a worker slept through a job:
+                // the cross tests hung); locked host RMWs cannot be. The
+                // timeout bounds any wake-up still lost.
+                s.sleeping[index].swap(true, Ordering::SeqCst);
+                if s.generation.fetch_add(0, Ordering::SeqCst) == seen
+                    && !s.stop.load(Ordering::SeqCst)
+                {
+                    thread::park_timeout(PARK_TIMEOUT);
                 }
                 s.sleeping[index].store(false, Ordering::SeqCst);
             }
