@@ -11,49 +11,10 @@ pub(crate) fn matvec_f32_rvv(w: &[u8], row_bytes: usize, x: &Activations<'_>, ou
         return scalar::matvec_f32(w, row_bytes, x, out);
     }
     for (row, o) in w.chunks_exact(row_bytes).zip(out.iter_mut()) {
-        let sum: f32;
-        // SAFETY: V is present (see `kernels::table`); the loop reads `cols` f32s
-        // from the row (4-byte aligned: `w` is and row_bytes = 4 · cols) and
-        // from x, `vl` at a time, advancing by exactly what it read.
-        unsafe {
-            asm!(
-                ".option push",
-                ".option arch, +v",
-                "vsetvli {t}, zero, e32, m4, ta, ma",
-                "vmv.v.i v8, 0",
-                "vmv.v.i v4, 0",
-                "beqz {n}, 2f",
-                "1:",
-                // Tail-undisturbed: the accumulator's lanes past a short
-                // last `vl` keep their sums.
-                "vsetvli {t}, {n}, e32, m4, tu, ma",
-                "vle32.v v16, ({w})",
-                "vle32.v v20, ({x})",
-                "vfmacc.vv v8, v16, v20",
-                "slli {u}, {t}, 2",
-                "add {w}, {w}, {u}",
-                "add {x}, {x}, {u}",
-                "sub {n}, {n}, {t}",
-                "bnez {n}, 1b",
-                "2:",
-                "vsetvli {t}, zero, e32, m4, ta, ma",
-                "vfredusum.vs v4, v8, v4",
-                "vfmv.f.s {sum}, v4",
-                ".option pop",
-                w = inout(reg) row.as_ptr() => _,
-                x = inout(reg) x.f32s.as_ptr() => _,
-                n = inout(reg) cols => _,
-                t = out(reg) _,
-                u = out(reg) _,
-                sum = lateout(freg) sum,
-                out("v4") _, out("v5") _, out("v6") _, out("v7") _,
-                out("v8") _, out("v9") _, out("v10") _, out("v11") _,
-                out("v16") _, out("v17") _, out("v18") _, out("v19") _,
-                out("v20") _, out("v21") _, out("v22") _, out("v23") _,
-                options(readonly, nostack),
-            );
-        }
-        *o = sum;
+        // SAFETY: the row holds `cols` f32s (4-byte aligned: `w` is and
+        // row_bytes = 4 · cols), as x does.
+        let row = unsafe { core::slice::from_raw_parts(row.as_ptr() as *const f32, cols) };
+        *o = dot_rvv(row, x.f32s);
     }
 }
 

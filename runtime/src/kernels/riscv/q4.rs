@@ -122,6 +122,40 @@ unsafe fn q4_groups(
     sum
 }
 
+/// asm lines for chunk `k` (bytes `4k..4k + 4`) of an int4 lanes block:
+/// `$setup` points `$wp` at the chunk in row 0 and `$xp` at activations
+/// `4k..`; the chunk of every row is multiplied with those activations
+/// (low nibbles) and with activations `16 + 4k..` (`$hi` bytes past
+/// `{x}`, high nibbles) into the e16 products in `v0`, `$op` being
+/// `vwmul.vv` for the first chunk and `vwmacc.vv` after. Leaves vtype at
+/// e8, m4, vl 4n.
+macro_rules! lane_chunk {
+    ($op:literal, $setup:literal, $wp:literal, $xp:literal, $hi:literal) => {
+        concat!(
+            "vsetvli zero, {n}, e32, m4, ta, ma\n",
+            $setup,
+            "vlse32.v v8, (",
+            $wp,
+            "), {stride}\n",
+            "vlse32.v v12, (",
+            $xp,
+            "), zero\n",
+            "addi {t}, {x}, ",
+            $hi,
+            "\n",
+            "vlse32.v v16, ({t}), zero\n",
+            "vsetvli zero, {n4}, e8, m4, ta, ma\n",
+            "vand.vi v20, v8, 15\n",
+            "vadd.vi v20, v20, -8\n",
+            $op,
+            " v0, v12, v20\n",
+            "vsrl.vi v8, v8, 4\n",
+            "vadd.vi v8, v8, -8\n",
+            "vwmacc.vv v0, v16, v8\n",
+        )
+    };
+}
+
 /// `out[r] = row r · x` for up to VLEN / 8 int4 rows, one row a 32-bit
 /// lane (see [`super::Tile`] for the pointers).
 ///
@@ -154,60 +188,10 @@ unsafe fn q4_lanes(tile: Tile, xq: *const i8, dx: *const f32, blocks: usize, out
             "vsetvli zero, {n}, e32, m4, ta, mu",
             "vmv.v.i v24, 0",
             "1:",
-            "vsetvli zero, {n}, e32, m4, ta, ma",
-            "vlse32.v v8, ({w}), {stride}",
-            "vlse32.v v12, ({x}), zero",
-            "addi {t}, {x}, 16",
-            "vlse32.v v16, ({t}), zero",
-            "vsetvli zero, {n4}, e8, m4, ta, ma",
-            "vand.vi v20, v8, 15",
-            "vadd.vi v20, v20, -8",
-            "vwmul.vv v0, v12, v20",
-            "vsrl.vi v8, v8, 4",
-            "vadd.vi v8, v8, -8",
-            "vwmacc.vv v0, v16, v8",
-            "vsetvli zero, {n}, e32, m4, ta, ma",
-            "addi {t}, {w}, 4",
-            "vlse32.v v8, ({t}), {stride}",
-            "addi {t}, {x}, 4",
-            "vlse32.v v12, ({t}), zero",
-            "addi {t}, {x}, 20",
-            "vlse32.v v16, ({t}), zero",
-            "vsetvli zero, {n4}, e8, m4, ta, ma",
-            "vand.vi v20, v8, 15",
-            "vadd.vi v20, v20, -8",
-            "vwmacc.vv v0, v12, v20",
-            "vsrl.vi v8, v8, 4",
-            "vadd.vi v8, v8, -8",
-            "vwmacc.vv v0, v16, v8",
-            "vsetvli zero, {n}, e32, m4, ta, ma",
-            "addi {t}, {w}, 8",
-            "vlse32.v v8, ({t}), {stride}",
-            "addi {t}, {x}, 8",
-            "vlse32.v v12, ({t}), zero",
-            "addi {t}, {x}, 24",
-            "vlse32.v v16, ({t}), zero",
-            "vsetvli zero, {n4}, e8, m4, ta, ma",
-            "vand.vi v20, v8, 15",
-            "vadd.vi v20, v20, -8",
-            "vwmacc.vv v0, v12, v20",
-            "vsrl.vi v8, v8, 4",
-            "vadd.vi v8, v8, -8",
-            "vwmacc.vv v0, v16, v8",
-            "vsetvli zero, {n}, e32, m4, ta, ma",
-            "addi {t}, {w}, 12",
-            "vlse32.v v8, ({t}), {stride}",
-            "addi {t}, {x}, 12",
-            "vlse32.v v12, ({t}), zero",
-            "addi {t}, {x}, 28",
-            "vlse32.v v16, ({t}), zero",
-            "vsetvli zero, {n4}, e8, m4, ta, ma",
-            "vand.vi v20, v8, 15",
-            "vadd.vi v20, v20, -8",
-            "vwmacc.vv v0, v12, v20",
-            "vsrl.vi v8, v8, 4",
-            "vadd.vi v8, v8, -8",
-            "vwmacc.vv v0, v16, v8",
+            lane_chunk!("vwmul.vv", "", "{w}", "{x}", "16"),
+            lane_chunk!("vwmacc.vv", "addi {t}, {w}, 4\naddi {u}, {x}, 4\n", "{t}", "{u}", "20"),
+            lane_chunk!("vwmacc.vv", "addi {t}, {w}, 8\naddi {u}, {x}, 8\n", "{t}", "{u}", "24"),
+            lane_chunk!("vwmacc.vv", "addi {t}, {w}, 12\naddi {u}, {x}, 12\n", "{t}", "{u}", "28"),
             // 4 i16 lanes a row -> 2 (still i16: |.| ≤ 16384) -> 1 i32.
             "vsetvli zero, {n2}, e16, m4, ta, ma",
             "vnsrl.wi v8, v0, 0",
@@ -244,6 +228,7 @@ unsafe fn q4_lanes(tile: Tile, xq: *const i8, dx: *const f32, blocks: usize, out
             n2 = in(reg) 2 * n,
             n4 = in(reg) 4 * n,
             t = out(reg) _,
+            u = out(reg) _,
             d = out(freg) _,
             m7fff = in(reg) 0x7fffu32,
             m7bff = in(reg) 0x7bffu32,

@@ -167,17 +167,7 @@ unsafe fn q4_avx2(w: &[u8], row_bytes: usize, blocks: usize, x: &Activations<'_>
                     _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
                 let d = _mm256_madd_epi16(p, ones);
                 // Lanes 0-3 hold block b, lanes 4-7 block b + 1.
-                let idx = _mm256_setr_epi32(
-                    k as i32,
-                    k as i32,
-                    k as i32,
-                    k as i32,
-                    k as i32 + 1,
-                    k as i32 + 1,
-                    k as i32 + 1,
-                    k as i32 + 1,
-                );
-                let sk = _mm256_permutevar8x32_ps(s, idx);
+                let sk = _mm256_permutevar8x32_ps(s, pair_spread(k));
                 acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), sk, acc);
                 k += 2;
             }
