@@ -102,6 +102,7 @@ fn fill(rng: &mut Rng, pattern: usize, out: &mut [f32]) {
 /// differ: within 1e-5 of Σ|w·x|.
 pub(crate) fn compare_with_scalar(fast: &Kernels) {
     compare_attend_with_scalar(fast);
+    compare_silu_with_scalar(fast);
     let scalar = Kernels::scalar();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let sizes = [
@@ -195,6 +196,27 @@ pub(crate) fn compare_attend_with_scalar(fast: &Kernels) {
                     fast.name
                 );
             }
+        }
+    }
+}
+
+/// `fast.silu_mul` against the scalar one within 1e-6 relative, over
+/// gates from −120 to 120 (past both ends of exp's range) and odd lengths.
+pub(crate) fn compare_silu_with_scalar(fast: &Kernels) {
+    let mut rng = Rng(0x5111_u64);
+    for len in [1usize, 7, 33, 100, 1000] {
+        let gate: vec::Vec<f32> = (0..len).map(|_| rng.unit() * 120.0).collect();
+        let up: vec::Vec<f32> = (0..len).map(|_| rng.unit() * 2.0).collect();
+        let (mut want, mut got) = (gate.clone(), gate.clone());
+        scalar::silu_mul(&mut want, &up);
+        (fast.silu_mul)(&mut got, &up);
+        for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-6 * a.abs() + 1e-30,
+                "{} silu_mul len {len} at {i} (gate {}): {a} vs {b}",
+                fast.name,
+                gate[i]
+            );
         }
     }
 }

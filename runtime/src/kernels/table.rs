@@ -35,6 +35,8 @@ pub struct Kernels {
     pub matmul_f32: MatmulFn,
     /// One attention head over cached positions ([`scalar::attend`]).
     pub attend: AttendFn,
+    /// `gate = silu(gate) · up` ([`scalar::silu_mul`]).
+    pub silu_mul: fn(gate: &mut [f32], up: &[f32]),
 }
 
 impl Kernels {
@@ -54,6 +56,7 @@ impl Kernels {
             matmul_f16: scalar::matmul_f16,
             matmul_f32: scalar::matmul_f32,
             attend: scalar::attend,
+            silu_mul: scalar::silu_mul,
         }
     }
 
@@ -192,9 +195,10 @@ pub(super) fn aarch64(mut k: Kernels) -> Kernels {
 /// The riscv64 entries this CPU can run faster: RVV 1.0 where present.
 #[cfg(target_arch = "riscv64")]
 pub(super) fn riscv(mut k: Kernels) -> Kernels {
-    use super::riscv::{f16, f32, has_v, mxfp4, q4, q8};
+    use super::riscv::{activations, f16, f32, has_v, mxfp4, q4, q8};
     if has_v() {
         k.name = "riscv64-rvv";
+        k.quantize_activations = activations::quantize_activations_rvv;
         k.matvec_mxfp4 = mxfp4::matvec_mxfp4_rvv;
         k.matmul_mxfp4 = mxfp4::matmul_mxfp4_rvv;
         k.matvec_q4 = q4::matvec_q4_rvv;
@@ -204,6 +208,7 @@ pub(super) fn riscv(mut k: Kernels) -> Kernels {
         k.matvec_f16 = f16::matvec_f16_rvv;
         k.matvec_f32 = f32::matvec_f32_rvv;
         k.attend = f32::attend_rvv;
+        k.silu_mul = f32::silu_mul_rvv;
     }
     k
 }

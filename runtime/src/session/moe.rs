@@ -168,7 +168,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             if c.swiglu_alpha != 0.0 {
                 clamped_swiglu(gate, up, c.swiglu_limit, c.swiglu_alpha);
             } else {
-                scalar::silu_mul(gate, up);
+                (self.kernels.silu_mul)(gate, up);
             }
         }
         let out = self.expert_out.as_mut_ptr();

@@ -113,3 +113,100 @@ pub(crate) fn attend_rvv(
 ) {
     scalar::attend_with(dot_rvv, axpy_rvv, q, cache, scale, sink, scores, out)
 }
+
+/// [`scalar::silu_mul`] in RVV: `gate = gate / (1 + exp(−gate)) · up` with
+/// `scalar::exp`'s range reduction and polynomial as vector ops (fused
+/// multiply-adds where the scalar code rounds twice, so results may differ
+/// from it in the last bits).
+pub(crate) fn silu_mul_rvv(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    // SAFETY: V is present (see `kernels::table`); the loop reads `n` f32s
+    // of up and reads and writes `n` of gate, `vl` at a time, advancing by
+    // exactly what it touched.
+    unsafe {
+        asm!(
+            ".option push",
+            ".option arch, +v",
+            "beqz {n}, 2f",
+            "1:",
+            "vsetvli {t}, {n}, e32, m2, ta, mu",
+            "vle32.v v2, ({g})",
+            "vle32.v v4, ({u})",
+            "vfneg.v v6, v2", // x = −gate
+            "vfmax.vf v8, v6, {lo}",
+            "vfmin.vf v8, v8, {hi}",
+            "vfmv.v.f v10, {shift}",
+            "vfmacc.vf v10, {log2e}, v8", // t: x / ln 2 rounded into the mantissa
+            "vfsub.vf v12, v10, {shift}", // n
+            "vfnmsac.vf v8, {ln2hi}, v12", // r = x − n ln 2
+            "vfnmsac.vf v8, {ln2lo}, v12",
+            "vfmv.v.f v14, {c1}",
+            "vfmacc.vf v14, {c0}, v8",
+            "vfmul.vv v14, v14, v8",
+            "vfadd.vf v14, v14, {c2}",
+            "vfmul.vv v14, v14, v8",
+            "vfadd.vf v14, v14, {c3}",
+            "vfmul.vv v14, v14, v8",
+            "vfadd.vf v14, v14, {c4}",
+            "vfmul.vv v14, v14, v8",
+            "vfadd.vf v14, v14, {half}",
+            "vfmul.vv v16, v8, v8",
+            "vfmul.vv v14, v14, v16",
+            "vfadd.vv v14, v14, v8",
+            "vfadd.vf v14, v14, {one}", // e^r
+            // 2^n as two factors (n is −126..=128).
+            "vsub.vx v18, v10, {shift_bits}",
+            "vsra.vi v20, v18, 1",
+            "vsub.vv v18, v18, v20",
+            "vadd.vx v20, v20, {bias}",
+            "vsll.vi v20, v20, 23",
+            "vadd.vx v18, v18, {bias}",
+            "vsll.vi v18, v18, 23",
+            "vfmul.vv v14, v14, v20",
+            "vfmul.vv v14, v14, v18",
+            "vmflt.vf v0, v6, {lo}",
+            "vfmerge.vfm v14, v14, {zero}, v0",
+            "vmfgt.vf v0, v6, {hi}",
+            "vfmerge.vfm v14, v14, {inf}, v0",
+            "vfadd.vf v14, v14, {one}",
+            "vfdiv.vv v14, v2, v14",
+            "vfmul.vv v14, v14, v4",
+            "vse32.v v14, ({g})",
+            "slli {s}, {t}, 2",
+            "add {g}, {g}, {s}",
+            "add {u}, {u}, {s}",
+            "sub {n}, {n}, {t}",
+            "bnez {n}, 1b",
+            "2:",
+            ".option pop",
+            g = inout(reg) gate.as_mut_ptr() => _,
+            u = inout(reg) up.as_ptr() => _,
+            n = inout(reg) n => _,
+            t = out(reg) _,
+            s = out(reg) _,
+            lo = in(freg) -87.336_55f32,
+            hi = in(freg) 88.722_84f32,
+            shift = in(freg) 12_582_912.0f32,
+            log2e = in(freg) core::f32::consts::LOG2_E,
+            ln2hi = in(freg) 0.693_359_4f32,
+            ln2lo = in(freg) -2.121_944_4e-4f32,
+            c0 = in(freg) 1.987_569_2e-4f32,
+            c1 = in(freg) 1.398_2e-3f32,
+            c2 = in(freg) 8.333_452e-3f32,
+            c3 = in(freg) 4.166_579_6e-2f32,
+            c4 = in(freg) 0.166_666_65f32,
+            half = in(freg) 0.5f32,
+            one = in(freg) 1.0f32,
+            zero = in(freg) 0.0f32,
+            inf = in(freg) f32::INFINITY,
+            shift_bits = in(reg) 12_582_912.0f32.to_bits() as usize,
+            bias = in(reg) 127usize,
+            out("v0") _, out("v2") _, out("v3") _, out("v4") _, out("v5") _,
+            out("v6") _, out("v7") _, out("v8") _, out("v9") _,
+            out("v10") _, out("v11") _, out("v12") _, out("v13") _,
+            out("v14") _, out("v15") _, out("v16") _, out("v17") _,
+            out("v18") _, out("v19") _, out("v20") _, out("v21") _,
+            options(nostack),
+        );
+    }
+}
