@@ -11,16 +11,14 @@
 //! vector-length agnostic: it needs VLEN ≥ 128, which the V extension
 //! guarantees, and never assumes more.
 //!
-//! Quantized rows whose values are aligned (`lanes_fit`: int4 rows of an
-//! even number of blocks, int8 rows of a multiple of 4, as in most model
-//! widths) run the lanes kernels: one row a 32-bit (int4) or 64-bit
-//! (int8) lane, a tile of VLEN / 8 int4 rows (VLEN / 32 int8 rows) per
-//! vector op, so a wider vector unit computes more rows per instruction.
-//! A block's bytes come in with strided loads (stride = row bytes) and
-//! the activations with stride-0 loads (a broadcast); the per-row sums are
-//! folded with narrowing shifts (`q4::q4_lanes` says how). At VLEN 128
-//! the int8 lanes tile is only 4 rows, which costs more than the group
-//! kernel, so int8 keeps that one there.
+//! Quantized rows of an even number of blocks (`lanes_fit`: their values
+//! are then 4-byte aligned, as in most model widths) run the lanes
+//! kernels: one row a 32-bit lane, a tile of VLEN / 8 int4 rows (VLEN / 16
+//! int8 rows) per vector op, so a wider vector unit computes more rows per
+//! instruction. A block's bytes come in 4-byte chunks with strided loads
+//! (stride = row bytes) and the activations with stride-0 loads (a
+//! broadcast); the per-row sums are folded with narrowing shifts
+//! (`q4::q4_lanes` says how).
 //!
 //! Other quantized rows go in groups of four blocks. Per block, `vwmul` (int8)
 //! or `vwmul` + `vwmacc` on signed nibbles (int4) give i16 products, and
@@ -274,23 +272,22 @@ struct Tile {
 /// at `xq` with scales at `dx`.
 type LanesFn = unsafe fn(Tile, *const i8, *const f32, usize, *mut f32);
 
-/// True when a lanes kernel with `align`-byte lanes may read these rows:
-/// every row's values start `align`-byte aligned (strided loads of
-/// misaligned elements may trap), which holds when the rows and their
-/// scale arrays are multiples of `align` bytes (for 4: an even number of
-/// blocks, for 8 a multiple of 4, as in most model widths) and the matrix
-/// is aligned (model files align tensors to 64).
-fn lanes_fit(w: &[u8], row_bytes: usize, blocks: usize, align: usize) -> bool {
+/// True when the lanes kernels (32-bit lanes) may read these rows: every
+/// row's values start 4-byte aligned (strided loads of misaligned
+/// elements may trap), which holds when a row has an even number of
+/// blocks (its length and its scale array are then multiples of 4 bytes)
+/// and the matrix is aligned (model files align tensors to 64).
+fn lanes_fit(w: &[u8], row_bytes: usize, blocks: usize) -> bool {
     blocks > 0
-        && row_bytes.is_multiple_of(align)
-        && (w.as_ptr() as usize + 2 * blocks).is_multiple_of(align)
+        && row_bytes.is_multiple_of(4)
+        && (w.as_ptr() as usize + 2 * blocks).is_multiple_of(4)
 }
 
 /// `out[r] = row r · x`, `tile` rows at a time through `lanes`.
 ///
 /// Safety: the CPU has V; `check_quantized` passed for the block size
-/// `lanes` reads; `lanes_fit` holds for its lane width; `tile` is at most
-/// the rows `lanes` takes.
+/// `lanes` reads; `lanes_fit` holds; `tile` is at most the rows `lanes`
+/// takes.
 unsafe fn matvec_lanes(
     lanes: LanesFn,
     tile: usize,
@@ -355,9 +352,8 @@ mod tests {
     /// Integer sums must be exact at the i8 extremes (−128 · −128 included),
     /// which the quantizers never produce. All values equal, so every float
     /// step is exact too and the results must be identical. 7 blocks take
-    /// the group kernels (a full group and a padded one), 6 the int4 lanes
-    /// kernel and 8 both lanes kernels; 37 rows fill whole tiles and leave
-    /// a partial one.
+    /// the group kernels (a full group and a padded one), 6 and 8 the lanes
+    /// kernels; 37 rows fill whole tiles and leave a partial one.
     #[test]
     fn rvv_extreme_int8_values_are_exact() {
         require_v();

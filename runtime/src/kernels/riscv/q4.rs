@@ -170,7 +170,7 @@ macro_rules! lane_chunk {
 /// lanes rather than 64-bit ones let a tile hold twice the rows at the
 /// same register group sizes, and need only 4-byte alignment.
 ///
-/// Safety: the CPU has V; `lanes_fit(.., 4)`; `tile.rows ≤ vlenb`,
+/// Safety: the CPU has V; `lanes_fit`; `tile.rows ≤ vlenb`,
 /// `blocks ≥ 1`; the tile and the activations cover `blocks` blocks.
 unsafe fn q4_lanes(tile: Tile, xq: *const i8, dx: *const f32, blocks: usize, out: *mut f32) {
     let n = tile.rows;
@@ -253,7 +253,7 @@ pub(crate) fn matvec_q4_rvv(w: &[u8], row_bytes: usize, x: &Activations<'_>, out
     if !(w.as_ptr() as usize).is_multiple_of(2) {
         return scalar::matvec_q4(w, row_bytes, x, out);
     }
-    if lanes_fit(w, row_bytes, blocks, 4) {
+    if lanes_fit(w, row_bytes, blocks) {
         // SAFETY: V is present (see `kernels::table`), `check_quantized` and
         // `lanes_fit` passed; tiles of vlenb rows are what `q4_lanes` takes.
         return unsafe { matvec_lanes(q4_lanes, vlen_bytes(), w, row_bytes, blocks, x, out) };

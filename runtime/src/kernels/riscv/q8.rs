@@ -98,93 +98,94 @@ unsafe fn q8_groups(
     sum
 }
 
-/// `out[r] = row r · x` for `n ≤ VLEN / 32` int8 rows, one row a lane
-/// (see [`super::Tile`] for the pointers).
+/// asm lines for chunks `2k` and `2k + 1` (4 bytes each) of an int8 lanes
+/// block: `$setup` points `$wa`/`$xa` at chunk `2k` of row 0 and of the
+/// activations, `$wb`/`$xb` at chunk `2k + 1`; every row's chunks are
+/// multiplied with the broadcast activations (i16, exact) and `$acc` adds
+/// both products into the i32 sums in `v0` (a widening add). Leaves vtype
+/// at e16, m4, vl 4n.
+macro_rules! lane_pair {
+    ($setup:literal, $wa:literal, $xa:literal, $wb:literal, $xb:literal, $acc:literal) => {
+        concat!(
+            "vsetvli zero, {n}, e32, m2, ta, ma\n",
+            $setup,
+            "vlse32.v v8, (",
+            $wa,
+            "), {stride}\n",
+            "vlse32.v v10, (",
+            $wb,
+            "), {stride}\n",
+            "vlse32.v v12, (",
+            $xa,
+            "), zero\n",
+            "vlse32.v v14, (",
+            $xb,
+            "), zero\n",
+            "vsetvli zero, {n4}, e8, m2, ta, ma\n",
+            "vwmul.vv v16, v8, v12\n",
+            "vwmul.vv v20, v10, v14\n",
+            "vsetvli zero, {n4}, e16, m4, ta, ma\n",
+            $acc,
+        )
+    };
+}
+
+/// `out[r] = row r · x` for up to VLEN / 16 int8 rows, one row a 32-bit
+/// lane (see [`super::Tile`] for the pointers).
 ///
-/// Per block, four strided 64-bit loads take bytes 0..8, .., 24..32 of
-/// every row's block (one row per e64 lane), four stride-0 loads broadcast
-/// the matching activations; widening products (i16, exact) are added in
-/// pairs with widening adds, so each row holds 8 exact i32 lanes, which
-/// three narrowing pair sums (`vnsrl` of the lanes read as e64) bring to
-/// one. Scaling as in `q4::q4_lanes`; the 64-bit lanes need 8-byte
-/// alignment. At VLEN 128 (4 rows a tile) this
-/// runs more instructions per row than `q8_groups`, which the matvec
-/// therefore keeps there.
+/// A block is eight 4-byte chunks, taken two at a time: per chunk a
+/// strided 32-bit load takes it from every row of the tile and a stride-0
+/// load broadcasts the activations it pairs with; the widening products
+/// (i16, exact even at −128 · −128) are added into each row's 4 lanes of
+/// i32 sums with widening adds. Two narrowing pair sums (`vnsrl` of the
+/// lanes read as e64) leave one i32 per row; scaling as in `q4::q4_lanes`.
 ///
-/// Safety: the CPU has V; `lanes_fit(.., 8)`; `tile.rows ≤ vlenb / 4`, `blocks ≥ 1`; the
-/// tile and the activations cover `blocks` blocks.
+/// Safety: the CPU has V; `lanes_fit`; `tile.rows ≤ vlenb / 2`,
+/// `blocks ≥ 1`; the tile and the activations cover `blocks` blocks.
 unsafe fn q8_lanes(tile: Tile, xq: *const i8, dx: *const f32, blocks: usize, out: *mut f32) {
     let n = tile.rows;
     // SAFETY: each iteration reads, for rows 0..n, 32 bytes at
-    // `w + r·stride` and 2 at `s + r·stride` (inside the rows, 8- and
-    // 2-byte aligned), 32 bytes at xq and 4 at dx, then advances each by
-    // exactly that; `blocks` iterations; n f32 are stored at `out`. Every
-    // `vsetvli` asks for at most VLMAX (n ≤ vlenb / 4), so vl is the AVL.
-    // The products written over their own source (`vwmul.vv v8, v10`,
-    // `v12, v14`) overlap it in the destination's highest-numbered part,
-    // which RVV allows.
+    // `values + r·stride` and 2 at `scales + r·stride` (inside the rows, 4-
+    // and 2-byte aligned), 32 bytes at xq and 4 at dx, then advances each
+    // by exactly that; `blocks` iterations; n f32 are stored at `out`.
+    // Every `vsetvli` asks for at most VLMAX (n ≤ vlenb / 2), so vl is the
+    // AVL.
     unsafe {
         asm!(
             ".option push",
             ".option arch, +v",
-            "vsetvli zero, {n}, e32, m1, ta, mu",
-            "vmv.v.i v30, 0",
+            "vsetvli zero, {n}, e32, m2, ta, mu",
+            "vmv.v.i v24, 0",
             "1:",
-            "vsetvli zero, {n}, e64, m2, ta, ma",
-            "vlse64.v v8, ({w}), {stride}",
-            "addi {t}, {w}, 8",
-            "vlse64.v v10, ({t}), {stride}",
-            "addi {t}, {w}, 16",
-            "vlse64.v v12, ({t}), {stride}",
-            "addi {t}, {w}, 24",
-            "vlse64.v v14, ({t}), {stride}",
-            "vlse64.v v16, ({x}), zero",
-            "addi {t}, {x}, 8",
-            "vlse64.v v18, ({t}), zero",
-            "addi {t}, {x}, 16",
-            "vlse64.v v20, ({t}), zero",
-            "addi {t}, {x}, 24",
-            "vlse64.v v22, ({t}), zero",
-            "vsetvli zero, {n8}, e8, m2, ta, ma",
-            "vwmul.vv v24, v8, v16",
-            "vwmul.vv v8, v10, v18",
-            "vsetvli zero, {n8}, e16, m4, ta, ma",
-            "vwadd.vv v0, v24, v8",
-            "vsetvli zero, {n8}, e8, m2, ta, ma",
-            "vwmul.vv v24, v12, v20",
-            "vwmul.vv v12, v14, v22",
-            "vsetvli zero, {n8}, e16, m4, ta, ma",
-            "vwadd.wv v0, v0, v24",
-            "vwadd.wv v0, v0, v12",
-            // 8 i32 lanes a row -> 4 -> 2 -> 1 (|.| ≤ 2^19).
-            "vsetvli zero, {n4}, e32, m4, ta, ma",
+            lane_pair!("addi {t}, {w}, 4\naddi {u}, {x}, 4\n", "{w}", "{x}", "{t}", "{u}", "vwadd.vv v0, v16, v20\n"),
+            lane_pair!("addi {t}, {w}, 8\naddi {u}, {x}, 8\naddi {t2}, {w}, 12\naddi {u2}, {x}, 12\n", "{t}", "{u}", "{t2}", "{u2}", "vwadd.wv v0, v0, v16\nvwadd.wv v0, v0, v20\n"),
+            lane_pair!("addi {t}, {w}, 16\naddi {u}, {x}, 16\naddi {t2}, {w}, 20\naddi {u2}, {x}, 20\n", "{t}", "{u}", "{t2}", "{u2}", "vwadd.wv v0, v0, v16\nvwadd.wv v0, v0, v20\n"),
+            lane_pair!("addi {t}, {w}, 24\naddi {u}, {x}, 24\naddi {t2}, {w}, 28\naddi {u2}, {x}, 28\n", "{t}", "{u}", "{t2}", "{u2}", "vwadd.wv v0, v0, v16\nvwadd.wv v0, v0, v20\n"),
+            // 4 i32 lanes a row -> 2 -> 1 (|.| ≤ 2^19).
+            "vsetvli zero, {n2}, e32, m4, ta, ma",
             "vnsrl.wi v8, v0, 0",
             "vnsrl.wx v12, v0, {k32}",
             "vadd.vv v8, v8, v12",
-            "vsetvli zero, {n2}, e32, m2, ta, ma",
+            "vsetvli zero, {n}, e32, m2, ta, ma",
             "vnsrl.wi v16, v8, 0",
             "vnsrl.wx v18, v8, {k32}",
             "vadd.vv v16, v16, v18",
-            "vsetvli zero, {n}, e32, m1, ta, ma",
-            "vnsrl.wi v20, v16, 0",
-            "vnsrl.wx v21, v16, {k32}",
-            "vadd.vv v20, v20, v21",
-            "vsetvli zero, {n}, e16, mf2, ta, ma",
-            "vlse16.v v24, ({s}), {stride}",
-            "vsetvli zero, {n}, e32, m1, ta, mu",
-            "vzext.vf2 v25, v24",
-            f16_bits_to_f32!("v26", "v25"),
+            "vsetvli zero, {n}, e16, m1, ta, ma",
+            "vlse16.v v30, ({s}), {stride}",
+            "vsetvli zero, {n}, e32, m2, ta, mu",
+            "vzext.vf2 v28, v30",
+            f16_bits_to_f32!("v26", "v28"),
             "flw {d}, 0({dx})",
             "vfmul.vf v26, v26, {d}",
-            "vfcvt.f.x.v v20, v20",
-            "vfmacc.vv v30, v20, v26",
+            "vfcvt.f.x.v v16, v16",
+            "vfmacc.vv v24, v16, v26",
             "addi {w}, {w}, 32",
             "addi {s}, {s}, 2",
             "addi {x}, {x}, 32",
             "addi {dx}, {dx}, 4",
             "addi {b}, {b}, -1",
             "bnez {b}, 1b",
-            "vse32.v v30, ({out})",
+            "vse32.v v24, ({out})",
             ".option pop",
             w = inout(reg) tile.values => _,
             s = inout(reg) tile.scales => _,
@@ -196,9 +197,11 @@ unsafe fn q8_lanes(tile: Tile, xq: *const i8, dx: *const f32, blocks: usize, out
             n = in(reg) n,
             n2 = in(reg) 2 * n,
             n4 = in(reg) 4 * n,
-            n8 = in(reg) 8 * n,
             k32 = in(reg) 32usize,
             t = out(reg) _,
+            u = out(reg) _,
+            t2 = out(reg) _,
+            u2 = out(reg) _,
             d = out(freg) _,
             m7fff = in(reg) 0x7fffu32,
             m7bff = in(reg) 0x7bffu32,
@@ -212,7 +215,7 @@ unsafe fn q8_lanes(tile: Tile, xq: *const i8, dx: *const f32, blocks: usize, out
             out("v16") _, out("v17") _, out("v18") _, out("v19") _,
             out("v20") _, out("v21") _, out("v22") _, out("v23") _,
             out("v24") _, out("v25") _, out("v26") _, out("v27") _,
-            out("v30") _,
+            out("v28") _, out("v29") _, out("v30") _, out("v31") _,
             options(nostack),
         );
     }
@@ -223,11 +226,10 @@ pub(crate) fn matvec_q8_rvv(w: &[u8], row_bytes: usize, x: &Activations<'_>, out
     if !(w.as_ptr() as usize).is_multiple_of(2) {
         return scalar::matvec_q8(w, row_bytes, x, out);
     }
-    let tile = vlen_bytes() / 4;
-    if tile >= 8 && lanes_fit(w, row_bytes, blocks, 8) {
+    if lanes_fit(w, row_bytes, blocks) {
         // SAFETY: V is present (see `kernels::table`), `check_quantized` and
-        // `lanes_fit` passed; tiles of vlenb / 4 rows are what `q8_lanes` takes.
-        return unsafe { matvec_lanes(q8_lanes, tile, w, row_bytes, blocks, x, out) };
+        // `lanes_fit` passed; tiles of vlenb / 2 rows are what `q8_lanes` takes.
+        return unsafe { matvec_lanes(q8_lanes, vlen_bytes() / 2, w, row_bytes, blocks, x, out) };
     }
     // SAFETY: installed by `kernels::table` only when the CPU has V (VLEN ≥ 128);
     // `check_quantized` passed and `w` is 2-byte aligned.
