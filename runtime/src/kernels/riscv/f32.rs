@@ -102,7 +102,7 @@ fn axpy_rvv(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
-/// [`scalar::attend`] with the RVV dot product and `y += a·x`.
+/// [`scalar::attend`] with the RVV dot product, `y += a·x` and exp.
 pub(crate) fn attend_rvv(
     q: &[f32],
     cache: scalar::CacheView<'_>,
@@ -111,28 +111,36 @@ pub(crate) fn attend_rvv(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    scalar::attend_with(dot_rvv, axpy_rvv, q, cache, scale, sink, scores, out)
+    scalar::attend_with(
+        dot_rvv,
+        axpy_rvv,
+        exp_shifted_rvv,
+        q,
+        cache,
+        scale,
+        sink,
+        scores,
+        out,
+    )
 }
 
-/// [`scalar::silu_mul`] in RVV: `gate = gate / (1 + exp(−gate)) · up` with
-/// `scalar::exp`'s range reduction and polynomial as vector ops (fused
+/// An `asm!` block that runs `$init`, then a strip-mined loop (`1:`) of
+/// `$pre` (which leaves exp's argument in `v6`), `scalar::exp` of `v6` into `v14` (its
+/// range reduction and polynomial as vector ops, at e32, m2, with fused
 /// multiply-adds where the scalar code rounds twice, so results may differ
-/// from it in the last bits).
-pub(crate) fn silu_mul_rvv(gate: &mut [f32], up: &[f32]) {
-    let n = gate.len().min(up.len());
-    // SAFETY: V is present (see `kernels::table`); the loop reads `n` f32s
-    // of up and reads and writes `n` of gate, `vl` at a time, advancing by
-    // exactly what it touched.
-    unsafe {
+/// from it in the last bits) and `$post`, then `$fini`. Clobbers v0 and
+/// v6..v21; `$post` must advance the pointers and `{n}` by `{t}` elements.
+macro_rules! exp_loop {
+    ([$($init:literal),*], [$($pre:literal),*], [$($post:literal),*], [$($fini:literal),*],
+     $($operands:tt)*) => {
         asm!(
             ".option push",
             ".option arch, +v",
+            $($init,)*
             "beqz {n}, 2f",
             "1:",
             "vsetvli {t}, {n}, e32, m2, ta, mu",
-            "vle32.v v2, ({g})",
-            "vle32.v v4, ({u})",
-            "vfneg.v v6, v2", // x = −gate
+            $($pre,)*
             "vfmax.vf v8, v6, {lo}",
             "vfmin.vf v8, v8, {hi}",
             "vfmv.v.f v10, {shift}",
@@ -168,22 +176,13 @@ pub(crate) fn silu_mul_rvv(gate: &mut [f32], up: &[f32]) {
             "vfmerge.vfm v14, v14, {zero}, v0",
             "vmfgt.vf v0, v6, {hi}",
             "vfmerge.vfm v14, v14, {inf}, v0",
-            "vfadd.vf v14, v14, {one}",
-            "vfdiv.vv v14, v2, v14",
-            "vfmul.vv v14, v14, v4",
-            "vse32.v v14, ({g})",
-            "slli {s}, {t}, 2",
-            "add {g}, {g}, {s}",
-            "add {u}, {u}, {s}",
-            "sub {n}, {n}, {t}",
+            $($post,)*
             "bnez {n}, 1b",
             "2:",
+            $($fini,)*
             ".option pop",
-            g = inout(reg) gate.as_mut_ptr() => _,
-            u = inout(reg) up.as_ptr() => _,
-            n = inout(reg) n => _,
+            $($operands)*
             t = out(reg) _,
-            s = out(reg) _,
             lo = in(freg) -87.336_55f32,
             hi = in(freg) 88.722_84f32,
             shift = in(freg) 12_582_912.0f32,
@@ -201,12 +200,78 @@ pub(crate) fn silu_mul_rvv(gate: &mut [f32], up: &[f32]) {
             inf = in(freg) f32::INFINITY,
             shift_bits = in(reg) 12_582_912.0f32.to_bits() as usize,
             bias = in(reg) 127usize,
-            out("v0") _, out("v2") _, out("v3") _, out("v4") _, out("v5") _,
-            out("v6") _, out("v7") _, out("v8") _, out("v9") _,
+            out("v0") _, out("v6") _, out("v7") _, out("v8") _, out("v9") _,
             out("v10") _, out("v11") _, out("v12") _, out("v13") _,
             out("v14") _, out("v15") _, out("v16") _, out("v17") _,
             out("v18") _, out("v19") _, out("v20") _, out("v21") _,
             options(nostack),
+        )
+    };
+}
+
+/// [`scalar::silu_mul`] in RVV: `gate = gate / (1 + exp(−gate)) · up`.
+pub(crate) fn silu_mul_rvv(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    // SAFETY: V is present (see `kernels::table`); the loop reads `n` f32s
+    // of up and reads and writes `n` of gate, `vl` at a time, advancing by
+    // exactly what it touched.
+    unsafe {
+        exp_loop!(
+            [],
+            ["vle32.v v2, ({g})", "vle32.v v4, ({u})", "vfneg.v v6, v2"],
+            [
+                "vfadd.vf v14, v14, {one}",
+                "vfdiv.vv v14, v2, v14",
+                "vfmul.vv v14, v14, v4",
+                "vse32.v v14, ({g})",
+                "slli {s}, {t}, 2",
+                "add {g}, {g}, {s}",
+                "add {u}, {u}, {s}",
+                "sub {n}, {n}, {t}"
+            ],
+            [],
+            g = inout(reg) gate.as_mut_ptr() => _,
+            u = inout(reg) up.as_ptr() => _,
+            n = inout(reg) n => _,
+            s = out(reg) _,
+            out("v2") _, out("v3") _, out("v4") _, out("v5") _,
         );
     }
+}
+
+/// [`scalar::exp_shifted`] in RVV: `x[i] = exp(x[i] − max)`, returning Σ.
+fn exp_shifted_rvv(x: &mut [f32], max: f32) -> f32 {
+    let n = x.len();
+    let sum: f32;
+    // SAFETY: V is present (see `kernels::table`); the loop reads and
+    // writes the `n` f32s of x, `vl` at a time, advancing by exactly what
+    // it touched.
+    unsafe {
+        exp_loop!(
+            ["vsetvli {t}, zero, e32, m2, ta, ma", "vmv.v.i v24, 0"],
+            ["vle32.v v2, ({x})", "vfsub.vf v6, v2, {max}"],
+            [
+                "vse32.v v14, ({x})",
+                // Tail-undisturbed: lanes past a short last `vl` keep their sums.
+                "vsetvli zero, {t}, e32, m2, tu, mu",
+                "vfadd.vv v24, v24, v14",
+                "slli {s}, {t}, 2",
+                "add {x}, {x}, {s}",
+                "sub {n}, {n}, {t}"
+            ],
+            [
+                "vsetvli {t}, zero, e32, m2, ta, ma",
+                "vmv.s.x v26, zero",
+                "vfredusum.vs v26, v24, v26",
+                "vfmv.f.s {sum}, v26"
+            ],
+            x = inout(reg) x.as_mut_ptr() => _,
+            n = inout(reg) n => _,
+            max = in(freg) max,
+            sum = lateout(freg) sum,
+            s = out(reg) _,
+            out("v2") _, out("v3") _, out("v24") _, out("v25") _, out("v26") _,
+        );
+    }
+    sum
 }

@@ -1,7 +1,7 @@
 //! One attention head over a ring of cached keys and values.
 #![deny(unsafe_code)]
 
-use super::{axpy, dot, exp, softmax};
+use super::{axpy, dot, exp, exp_shifted, softmax_with};
 
 /// One head's cached keys and values: a ring of `slots` positions
 /// `stride` floats apart (slot `s` at `s * stride`), the visible ones
@@ -41,17 +41,18 @@ pub fn attend(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    attend_with(dot, axpy, q, cache, scale, sink, scores, out)
+    attend_with(dot, axpy, exp_shifted, q, cache, scale, sink, scores, out)
 }
 
-/// [`attend`] with the dot product and `y += a·x` of an ISA whose vector
-/// code the compiler cannot emit by itself (RVV): the control flow stays
-/// in one place.
+/// [`attend`] with the dot product, `y += a·x` and `exp_shifted` of an
+/// ISA whose vector code the compiler cannot emit by itself (RVV): the
+/// control flow stays in one place.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attend_with(
     dot: impl Fn(&[f32], &[f32]) -> f32,
     axpy: impl Fn(&mut [f32], f32, &[f32]),
+    exp_shifted: impl Fn(&mut [f32], f32) -> f32,
     q: &[f32],
     cache: CacheView<'_>,
     scale: f32,
@@ -65,11 +66,10 @@ pub(crate) fn attend_with(
         *s = dot(q, &cache.k[at..at + d]) * scale;
     }
     match sink {
-        None => softmax(scores),
+        None => softmax_with(exp_shifted, scores),
         Some(sink) => {
             let max = scores.iter().fold(sink, |m, &s| m.max(s));
-            scores.iter_mut().for_each(|s| *s = exp(*s - max));
-            let sum = scores.iter().fold(exp(sink - max), |a, &s| a + s);
+            let sum = exp(sink - max) + exp_shifted(scores, max);
             scores.iter_mut().for_each(|s| *s /= sum);
         }
     }

@@ -18,9 +18,10 @@ pub use attend::{attend, CacheView};
 pub use f16::{dot_f16, matmul_f16, matvec_f16};
 pub use f32::{dot_f32, matmul_f32, matvec_f32};
 pub use mxfp4::{dot_mxfp4, matmul_mxfp4, matvec_mxfp4};
+use ops::softmax_with;
 pub use ops::{
-    axpy, dot, exp, f32_at, layernorm, rmsnorm, rmsnorm_in_place, rope, rope_interleaved, silu_mul,
-    softmax,
+    axpy, dot, exp, exp_shifted, f32_at, layernorm, rmsnorm, rmsnorm_in_place, rope,
+    rope_interleaved, silu_mul, softmax,
 };
 pub use q4::{dot_q4, matmul_q4, matvec_q4};
 pub use q8::{dot_q8, matmul_q8, matvec_q8};

@@ -81,11 +81,22 @@ pub fn exp(x: f32) -> f32 {
 
 /// In-place softmax.
 pub fn softmax(x: &mut [f32]) {
+    softmax_with(exp_shifted, x)
+}
+
+/// [`softmax`] with `exp_shifted` of an ISA whose vector code the compiler
+/// cannot emit by itself (RVV).
+#[inline(always)]
+pub(crate) fn softmax_with(exp_shifted: impl Fn(&mut [f32], f32) -> f32, x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    x.iter_mut().for_each(|v| *v = exp(*v - max));
-    let sum: f32 = x.iter().sum();
-    let inv = 1.0 / sum;
+    let inv = 1.0 / exp_shifted(x, max);
     x.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// `x[i] = exp(x[i] − max)`; returns their sum.
+pub fn exp_shifted(x: &mut [f32], max: f32) -> f32 {
+    x.iter_mut().for_each(|v| *v = exp(*v - max));
+    x.iter().sum()
 }
 
 /// `gate = silu(gate) * up`, the SwiGLU activation.
