@@ -207,6 +207,8 @@ pub(super) fn riscv(mut k: Kernels) -> Kernels {
         k.matmul_q8 = q8::matmul_q8_rvv;
         k.matvec_f16 = f16::matvec_f16_rvv;
         k.matvec_f32 = f32::matvec_f32_rvv;
+        k.matmul_f16 = f16::matmul_f16_rvv;
+        k.matmul_f32 = f32::matmul_f32_rvv;
         k.attend = f32::attend_rvv;
         k.silu_mul = f32::silu_mul_rvv;
     }

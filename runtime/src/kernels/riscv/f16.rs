@@ -1,4 +1,4 @@
-//! f16 weights: the RVV matvec.
+//! f16 weights: the RVV matvec (and batched product, one matvec a token).
 
 use core::arch::asm;
 
@@ -66,3 +66,5 @@ pub(crate) fn matvec_f16_rvv(w: &[u8], row_bytes: usize, x: &Activations<'_>, ou
         *o = sum;
     }
 }
+
+crate::kernels::matmul_per_token!(matmul_f16_rvv, matvec_f16_rvv, F16);

@@ -1,5 +1,5 @@
-//! f32 weights: the RVV matvec; the dot products and `y += a·x` of
-//! attention.
+//! f32 weights: the RVV matvec (and batched product, one matvec a token);
+//! attention's dot products, `y += a·x` and exp; SwiGLU.
 
 use core::arch::asm;
 
@@ -17,6 +17,8 @@ pub(crate) fn matvec_f32_rvv(w: &[u8], row_bytes: usize, x: &Activations<'_>, ou
         *o = dot_rvv(row, x.f32s);
     }
 }
+
+crate::kernels::matmul_per_token!(matmul_f32_rvv, matvec_f32_rvv, F32);
 
 /// f32 dot product: a strip-mined `vfmacc` at LMUL 4, one `vfredusum`.
 fn dot_rvv(a: &[f32], b: &[f32]) -> f32 {
