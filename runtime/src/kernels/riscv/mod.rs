@@ -179,6 +179,49 @@ macro_rules! scale_group {
     };
 }
 
+/// asm lines for the end of a lanes block (vtype e16 with vl = the tile's
+/// rows): each row's f16 scale (a strided load) converted to f32 in `$f`,
+/// times the block's activation scale, times the rows' i32 sums in `$sums`
+/// (converted in place), added to the f32 sums in `v24`; then the pointers
+/// move on by one block (`$w` value bytes) and the loop repeats. Uses
+/// `v28..v31` and `v0`, and the operands of `f16_bits_to_f32!` plus `d`.
+macro_rules! lanes_scale {
+    ($lmul:literal, $f:literal, $sums:literal, $w:literal) => {
+        concat!(
+            "vlse16.v v30, ({s}), {stride}\n",
+            "vsetvli zero, {n}, e32, ",
+            $lmul,
+            ", ta, mu\n",
+            "vzext.vf2 v28, v30\n",
+            f16_bits_to_f32!($f, "v28"),
+            "flw {d}, 0({dx})\n",
+            "vfmul.vf ",
+            $f,
+            ", ",
+            $f,
+            ", {d}\n",
+            "vfcvt.f.x.v ",
+            $sums,
+            ", ",
+            $sums,
+            "\n",
+            "vfmacc.vv v24, ",
+            $sums,
+            ", ",
+            $f,
+            "\n",
+            "addi {w}, {w}, ",
+            $w,
+            "\n",
+            "addi {s}, {s}, 2\n",
+            "addi {x}, {x}, 32\n",
+            "addi {dx}, {dx}, 4\n",
+            "addi {b}, {b}, -1\n",
+            "bnez {b}, 1b\n",
+        )
+    };
+}
+
 // Declared after the macros above, which the format files use.
 pub(super) mod activations;
 pub(super) mod f16;
