@@ -12,8 +12,8 @@ use mote::format::{
     align_up, Preamble, EXPERT_ALIGN, MAX_CONFIG_BYTES, PREAMBLE_BYTES, TENSOR_ALIGN, VERSION,
 };
 use mote::model::layout::TensorIds;
-use mote::quant::{encode_row, BLOCK_LEN};
-use mote::{DType, ModelConfig, TensorId};
+use mote::quant::{encode_row, rows4_from_planar, BLOCK_LEN};
+use mote::{DType, Layout, ModelConfig, TensorId};
 
 use crate::error::{io, QuantizeError};
 use crate::hf_config::{fp8_block_size, read_config};
@@ -26,6 +26,9 @@ use crate::tokenizer::read_tokenizer;
 pub struct Options {
     /// Type of the weight matrices (norms and routers stay f32).
     pub dtype: DType,
+    /// Layout of the int4/int8 matrices (the embedding table, and any
+    /// other tensor the runtime reads by rows, stays planar).
+    pub layout: Layout,
     /// Worker threads for quantization (0: all cores).
     pub threads: usize,
     /// Leave `tokenizer.json` out: the file takes token ids only (for a
@@ -149,9 +152,15 @@ pub fn quantize(
             ));
         }
         let length = dtype.row_bytes(source.cols) as u64 * source.rows as u64;
+        let layout = if options.layout.fits(dtype) && !id.kind.read_by_rows() {
+            options.layout
+        } else {
+            Layout::Planar
+        };
         let record = TensorRecord {
             id,
             dtype,
+            layout,
             rows: source.rows as u32,
             cols: source.cols as u32,
             crc32: 0,
@@ -235,7 +244,13 @@ pub fn quantize(
     let converted: Result<(), QuantizeError> = (|| {
         for (done, &(i, _)) in order.iter().enumerate() {
             let p = &mut planned[i];
-            let (bytes, crc) = convert_tensor(&ck, &p.source, p.record.dtype, threads)?;
+            let (mut bytes, mut crc) = convert_tensor(&ck, &p.source, p.record.dtype, threads)?;
+            if p.record.layout == Layout::Rows4 {
+                let mut packed = vec![0u8; bytes.len()];
+                rows4_from_planar(p.record.dtype, p.source.cols, &bytes, &mut packed);
+                crc = crc32fast::hash(&packed);
+                bytes = packed;
+            }
             source_bytes += match p.source.view {
                 View::Mxfp4 { .. } => p.record.length,
                 _ => (p.source.rows * p.source.cols * p.source.entry.dtype.size()) as u64,

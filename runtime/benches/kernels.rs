@@ -6,8 +6,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mote::kernels::{Activations, Kernels, Matrix};
-use mote::quant::{encode_row, quantize_activations, BLOCK_LEN};
-use mote::DType;
+use mote::quant::{encode_row, quantize_activations, rows4_from_planar, BLOCK_LEN};
+use mote::{DType, Layout};
 
 const COLS: usize = 1024;
 const BYTES: usize = 256 << 20;
@@ -43,14 +43,25 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
-    for dtype in [DType::Q4, DType::Q8, DType::Mxfp4] {
+    for (dtype, layout) in [
+        (DType::Q4, Layout::Planar),
+        (DType::Q4, Layout::Rows4),
+        (DType::Q8, Layout::Planar),
+        (DType::Q8, Layout::Rows4),
+        (DType::Mxfp4, Layout::Planar),
+    ] {
         let rb = dtype.row_bytes(COLS);
         let rows = BYTES / rb;
         let mut encoded = vec![0u8; rb];
         encode_row(dtype, &row, &mut encoded);
-        let data: Vec<u8> = encoded.iter().copied().cycle().take(rows * rb).collect();
+        let mut data: Vec<u8> = encoded.iter().copied().cycle().take(rows * rb).collect();
+        if layout == Layout::Rows4 {
+            let planar = data.clone();
+            rows4_from_planar(dtype, COLS, &planar, &mut data);
+        }
         let w = Matrix {
             dtype,
+            layout,
             rows,
             cols: COLS,
             data: &data,
@@ -60,7 +71,7 @@ fn bench(c: &mut Criterion) {
             ("scalar", Kernels::scalar()),
             ("detected", Kernels::detect()),
         ] {
-            group.bench_function(format!("{dtype}_{name}_{}", k.name), |b| {
+            group.bench_function(format!("{dtype}_{layout}_{name}_{}", k.name), |b| {
                 b.iter(|| k.matvec(&w, &acts, &mut out))
             });
         }

@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use crate::format::tensor::{DType, TensorId};
+use crate::format::tensor::{DType, Layout, TensorId};
 
 /// A failure to read bytes from a [`Storage`](crate::Storage).
 #[non_exhaustive]
@@ -120,6 +120,14 @@ pub enum Error {
         tensor: TensorId,
         /// Its type in the file.
         found: DType,
+    },
+    /// A tensor is stored in a layout its role cannot read (the tensors
+    /// read a row at a time, the embedding table and MLA's `kv_b`, must be planar).
+    TensorLayout {
+        /// The tensor.
+        tensor: TensorId,
+        /// Its layout in the file.
+        found: Layout,
     },
     /// The arena handed to [`Session::new`](crate::Session::new) is smaller than the plan.
     ArenaTooSmall {
@@ -240,6 +248,10 @@ impl fmt::Display for Error {
             Error::TensorDType { tensor, found } => {
                 write!(f, "tensor {tensor} has type {found}, which this role cannot use")
             }
+            Error::TensorLayout { tensor, found } => write!(
+                f,
+                "tensor {tensor} is stored in layout {found}, but this role reads it by rows (it must be planar)"
+            ),
             Error::ArenaTooSmall { needed, provided } => write!(
                 f,
                 "arena too small: the plan needs {needed} bytes, {provided} provided"

@@ -42,7 +42,7 @@ pub use error::{Error, StorageError};
 pub use experts::{CacheStats, EvictionPolicy};
 pub use format::config::{Architecture, ModelConfig, RopeScaling};
 pub use format::tensor::TensorRecord;
-pub use format::tensor::{DType, TensorId, TensorKind};
+pub use format::tensor::{DType, Layout, TensorId, TensorKind};
 pub use model::Model;
 pub use plan::{Limits, Plan};
 pub use sample::{Sampler, SamplerConfig};

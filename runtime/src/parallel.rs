@@ -200,17 +200,15 @@ impl<'j, 'x> SendJobs<'j, 'x> {
 /// Thread `t` of `n` computes its rows of every job.
 fn run_share(kernels: &Kernels, jobs: &[MatvecJob<'_>], t: usize, n: usize) {
     for job in jobs {
-        let rows = (job.w.rows * t / n)..(job.w.rows * (t + 1) / n);
+        // Shares start at a multiple of the layout's row group (four rows
+        // of a rows4 matrix are stored together).
+        let group = job.w.layout.row_group();
+        let cut = |t: usize| (job.w.rows.div_ceil(group) * t / n * group).min(job.w.rows);
+        let rows = cut(t)..cut(t + 1);
         if rows.is_empty() {
             continue;
         }
-        let row_bytes = job.w.dtype.row_bytes(job.w.cols);
-        let w = Matrix {
-            dtype: job.w.dtype,
-            rows: rows.len(),
-            cols: job.w.cols,
-            data: &job.w.data[rows.start * row_bytes..rows.end * row_bytes],
-        };
+        let w = job.w.rows(rows.clone());
         // SAFETY: `out` points at `job.w.rows` f32s that nothing else reads
         // or writes during the region; the row ranges of the threads are
         // disjoint, so this slice is this thread's alone.

@@ -47,10 +47,16 @@ pub fn reference(name: &str) -> Reference {
 
 /// Converts checkpoint folder `family/variant` to `dtype` and returns the file's bytes.
 pub fn convert(family: &str, variant: &str, dtype: DType) -> Vec<u8> {
+    convert_in(family, variant, dtype, mote::Layout::Planar)
+}
+
+/// [`convert`] with the int4/int8 matrices in `layout`.
+pub fn convert_in(family: &str, variant: &str, dtype: DType, layout: mote::Layout) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("model.mote");
     let options = mote_quantize::Options {
         dtype,
+        layout,
         threads: 2,
         no_tokenizer: false,
     };

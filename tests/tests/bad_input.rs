@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 use mote::error::Section;
 use mote::format::tensor::{TensorRecord, RECORD_BYTES};
 use mote::format::{Preamble, PREAMBLE_BYTES};
-use mote::{DType, Error, Limits, Model, Plan, Session, SliceStorage, TensorId, TensorKind};
+use mote::{
+    DType, Error, Layout, Limits, Model, Plan, Session, SliceStorage, TensorId, TensorKind,
+};
 use mote_tests::convert;
 
 /// The fixture as an int4 file, converted once for all tests here.
@@ -128,6 +130,22 @@ fn a_tensor_offset_past_the_end_names_the_tensor() {
         }
         other => panic!("expected a truncated tensor, got {other:?}"),
     }
+}
+
+#[test]
+fn a_row_read_tensor_in_the_rows4_layout_is_refused_by_name() {
+    let mut bytes = file().to_vec();
+    let embedding = (0..open(file()).unwrap().tensor_count())
+        .find(|&i| open(file()).unwrap().record(i).unwrap().id.kind == TensorKind::TokenEmbedding)
+        .unwrap();
+    edit_record(&mut bytes, embedding, |r| r.layout = Layout::Rows4);
+    let err = open(&bytes).err().unwrap();
+    assert!(
+        matches!(err, Error::TensorLayout { tensor, found: Layout::Rows4 }
+            if tensor == TensorId::global(TensorKind::TokenEmbedding)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("token_embedding"), "{err}");
 }
 
 #[test]

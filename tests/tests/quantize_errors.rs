@@ -36,6 +36,7 @@ fn convert_expecting_error(config: &serde_json::Value, tensors: &[NamedTensor]) 
             dtype: DType::Q4,
             threads: 2,
             no_tokenizer: false,
+            layout: mote::Layout::Planar,
         },
         |_| {},
     )
@@ -157,6 +158,7 @@ fn a_truncated_safetensors_file_is_an_error_not_a_panic() {
                 dtype: DType::Q8,
                 threads: 1,
                 no_tokenizer: false,
+                layout: mote::Layout::Planar,
             },
             |_| {},
         )
@@ -195,6 +197,7 @@ fn convert_folder(dir: &Path) -> Result<(), QuantizeError> {
         dtype: DType::Q4,
         threads: 2,
         no_tokenizer: false,
+        layout: mote::Layout::Planar,
     };
     let result = quantize(dir, &out, &options, |_| {}).map(|_| ());
     assert_eq!(result.is_ok(), out.exists());
@@ -263,6 +266,7 @@ fn a_tokenizer_mote_cannot_reproduce_says_how_to_convert_without_it() {
         dtype: DType::Q8,
         threads: 1,
         no_tokenizer: false,
+        layout: mote::Layout::Planar,
     };
     let err = quantize(dir.path(), &out, &options, |_| {}).unwrap_err();
     assert!(matches!(err, QuantizeError::Tokenizer { .. }), "{err}");

@@ -107,9 +107,15 @@ pub struct QuantizeArgs {
     #[arg(long, value_enum)]
     pub dtype: Option<WeightType>,
     /// Board profile (name in targets/boards or a .toml path): picks the
-    /// weight type and reports whether the result fits the board.
+    /// weight type and layout and reports whether the result fits the board.
     #[arg(long)]
     pub target: Option<String>,
+    /// Byte order of the int4/int8 matrices: planar (every kernel's
+    /// fast path), or rows4 (four rows side by side, for aarch64 with
+    /// dotprod; other CPUs run it with the scalar kernels). Default: the
+    /// board's with --target, else planar.
+    #[arg(long, value_parser = parse_layout)]
+    pub layout: Option<mote::Layout>,
     /// Worker threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -410,6 +416,11 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         return Err(format!("invalid size {s:?}"));
     }
     Ok(bytes as u64)
+}
+
+/// `--layout`: a layout by name.
+fn parse_layout(s: &str) -> Result<mote::Layout, String> {
+    mote::Layout::from_name(s).ok_or_else(|| format!("unknown layout {s:?} (planar or rows4)"))
 }
 
 #[cfg(test)]

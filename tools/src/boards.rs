@@ -28,6 +28,13 @@ pub struct Board {
     pub xip: bool,
     /// Weight type `mote quantize --target` picks.
     pub dtype: String,
+    /// Layout `mote quantize --target` picks (`planar` when absent).
+    #[serde(default = "planar")]
+    pub layout: String,
+}
+
+fn planar() -> String {
+    mote::Layout::Planar.name().to_string()
 }
 
 const BUILTIN: &[(&str, &str)] = &[

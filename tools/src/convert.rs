@@ -22,8 +22,19 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
         },
         (None, None) => WeightType::Int4,
     };
+    let layout = match (a.layout, &board) {
+        (Some(l), _) => l,
+        (None, Some(b)) => mote::Layout::from_name(&b.layout).with_context(|| {
+            format!(
+                "board {}: unknown layout {:?} (planar or rows4)",
+                b.name, b.layout
+            )
+        })?,
+        (None, None) => mote::Layout::Planar,
+    };
     let options = mote_quantize::Options {
         dtype: dtype.into(),
+        layout,
         threads: a.threads,
         no_tokenizer: a.no_tokenizer,
     };

@@ -30,7 +30,7 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
                     "name": r.id.to_string(), "kind": r.id.kind.name(),
                     "layer": (r.id.layer != mote::format::tensor::NONE).then_some(r.id.layer),
                     "expert": (r.id.expert != mote::format::tensor::NONE).then_some(r.id.expert),
-                    "dtype": r.dtype.name(), "shape": [r.rows, r.cols],
+                    "dtype": r.dtype.name(), "layout": r.layout.name(), "shape": [r.rows, r.cols],
                     "offset": r.offset, "bytes": r.length, "crc32": r.crc32,
                 })
             })
@@ -149,15 +149,16 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
     )?;
     writeln!(
         o,
-        "  {:<34} {:>6} {:>13} {:>12} {:>10}  crc32",
-        "name", "dtype", "shape", "offset", "bytes"
+        "  {:<34} {:>6} {:>6} {:>13} {:>12} {:>10}  crc32",
+        "name", "dtype", "layout", "shape", "offset", "bytes"
     )?;
     for r in &tensors {
         writeln!(
             o,
-            "  {:<34} {:>6} {:>13} {:>12} {:>10}  {:08x}",
+            "  {:<34} {:>6} {:>6} {:>13} {:>12} {:>10}  {:08x}",
             r.id.to_string(),
             r.dtype.name(),
+            r.layout.name(),
             format!("{}x{}", r.rows, r.cols),
             r.offset,
             r.length,

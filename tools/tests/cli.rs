@@ -405,6 +405,69 @@ fn plan_says_whether_a_model_fits_a_board() {
         .unwrap()
         .clone();
     assert_eq!(q_proj["dtype"], "int4");
+    assert_eq!(q_proj["layout"], "planar", "the Pi 4 has no dotprod");
+}
+
+#[test]
+fn the_rpi5_target_and_layout_flag_write_rows4_and_inspect_shows_it() {
+    let r = reference("mixtral-tiny");
+    let dir = tempfile::tempdir().unwrap();
+    let input = fixture("mixtral-tiny").join("f32");
+    for (name, flags) in [
+        ("rpi5", ["--target", "rpi5"]),
+        ("flag", ["--layout", "rows4"]),
+    ] {
+        let out = dir.path().join(format!("{name}.mote"));
+        let mut args = vec![
+            "quantize",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-q",
+        ];
+        args.extend(flags);
+        let q = mote(&args);
+        assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+        let m = out.to_str().unwrap();
+        let info = ok_json(&["inspect", m, "--json"]);
+        let layout = |kind: &str| {
+            info["tensors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["kind"] == kind)
+                .unwrap()["layout"]
+                .clone()
+        };
+        assert_eq!(layout("expert_down"), "rows4", "{name}");
+        assert_eq!(layout("lm_head"), "rows4", "{name}");
+        assert_eq!(layout("token_embedding"), "planar", "{name}: read by rows");
+        assert_eq!(layout("router"), "planar", "{name}: f32");
+        let text = mote(&["inspect", m]);
+        assert!(String::from_utf8_lossy(&text.stdout).contains(" rows4 "));
+        let gen = ok_json(&[
+            "generate",
+            m,
+            "--tokens",
+            &ids(&r.prompt),
+            "--max-tokens",
+            "3",
+            "--ignore-eos",
+        ]);
+        assert_eq!(as_u32s(&gen["tokens"]).len(), 3);
+    }
+    let out = dir.path().join("never.mote");
+    let bad = mote(&[
+        "quantize",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--layout",
+        "zigzag",
+    ]);
+    assert!(!bad.status.success() && !out.exists());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("planar or rows4"), "{err}");
 }
 
 #[test]

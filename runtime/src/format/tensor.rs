@@ -209,6 +209,12 @@ impl TensorKind {
         )
     }
 
+    /// True for the matrices the runtime reads a row at a time (the
+    /// embedding lookup, MLA's absorbed `kv_b`): they must be planar.
+    pub fn read_by_rows(self) -> bool {
+        matches!(self, TensorKind::TokenEmbedding | TensorKind::AttnKvB)
+    }
+
     /// True for tensors that are kept in f32 whatever the file's weight type
     /// (norms and routers: small, and precision-critical).
     pub fn stays_f32(self) -> bool {
@@ -315,6 +321,81 @@ impl fmt::Display for DType {
     }
 }
 
+/// How a quantized matrix's rows sit in its bytes. The numeric values are
+/// written in the file (the record's byte 3; files before layouts have 0).
+///
+/// A layout moves bytes, never numbers: every row holds the same block
+/// values and scales in any layout, so a file can be converted from one to
+/// another losslessly. It is chosen offline (`mote quantize --layout`), so
+/// a kernel reads its tiles straight from the mapping, flash or an expert
+/// slot, and nothing is repacked at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[repr(u8)]
+pub enum Layout {
+    /// Each row whole: its scales, then its blocks' values (`quant` module docs).
+    #[default]
+    Planar = 0,
+    /// int4/int8 only: rows in groups of [`ROWS4`], each group stored block
+    /// by block as the four rows' f16 scales (8 bytes), then the four
+    /// rows' value bytes interleaved in 4-byte grains (grain `j` of rows
+    /// 0, 1, 2, 3, then grain `j + 1`, ...), so one 16-byte load holds the
+    /// same four positions of four rows: the operand of `sdot` by element.
+    /// int4 bytes are stored XOR `0x88` (each nibble as a two's-complement
+    /// `q`, not `q + 8`). The last `rows % 4` rows stay planar, after the
+    /// groups. A group takes exactly four planar rows' bytes.
+    Rows4 = 1,
+}
+
+/// Rows in one [`Layout::Rows4`] group.
+pub const ROWS4: usize = 4;
+
+impl Layout {
+    /// The layout with this file code, if any.
+    pub fn from_code(code: u8) -> Option<Self> {
+        [Layout::Planar, Layout::Rows4]
+            .into_iter()
+            .find(|l| *l as u8 == code)
+    }
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Planar => "planar",
+            Layout::Rows4 => "rows4",
+        }
+    }
+
+    /// The layout with this name, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Layout::Planar, Layout::Rows4]
+            .into_iter()
+            .find(|l| l.name() == name)
+    }
+
+    /// Rows that must stay together: a split of the rows (across threads)
+    /// starts at a multiple of this.
+    pub fn row_group(self) -> usize {
+        match self {
+            Layout::Planar => 1,
+            Layout::Rows4 => ROWS4,
+        }
+    }
+
+    /// True if weights of `dtype` can be stored in this layout.
+    pub fn fits(self, dtype: DType) -> bool {
+        match self {
+            Layout::Planar => true,
+            Layout::Rows4 => matches!(dtype, DType::Q4 | DType::Q8),
+        }
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Names one tensor: its kind, layer and expert ([`NONE`] where not applicable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TensorId {
@@ -382,7 +463,7 @@ impl fmt::Display for TensorId {
 /// |---|---|---|
 /// | 0 | kind | u16 |
 /// | 2 | dtype | u8 |
-/// | 3 | reserved (0) | u8 |
+/// | 3 | layout ([`Layout`]; 0 = planar) | u8 |
 /// | 4 | layer | u32 |
 /// | 8 | expert | u32 |
 /// | 12 | rows | u32 |
@@ -397,6 +478,8 @@ pub struct TensorRecord {
     pub id: TensorId,
     /// Element type.
     pub dtype: DType,
+    /// How the rows sit in the bytes.
+    pub layout: Layout,
     /// Number of rows (output features).
     pub rows: u32,
     /// Logical number of columns (input features), before block padding.
@@ -415,6 +498,7 @@ impl TensorRecord {
         let mut b = [0u8; RECORD_BYTES];
         b[0..2].copy_from_slice(&(self.id.kind as u16).to_le_bytes());
         b[2] = self.dtype as u8;
+        b[3] = self.layout as u8;
         b[4..8].copy_from_slice(&self.id.layer.to_le_bytes());
         b[8..12].copy_from_slice(&self.id.expert.to_le_bytes());
         b[12..16].copy_from_slice(&self.rows.to_le_bytes());
@@ -437,6 +521,10 @@ impl TensorRecord {
         };
         let kind = TensorKind::from_code(u16_at(0)).ok_or("unknown tensor kind")?;
         let dtype = DType::from_code(b[2]).ok_or("unknown dtype")?;
+        let layout = Layout::from_code(b[3]).ok_or("unknown layout")?;
+        if !layout.fits(dtype) {
+            return Err("layout does not fit the dtype");
+        }
         let rec = TensorRecord {
             id: TensorId {
                 kind,
@@ -444,6 +532,7 @@ impl TensorRecord {
                 expert: u32_at(8),
             },
             dtype,
+            layout,
             rows: u32_at(12),
             cols: u32_at(16),
             crc32: u32_at(20),
@@ -475,6 +564,7 @@ mod tests {
         let r = TensorRecord {
             id: TensorId::expert(TensorKind::ExpertDown, 3, 7),
             dtype: DType::Q4,
+            layout: Layout::Rows4,
             rows: 64,
             cols: 80,
             crc32: 0xdead_beef,
@@ -485,10 +575,34 @@ mod tests {
     }
 
     #[test]
+    fn record_rejects_a_layout_the_dtype_cannot_take() {
+        let mut r = TensorRecord {
+            id: TensorId::layer(TensorKind::AttnQ, 0),
+            dtype: DType::F16,
+            layout: Layout::Planar,
+            rows: 4,
+            cols: 4,
+            crc32: 0,
+            offset: 0,
+            length: 32,
+        };
+        assert_eq!(TensorRecord::decode(&r.encode()), Ok(r));
+        r.layout = Layout::Rows4;
+        assert_eq!(
+            TensorRecord::decode(&r.encode()),
+            Err("layout does not fit the dtype")
+        );
+        let mut b = r.encode();
+        b[3] = 7;
+        assert_eq!(TensorRecord::decode(&b), Err("unknown layout"));
+    }
+
+    #[test]
     fn record_rejects_inconsistent_length() {
         let r = TensorRecord {
             id: TensorId::layer(TensorKind::AttnQ, 0),
             dtype: DType::F32,
+            layout: Layout::Planar,
             rows: 4,
             cols: 4,
             crc32: 0,

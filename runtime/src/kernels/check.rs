@@ -5,7 +5,32 @@ extern crate std;
 use std::vec;
 
 use super::*;
-use crate::quant::{encode_row, quantize_activations, BLOCK_LEN};
+use crate::format::tensor::Layout;
+use crate::quant::{encode_row, quantize_activations, rows4_from_planar, BLOCK_LEN};
+
+/// Every weight format and layout the kernels take.
+const FORMATS: [(DType, Layout); 7] = [
+    (DType::Q4, Layout::Planar),
+    (DType::Q4, Layout::Rows4),
+    (DType::Q8, Layout::Planar),
+    (DType::Q8, Layout::Rows4),
+    (DType::Mxfp4, Layout::Planar),
+    (DType::F16, Layout::Planar),
+    (DType::F32, Layout::Planar),
+];
+
+/// `rows × cols` values as a `dtype` matrix in `layout`.
+fn encode_in(dtype: DType, layout: Layout, w: &[f32], rows: usize, cols: usize) -> vec::Vec<u8> {
+    let planar = encode(dtype, w, rows, cols, 0);
+    match layout {
+        Layout::Planar => planar,
+        Layout::Rows4 => {
+            let mut out = vec![0u8; planar.len()];
+            rows4_from_planar(dtype, cols, &planar, &mut out);
+            out
+        }
+    }
+}
 
 /// xorshift64*: deterministic, dependency-free test randomness.
 pub(crate) struct Rng(pub u64);
@@ -65,6 +90,7 @@ pub(crate) fn compare_misaligned_with_scalar(fast: &Kernels) {
         let buf = encode(dtype, &w, rows, cols, 1);
         let m = Matrix {
             dtype,
+            layout: Layout::Planar,
             rows,
             cols,
             data: &buf[1..],
@@ -141,16 +167,27 @@ pub(crate) fn compare_with_scalar(fast: &Kernels) {
                 scales: &sc,
                 sums: &sums,
             };
-            for dtype in [DType::Q4, DType::Q8, DType::Mxfp4, DType::F16, DType::F32] {
-                let bytes = encode(dtype, &w, rows, cols, 0);
+            for (dtype, layout) in FORMATS {
+                // The reference is the scalar kernel on planar rows.
+                let planar = encode(dtype, &w, rows, cols, 0);
+                let bytes = encode_in(dtype, layout, &w, rows, cols);
                 let m = Matrix {
                     dtype,
+                    layout,
                     rows,
                     cols,
                     data: &bytes,
                 };
                 let (mut want, mut got) = (vec![0.0f32; rows], vec![0.0f32; rows]);
-                scalar.matvec(&m, &acts, &mut want);
+                scalar.matvec(
+                    &Matrix {
+                        layout: Layout::Planar,
+                        data: &planar,
+                        ..m
+                    },
+                    &acts,
+                    &mut want,
+                );
                 fast.matvec(&m, &acts, &mut got);
                 for r in 0..rows {
                     let row = &w[r * cols..(r + 1) * cols];
@@ -158,7 +195,7 @@ pub(crate) fn compare_with_scalar(fast: &Kernels) {
                     let tol = 2e-5 * magnitude + 1e-20;
                     assert!(
                         (want[r] - got[r]).abs() <= tol,
-                        "{} {dtype} cols {cols} pattern {pattern} row {r}: scalar {} vs {} (tol {tol})",
+                        "{} {dtype} {layout} cols {cols} pattern {pattern} row {r}: scalar {} vs {} (tol {tol})",
                         fast.name, want[r], got[r]
                     );
                 }
@@ -266,17 +303,27 @@ pub(crate) fn compare_matmul_with_scalar(fast: &Kernels) {
                 sums: &sums,
                 block_stride: stride,
             };
-            for dtype in [DType::Q4, DType::Q8, DType::Mxfp4, DType::F16, DType::F32] {
-                let bytes = encode(dtype, &w, rows, cols, 0);
+            for (dtype, layout) in FORMATS {
+                let planar = encode(dtype, &w, rows, cols, 0);
+                let bytes = encode_in(dtype, layout, &w, rows, cols);
                 let m = Matrix {
                     dtype,
+                    layout,
                     rows,
                     cols,
                     data: &bytes,
                 };
                 let (mut want, mut got) =
                     (vec![0.0f32; tokens * rows], vec![0.0f32; tokens * rows]);
-                scalar.matmul(&m, &x, &mut want);
+                scalar.matmul(
+                    &Matrix {
+                        layout: Layout::Planar,
+                        data: &planar,
+                        ..m
+                    },
+                    &x,
+                    &mut want,
+                );
                 fast.matmul(&m, &x, &mut got);
                 for t in 0..tokens {
                     for r in 0..rows {
@@ -287,12 +334,57 @@ pub(crate) fn compare_matmul_with_scalar(fast: &Kernels) {
                         let (a, b) = (want[t * rows + r], got[t * rows + r]);
                         assert!(
                             (a - b).abs() <= tol,
-                            "{} matmul {dtype} cols {cols} tokens {tokens} token {t} row {r}: scalar {a} vs {b}",
+                            "{} matmul {dtype} {layout} cols {cols} tokens {tokens} token {t} row {r}: scalar {a} vs {b}",
                             fast.name
                         );
                     }
                 }
             }
+        }
+    }
+}
+
+/// The scalar rows4 kernels give the planar ones' results bit for bit
+/// (same integer sums, same float order), at 1 to 9 rows.
+#[test]
+fn scalar_rows4_equals_scalar_planar() {
+    let scalar = Kernels::scalar();
+    let mut rng = Rng(0xface);
+    for (rows, cols) in [(1usize, 32usize), (4, 64), (7, 100), (9, 513)] {
+        let w: vec::Vec<f32> = (0..rows * cols).map(|_| rng.unit()).collect();
+        let x: vec::Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
+        let blocks = cols.div_ceil(BLOCK_LEN);
+        let mut qs = vec![0i8; blocks * BLOCK_LEN];
+        let (mut sc, mut sums) = (vec![0.0f32; blocks], vec![0.0f32; blocks]);
+        quantize_activations(&x, &mut qs, &mut sc, &mut sums);
+        let acts = Activations {
+            f32s: &x,
+            qs: &qs,
+            scales: &sc,
+            sums: &sums,
+        };
+        for dtype in [DType::Q4, DType::Q8] {
+            let planar = encode(dtype, &w, rows, cols, 0);
+            let packed = encode_in(dtype, Layout::Rows4, &w, rows, cols);
+            let m = Matrix {
+                dtype,
+                layout: Layout::Planar,
+                rows,
+                cols,
+                data: &planar,
+            };
+            let (mut want, mut got) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+            scalar.matvec(&m, &acts, &mut want);
+            scalar.matvec(
+                &Matrix {
+                    layout: Layout::Rows4,
+                    data: &packed,
+                    ..m
+                },
+                &acts,
+                &mut got,
+            );
+            assert_eq!(want, got, "{dtype} {rows}x{cols}");
         }
     }
 }

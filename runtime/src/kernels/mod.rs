@@ -22,13 +22,16 @@ mod x86;
 
 pub use table::Kernels;
 
-use crate::format::tensor::DType;
+use crate::format::tensor::{DType, Layout};
 
-/// A weight matrix viewed in place: `rows` rows of `dtype.row_bytes(cols)` bytes.
+/// A weight matrix viewed in place: `rows` rows of `dtype.row_bytes(cols)`
+/// bytes, in `layout`'s order.
 #[derive(Debug, Clone, Copy)]
 pub struct Matrix<'a> {
     /// Element type.
     pub dtype: DType,
+    /// How the rows sit in `data` (only [`Layout::Planar`] has whole rows).
+    pub layout: Layout,
     /// Number of rows (outputs).
     pub rows: usize,
     /// Logical number of columns (inputs).
@@ -38,11 +41,26 @@ pub struct Matrix<'a> {
 }
 
 impl<'a> Matrix<'a> {
-    /// Bytes of row `r`.
+    /// Bytes of row `r` (planar matrices only: `Model::open` keeps the
+    /// tensors read by rows planar).
     #[inline]
     pub fn row(&self, r: usize) -> &'a [u8] {
+        debug_assert_eq!(self.layout, Layout::Planar);
         let n = self.dtype.row_bytes(self.cols);
         &self.data[r * n..(r + 1) * n]
+    }
+
+    /// Rows `range` as a matrix of their own; `range.start` is a multiple
+    /// of the layout's row group.
+    #[inline]
+    pub fn rows(&self, range: core::ops::Range<usize>) -> Matrix<'a> {
+        debug_assert!(range.start.is_multiple_of(self.layout.row_group()));
+        let n = self.dtype.row_bytes(self.cols);
+        Matrix {
+            rows: range.len(),
+            data: &self.data[range.start * n..range.end * n],
+            ..*self
+        }
     }
 }
 
@@ -129,11 +147,6 @@ pub type QuantizeActsFn = fn(x: &[f32], qs: &mut [i8], scales: &mut [f32], sums:
 /// A batched product as one `matvec` per token (each token's outputs are a
 /// contiguous run of `rows`): for formats and ISAs whose matvec is fast but
 /// that have no tile kernel of their own yet.
-#[cfg(any(
-    target_arch = "x86_64",
-    target_arch = "aarch64",
-    target_arch = "riscv64"
-))]
 pub(crate) fn matmul_by_tokens(
     matvec: MatvecFn,
     dtype: DType,

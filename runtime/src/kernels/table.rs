@@ -4,7 +4,7 @@
 //! plus lines here; no ISA module installs its own kernels.
 
 use super::{scalar, Activations, AttendFn, BatchActs, MatmulFn, Matrix, MatvecFn, QuantizeActsFn};
-use crate::format::tensor::DType;
+use crate::format::tensor::{DType, Layout};
 
 /// The kernels a session uses, filled once.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +33,14 @@ pub struct Kernels {
     pub matmul_f16: MatmulFn,
     /// f32 weights, several tokens.
     pub matmul_f32: MatmulFn,
+    /// int8 weights in the rows4 layout.
+    pub matvec_q8_rows4: MatvecFn,
+    /// int4 weights in the rows4 layout.
+    pub matvec_q4_rows4: MatvecFn,
+    /// int8 weights in the rows4 layout, several tokens.
+    pub matmul_q8_rows4: MatmulFn,
+    /// int4 weights in the rows4 layout, several tokens.
+    pub matmul_q4_rows4: MatmulFn,
     /// One attention head over cached positions ([`scalar::attend`]).
     pub attend: AttendFn,
     /// `gate = silu(gate) · up` ([`scalar::silu_mul`]).
@@ -55,6 +63,10 @@ impl Kernels {
             matmul_mxfp4: scalar::matmul_mxfp4,
             matmul_f16: scalar::matmul_f16,
             matmul_f32: scalar::matmul_f32,
+            matvec_q8_rows4: scalar::matvec_q8_rows4,
+            matvec_q4_rows4: scalar::matvec_q4_rows4,
+            matmul_q8_rows4: scalar::matmul_q8_rows4,
+            matmul_q4_rows4: scalar::matmul_q4_rows4,
             attend: scalar::attend,
             silu_mul: scalar::silu_mul,
         }
@@ -84,39 +96,43 @@ impl Kernels {
         table
     }
 
-    /// The matvec for weights of `dtype`.
-    pub fn matvec_fn(&self, dtype: DType) -> MatvecFn {
-        match dtype {
-            DType::Q8 => self.matvec_q8,
-            DType::Q4 => self.matvec_q4,
-            DType::Mxfp4 => self.matvec_mxfp4,
-            DType::F16 => self.matvec_f16,
-            DType::F32 => self.matvec_f32,
+    /// The matvec for weights of `dtype` stored in `layout`.
+    pub fn matvec_fn(&self, dtype: DType, layout: Layout) -> MatvecFn {
+        match (dtype, layout) {
+            (DType::Q8, Layout::Rows4) => self.matvec_q8_rows4,
+            (DType::Q4, Layout::Rows4) => self.matvec_q4_rows4,
+            (DType::Q8, _) => self.matvec_q8,
+            (DType::Q4, _) => self.matvec_q4,
+            (DType::Mxfp4, _) => self.matvec_mxfp4,
+            (DType::F16, _) => self.matvec_f16,
+            (DType::F32, _) => self.matvec_f32,
         }
     }
 
-    /// The batched product for weights of `dtype`.
-    pub fn matmul_fn(&self, dtype: DType) -> MatmulFn {
-        match dtype {
-            DType::Q8 => self.matmul_q8,
-            DType::Q4 => self.matmul_q4,
-            DType::Mxfp4 => self.matmul_mxfp4,
-            DType::F16 => self.matmul_f16,
-            DType::F32 => self.matmul_f32,
+    /// The batched product for weights of `dtype` stored in `layout`.
+    pub fn matmul_fn(&self, dtype: DType, layout: Layout) -> MatmulFn {
+        match (dtype, layout) {
+            (DType::Q8, Layout::Rows4) => self.matmul_q8_rows4,
+            (DType::Q4, Layout::Rows4) => self.matmul_q4_rows4,
+            (DType::Q8, _) => self.matmul_q8,
+            (DType::Q4, _) => self.matmul_q4,
+            (DType::Mxfp4, _) => self.matmul_mxfp4,
+            (DType::F16, _) => self.matmul_f16,
+            (DType::F32, _) => self.matmul_f32,
         }
     }
 
     /// `out[t * rows + r] = w.row(r) · token t` for every token, on the calling thread.
     pub fn matmul(&self, w: &Matrix<'_>, x: &BatchActs<'_>, out: &mut [f32]) {
         debug_assert!(out.len() >= x.tokens * w.rows);
-        (self.matmul_fn(w.dtype))(w.data, w.cols, w.rows, x, out)
+        (self.matmul_fn(w.dtype, w.layout))(w.data, w.cols, w.rows, x, out)
     }
 
     /// `out = w · x` over all rows, on the calling thread.
     pub fn matvec(&self, w: &Matrix<'_>, x: &Activations<'_>, out: &mut [f32]) {
         debug_assert_eq!(out.len(), w.rows);
         let x = x.for_cols(w.cols);
-        (self.matvec_fn(w.dtype))(w.data, w.dtype.row_bytes(w.cols), &x, out)
+        (self.matvec_fn(w.dtype, w.layout))(w.data, w.dtype.row_bytes(w.cols), &x, out)
     }
 }
 
@@ -162,7 +178,7 @@ fn x86_avx512(mut k: Kernels) -> Kernels {
 /// where present, then i8mm's batched products.
 #[cfg(target_arch = "aarch64")]
 pub(super) fn aarch64(mut k: Kernels) -> Kernels {
-    use super::aarch64::{f16, f32, has_dotprod, has_i8mm, has_neon, mxfp4, q4, q8};
+    use super::aarch64::{f16, f32, has_dotprod, has_i8mm, has_neon, mxfp4, q4, q8, rows4};
     if !has_neon() {
         return k;
     }
@@ -183,6 +199,10 @@ pub(super) fn aarch64(mut k: Kernels) -> Kernels {
         k.matmul_q8 = q8::matmul_q8_dotprod;
         k.matvec_mxfp4 = mxfp4::matvec_mxfp4_dotprod;
         k.matmul_mxfp4 = mxfp4::matmul_mxfp4_dotprod;
+        k.matvec_q4_rows4 = rows4::matvec_q4_rows4_dotprod;
+        k.matvec_q8_rows4 = rows4::matvec_q8_rows4_dotprod;
+        k.matmul_q4_rows4 = rows4::matmul_q4_rows4_dotprod;
+        k.matmul_q8_rows4 = rows4::matmul_q8_rows4_dotprod;
         if has_i8mm() {
             k.name = "aarch64-neon-i8mm";
             k.matmul_q4 = q4::matmul_q4_i8mm;

@@ -9,7 +9,7 @@ pub mod layout;
 
 use crate::error::{Error, Section};
 use crate::format::config::{expected_shape, ModelConfig, FORMAT3_TAIL};
-use crate::format::tensor::{DType, TensorId, TensorRecord, RECORD_BYTES};
+use crate::format::tensor::{DType, Layout, TensorId, TensorRecord, RECORD_BYTES};
 use crate::format::{
     Preamble, EXPERT_ALIGN, MAGIC, MAX_CONFIG_BYTES, PREAMBLE_BYTES, TENSOR_ALIGN,
 };
@@ -219,6 +219,12 @@ impl<S: Storage> Model<S> {
             return Err(Error::TensorDType {
                 tensor: id,
                 found: rec.dtype,
+            });
+        }
+        if id.kind.read_by_rows() && rec.layout != Layout::Planar {
+            return Err(Error::TensorLayout {
+                tensor: id,
+                found: rec.layout,
             });
         }
         let file_len = self.storage.len();

@@ -22,8 +22,8 @@
 //! quantized to int8 blocks with an f32 scale ([`quantize_activations`]) so
 //! that dot products run on integers.
 //!
-//! One file per block format (`q8`, `q4`, `mxfp4`, `float` rows) and one
-//! for the activations' blocks; this module holds what they share and the
+//! One file per block format (`q8`, `q4`, `mxfp4`, `float` rows), one for
+//! the activations' blocks and one for the rows4 byte order (`rows4`); this module holds what they share and the
 //! dtype dispatchers, and re-exports their items. Formats are data: this
 //! module never imports `kernels` (kernels read formats, never the reverse).
 
@@ -32,6 +32,7 @@ mod float;
 mod mxfp4;
 mod q4;
 mod q8;
+mod rows4;
 
 pub use activations::quantize_activations;
 pub use float::{encode_row_f32, quantize_row_f16};
@@ -40,6 +41,7 @@ pub use mxfp4::{
 };
 pub use q4::{dequantize_row_q4, quantize_row_q4, Q4_BLOCK_BYTES, Q4_VALUE_BYTES};
 pub use q8::{dequantize_row_q8, quantize_row_q8, Q8_BLOCK_BYTES, Q8_VALUE_BYTES};
+pub use rows4::{planar_from_rows4, rows4_block_bytes, rows4_from_planar, rows4_value_at, GRAIN};
 
 use half::f16;
 

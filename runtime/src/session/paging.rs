@@ -66,6 +66,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             let len = w.dtype.row_bytes(w.cols as usize) * w.rows as usize;
             Matrix {
                 dtype: w.dtype,
+                layout: w.layout,
                 rows: w.rows as usize,
                 cols: w.cols as usize,
                 data: &bytes[at..at + len],

@@ -6,7 +6,7 @@
 
 use super::Session;
 use crate::error::Error;
-use crate::format::tensor::{DType, TensorId, TensorKind};
+use crate::format::tensor::{DType, Layout, TensorId, TensorKind};
 use crate::kernels::Matrix;
 use crate::model::Model;
 use crate::plan::TABLE_ENTRY_BYTES;
@@ -31,6 +31,7 @@ pub(super) struct WeightRef {
     pub(super) rows: u32,
     pub(super) cols: u32,
     pub(super) dtype: DType,
+    pub(super) layout: Layout,
     pub(super) crc32: u32,
     pub(super) place: Place,
 }
@@ -41,6 +42,7 @@ impl WeightRef {
         rows: 0,
         cols: 0,
         dtype: DType::F32,
+        layout: Layout::Planar,
         crc32: 0,
         place: Place::Resident,
     };
@@ -67,6 +69,7 @@ pub(super) fn resolve<S: Storage + MaybeSync>(
             rows: rec.rows,
             cols: rec.cols,
             dtype: rec.dtype,
+            layout: rec.layout,
             crc32: rec.crc32,
             place: Place::Resident,
         };
@@ -105,6 +108,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         let weights: &'a [u8] = self.weights;
         Matrix {
             dtype: w.dtype,
+            layout: w.layout,
             rows: w.rows as usize,
             cols: w.cols as usize,
             data: &weights[w.offset as usize..w.offset as usize + len],

@@ -37,6 +37,7 @@ pub(super) mod f32;
 pub(super) mod mxfp4;
 pub(super) mod q4;
 pub(super) mod q8;
+pub(super) mod rows4;
 mod tile;
 
 use core::arch::aarch64::*;
@@ -215,9 +216,11 @@ mod tests {
     use super::q4::{matvec_q4_dotprod, matvec_q4_neon};
     use super::q8::{matvec_q8_dotprod, matvec_q8_neon};
     use super::*;
+    use crate::format::tensor::Layout;
     use crate::kernels::check::compare_with_scalar;
     use crate::kernels::{scalar, table, BatchActs, Kernels, MatvecFn};
     use crate::quant::{Q4_BLOCK_BYTES, Q8_BLOCK_BYTES};
+    use crate::DType;
 
     /// The table must follow the CPU: `MOTE_EXPECT_KERNELS` names it when
     /// set (`targets/cross-test.sh` sets it for each qemu CPU); unset, any
@@ -353,6 +356,57 @@ mod tests {
             reference(&w, cols, rows, &x, &mut want);
             fast(&w, cols, rows, &x, &mut got);
             assert_eq!(got, want, "byte {byte:#x}");
+        }
+    }
+
+    /// The rows4 kernels are exact at the i8 extremes: int4's `16 · q`
+    /// operands reach −128 too. 5 rows (a group and a planar row), 7
+    /// blocks, three tokens of −128, against the planar scalar kernels.
+    #[test]
+    fn extreme_int8_values_are_exact_in_rows4() {
+        if !has_dotprod() {
+            return;
+        }
+        let (blocks, tokens, rows) = (7, 3, 5);
+        let qs = std::vec![-128i8; tokens * blocks * BLOCK_LEN];
+        let ones = std::vec![1.0f32; tokens * blocks];
+        let f32s = std::vec![0.0f32; tokens * blocks * BLOCK_LEN];
+        let x = BatchActs {
+            tokens,
+            f32s: &f32s,
+            f32_stride: blocks * BLOCK_LEN,
+            qs: &qs,
+            scales: &ones,
+            sums: &ones,
+            block_stride: blocks,
+        };
+        let cols = blocks * BLOCK_LEN;
+        for (b8, b4) in [(0x80u8, 0x00u8), (0x7f, 0xff)] {
+            for (dtype, byte) in [(DType::Q8, b8), (DType::Q4, b4)] {
+                let row_bytes = dtype.row_bytes(cols);
+                let mut w = std::vec![byte; rows * row_bytes];
+                for row in w.chunks_exact_mut(row_bytes) {
+                    for b in 0..blocks {
+                        row[2 * b..2 * b + 2].copy_from_slice(&0x3c00u16.to_le_bytes());
+                    }
+                }
+                let mut packed = std::vec![0u8; w.len()];
+                crate::quant::rows4_from_planar(dtype, cols, &w, &mut packed);
+                let scalar = Kernels::scalar();
+                let fast = table::aarch64(Kernels::scalar());
+                let (mut want, mut got) = ([0.0f32; 15], [0.0f32; 15]);
+                (scalar.matmul_fn(dtype, Layout::Planar))(&w, cols, rows, &x, &mut want);
+                (fast.matmul_fn(dtype, Layout::Rows4))(&packed, cols, rows, &x, &mut got);
+                assert_eq!(got, want, "{dtype} byte {byte:#x}");
+                let mut one = [0.0f32; 5];
+                (fast.matvec_fn(dtype, Layout::Rows4))(
+                    &packed,
+                    row_bytes,
+                    &x.token(0, cols),
+                    &mut one,
+                );
+                assert_eq!(one, want[..5], "{dtype} matvec byte {byte:#x}");
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! Reference kernels: plain Rust, no `unsafe`, every target. Fast kernels
 //! must match these (integer sums exactly, floats within a stated tolerance).
-//! One file per weight format (dot, matvec and batched product), plus the
+//! One file per weight format (dot, matvec and batched product; `rows4`
+//! for the int4/int8 rows4 layout), plus the
 //! f32 work around the products (`ops`, `attend`).
 #![deny(unsafe_code)]
 
@@ -11,6 +12,7 @@ mod mxfp4;
 mod ops;
 mod q4;
 mod q8;
+mod rows4;
 
 #[cfg(target_arch = "riscv64")]
 pub(crate) use attend::attend_with;
@@ -25,6 +27,7 @@ pub use ops::{
 };
 pub use q4::{dot_q4, matmul_q4, matvec_q4};
 pub use q8::{dot_q8, matmul_q8, matvec_q8};
+pub use rows4::{matmul_q4_rows4, matmul_q8_rows4, matvec_q4_rows4, matvec_q8_rows4};
 
 use super::{Activations, BatchActs};
 
