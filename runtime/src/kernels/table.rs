@@ -191,6 +191,7 @@ pub(super) fn aarch64(mut k: Kernels) -> Kernels {
     k.matvec_f32 = f32::matvec_f32_neon;
     k.matvec_mxfp4 = mxfp4::matvec_mxfp4_neon;
     k.matmul_mxfp4 = mxfp4::matmul_mxfp4_neon;
+    k.attend = f32::attend_neon;
     if has_dotprod() {
         k.name = "aarch64-neon-dotprod";
         k.matvec_q4 = q4::matvec_q4_dotprod;

@@ -1,8 +1,87 @@
-//! f32 weights: the NEON matvec.
+//! f32 weights: the NEON matvec; and attention's dot product and
+//! `y += a·x` in NEON, for `scalar::attend_with` (the compiler keeps a
+//! float sum in order, so the scalar `dot` does not become one `fmla` per
+//! four values, and a head is only 32 to 128 wide: per-call overhead counts).
 
 use core::arch::aarch64::*;
 
-use crate::kernels::{check_float, Activations};
+use crate::kernels::{check_float, scalar, Activations};
+
+/// `Σ a[i] · b[i]` over the shorter length, with four `float32x4` sums.
+fn dot_neon(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let main = n - n % 16;
+    // SAFETY: register-only NEON (installed after `has_neon`).
+    let mut acc = unsafe { [vdupq_n_f32(0.0); 4] };
+    let mut i = 0;
+    while i < main {
+        // SAFETY: i + 16 <= n, so the 16 values at i are inside both slices;
+        // NEON is part of every aarch64 target this crate builds for.
+        unsafe {
+            for (k, s) in acc.iter_mut().enumerate() {
+                let (x, y) = (
+                    vld1q_f32(a.as_ptr().add(i + 4 * k)),
+                    vld1q_f32(b.as_ptr().add(i + 4 * k)),
+                );
+                *s = vfmaq_f32(*s, x, y);
+            }
+        }
+        i += 16;
+    }
+    let tail: f32 = a[main..n].iter().zip(&b[main..n]).map(|(x, y)| x * y).sum();
+    // SAFETY: register-only NEON.
+    unsafe {
+        vaddvq_f32(vaddq_f32(
+            vaddq_f32(acc[0], acc[1]),
+            vaddq_f32(acc[2], acc[3]),
+        )) + tail
+    }
+}
+
+/// `y[i] += a · x[i]` over the shorter length.
+fn axpy_neon(y: &mut [f32], a: f32, x: &[f32]) {
+    let n = y.len().min(x.len());
+    let main = n - n % 8;
+    let mut i = 0;
+    while i < main {
+        // SAFETY: i + 8 <= n: the 8 values at i are inside both slices.
+        unsafe {
+            let (yp, xp) = (y.as_mut_ptr().add(i), x.as_ptr().add(i));
+            vst1q_f32(yp, vfmaq_n_f32(vld1q_f32(yp), vld1q_f32(xp), a));
+            vst1q_f32(
+                yp.add(4),
+                vfmaq_n_f32(vld1q_f32(yp.add(4)), vld1q_f32(xp.add(4)), a),
+            );
+        }
+        i += 8;
+    }
+    y[main..n]
+        .iter_mut()
+        .zip(&x[main..n])
+        .for_each(|(y, &x)| *y += a * x);
+}
+
+/// [`scalar::attend`] with the NEON dot product and `y += a·x`.
+pub(crate) fn attend_neon(
+    q: &[f32],
+    cache: scalar::CacheView<'_>,
+    scale: f32,
+    sink: Option<f32>,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    scalar::attend_with(
+        dot_neon,
+        axpy_neon,
+        scalar::exp_shifted,
+        q,
+        cache,
+        scale,
+        sink,
+        scores,
+        out,
+    )
+}
 
 pub(crate) fn matvec_f32_neon(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
     let cols = check_float(w, row_bytes, x, out, 4);

@@ -14,7 +14,7 @@ mod q4;
 mod q8;
 mod rows4;
 
-#[cfg(target_arch = "riscv64")]
+#[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
 pub(crate) use attend::attend_with;
 pub use attend::{attend, CacheView};
 pub use f16::{dot_f16, matmul_f16, matvec_f16};
