@@ -69,23 +69,45 @@ pub(crate) fn encode(
     bytes
 }
 
+/// One token's activations, quantized by the scalar quantizer.
+struct Quantized {
+    x: vec::Vec<f32>,
+    qs: vec::Vec<i8>,
+    scales: vec::Vec<f32>,
+    sums: vec::Vec<f32>,
+}
+
+impl Quantized {
+    fn new(x: vec::Vec<f32>) -> Self {
+        let blocks = x.len().div_ceil(BLOCK_LEN);
+        let mut q = Quantized {
+            qs: vec![0i8; blocks * BLOCK_LEN],
+            scales: vec![0.0f32; blocks],
+            sums: vec![0.0f32; blocks],
+            x,
+        };
+        quantize_activations(&q.x, &mut q.qs, &mut q.scales, &mut q.sums);
+        q
+    }
+
+    fn view(&self) -> Activations<'_> {
+        Activations {
+            f32s: &self.x,
+            qs: &self.qs,
+            scales: &self.scales,
+            sums: &self.sums,
+        }
+    }
+}
+
 /// Weights at an odd address (never so in model files) still give the
 /// scalar result.
 pub(crate) fn compare_misaligned_with_scalar(fast: &Kernels) {
     let (rows, cols) = (3usize, 161usize);
     let mut rng = Rng(7);
     let w: vec::Vec<f32> = (0..rows * cols).map(|_| rng.unit()).collect();
-    let x: vec::Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
-    let blocks = cols.div_ceil(BLOCK_LEN);
-    let mut qs = vec![0i8; blocks * BLOCK_LEN];
-    let (mut sc, mut sums) = (vec![0.0f32; blocks], vec![0.0f32; blocks]);
-    quantize_activations(&x, &mut qs, &mut sc, &mut sums);
-    let acts = Activations {
-        f32s: &x,
-        qs: &qs,
-        scales: &sc,
-        sums: &sums,
-    };
+    let x = Quantized::new((0..cols).map(|_| rng.unit()).collect());
+    let acts = x.view();
     for dtype in [DType::Q4, DType::Q8, DType::Mxfp4, DType::F16, DType::F32] {
         let buf = encode(dtype, &w, rows, cols, 1);
         let m = Matrix {
@@ -352,17 +374,8 @@ fn scalar_rows4_equals_scalar_planar() {
     let mut rng = Rng(0xface);
     for (rows, cols) in [(1usize, 32usize), (4, 64), (7, 100), (9, 513)] {
         let w: vec::Vec<f32> = (0..rows * cols).map(|_| rng.unit()).collect();
-        let x: vec::Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
-        let blocks = cols.div_ceil(BLOCK_LEN);
-        let mut qs = vec![0i8; blocks * BLOCK_LEN];
-        let (mut sc, mut sums) = (vec![0.0f32; blocks], vec![0.0f32; blocks]);
-        quantize_activations(&x, &mut qs, &mut sc, &mut sums);
-        let acts = Activations {
-            f32s: &x,
-            qs: &qs,
-            scales: &sc,
-            sums: &sums,
-        };
+        let x = Quantized::new((0..cols).map(|_| rng.unit()).collect());
+        let acts = x.view();
         for dtype in [DType::Q4, DType::Q8] {
             let planar = encode(dtype, &w, rows, cols, 0);
             let packed = encode_in(dtype, Layout::Rows4, &w, rows, cols);

@@ -308,6 +308,35 @@ mod tests {
         }
     }
 
+    /// `tokens` tokens of `blocks` blocks of −128 with scale 1.
+    fn minus_128(
+        tokens: usize,
+        blocks: usize,
+    ) -> (std::vec::Vec<i8>, std::vec::Vec<f32>, std::vec::Vec<f32>) {
+        let qs = std::vec![-128i8; tokens * blocks * BLOCK_LEN];
+        let f32s = std::vec![0.0f32; tokens * blocks * BLOCK_LEN]; // read by nothing here
+        (qs, std::vec![1.0f32; tokens * blocks], f32s)
+    }
+
+    /// [`minus_128`]'s buffers as a batch.
+    fn batch<'a>(
+        tokens: usize,
+        blocks: usize,
+        qs: &'a [i8],
+        ones: &'a [f32],
+        f32s: &'a [f32],
+    ) -> BatchActs<'a> {
+        BatchActs {
+            tokens,
+            f32s,
+            f32_stride: blocks * BLOCK_LEN,
+            qs,
+            scales: ones,
+            sums: ones,
+            block_stride: blocks,
+        }
+    }
+
     /// The batched tiles (dotprod, and i8mm where present) are exact at the
     /// i8 extremes too: three tokens of
     /// −128 against rows of −128 / 127 (int8) and nibbles 0 / 15 (int4), 7
@@ -318,18 +347,8 @@ mod tests {
             return;
         }
         let (blocks, tokens, rows) = (7, 3, 5);
-        let qs = std::vec![-128i8; tokens * blocks * BLOCK_LEN];
-        let ones = std::vec![1.0f32; tokens * blocks];
-        let f32s = std::vec![0.0f32; tokens * blocks * BLOCK_LEN]; // read by nothing here
-        let x = BatchActs {
-            tokens,
-            f32s: &f32s,
-            f32_stride: blocks * BLOCK_LEN,
-            qs: &qs,
-            scales: &ones,
-            sums: &ones,
-            block_stride: blocks,
-        };
+        let (qs, ones, f32s) = minus_128(tokens, blocks);
+        let x = batch(tokens, blocks, &qs, &ones, &f32s);
         type Matmul = crate::kernels::MatmulFn;
         let mut kernels: std::vec::Vec<(Matmul, Matmul)> =
             std::vec![(q8::matmul_q8_dotprod, q4::matmul_q4_dotprod)];
@@ -368,18 +387,8 @@ mod tests {
             return;
         }
         let (blocks, tokens, rows) = (7, 3, 5);
-        let qs = std::vec![-128i8; tokens * blocks * BLOCK_LEN];
-        let ones = std::vec![1.0f32; tokens * blocks];
-        let f32s = std::vec![0.0f32; tokens * blocks * BLOCK_LEN];
-        let x = BatchActs {
-            tokens,
-            f32s: &f32s,
-            f32_stride: blocks * BLOCK_LEN,
-            qs: &qs,
-            scales: &ones,
-            sums: &ones,
-            block_stride: blocks,
-        };
+        let (qs, ones, f32s) = minus_128(tokens, blocks);
+        let x = batch(tokens, blocks, &qs, &ones, &f32s);
         let cols = blocks * BLOCK_LEN;
         for (b8, b4) in [(0x80u8, 0x00u8), (0x7f, 0xff)] {
             for (dtype, byte) in [(DType::Q8, b8), (DType::Q4, b4)] {
