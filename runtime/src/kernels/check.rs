@@ -100,6 +100,28 @@ impl Quantized {
     }
 }
 
+/// Rounding ties and near-ties go away from zero exactly as the scalar
+/// quantizer's: a block whose largest value is 127 has id = 1, so each
+/// value is rounded as it stands.
+pub(crate) fn compare_rounding_ties_with_scalar(quantize: QuantizeActsFn) {
+    let near = f32::from_bits(0.5f32.to_bits() - 1);
+    let mut x = vec![
+        127.0f32, 0.5, -0.5, 1.5, -2.5, 126.5, near, -near, 0.0, -0.0,
+    ];
+    x.extend((0..23).map(|i| i as f32 * 3.5 - 40.5));
+    let blocks = x.len().div_ceil(BLOCK_LEN);
+    let mut want = (
+        vec![0i8; 32 * blocks],
+        vec![0.0f32; blocks],
+        vec![0.0; blocks],
+    );
+    let mut got = want.clone();
+    quantize_activations(&x, &mut want.0, &mut want.1, &mut want.2);
+    quantize(&x, &mut got.0, &mut got.1, &mut got.2);
+    assert_eq!(got, want);
+    assert_eq!(&got.0[..8], &[127, 1, -1, 2, -3, 127, 0, 0]);
+}
+
 /// Weights at an odd address (never so in model files) still give the
 /// scalar result.
 pub(crate) fn compare_misaligned_with_scalar(fast: &Kernels) {
@@ -230,7 +252,14 @@ pub(crate) fn compare_with_scalar(fast: &Kernels) {
 /// visible positions of a ring that wraps, with and without a sink.
 pub(crate) fn compare_attend_with_scalar(fast: &Kernels) {
     let mut rng = Rng(0x0dd_ba11_5eed);
-    for &(d, visible) in &[(1usize, 1usize), (7, 5), (32, 23), (64, 70), (130, 9)] {
+    for &(d, visible) in &[
+        (1usize, 1usize),
+        (7, 5),
+        (32, 23),
+        (64, 70),
+        (128, 12),
+        (130, 9),
+    ] {
         let slots = visible + 3;
         let stride = d + 5;
         let k: vec::Vec<f32> = (0..slots * stride).map(|_| rng.unit()).collect();
@@ -404,6 +433,7 @@ fn scalar_rows4_equals_scalar_planar() {
 
 #[test]
 fn detected_kernels_match_scalar() {
+    compare_rounding_ties_with_scalar(Kernels::detect().quantize_activations);
     compare_with_scalar(&Kernels::detect());
     compare_matmul_with_scalar(&Kernels::detect());
 }

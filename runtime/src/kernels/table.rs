@@ -178,7 +178,9 @@ fn x86_avx512(mut k: Kernels) -> Kernels {
 /// where present, then i8mm's batched products.
 #[cfg(target_arch = "aarch64")]
 pub(super) fn aarch64(mut k: Kernels) -> Kernels {
-    use super::aarch64::{f16, f32, has_dotprod, has_i8mm, has_neon, mxfp4, q4, q8, rows4};
+    use super::aarch64::{
+        activations, f16, f32, has_dotprod, has_i8mm, has_neon, mxfp4, q4, q8, rows4,
+    };
     if !has_neon() {
         return k;
     }
@@ -189,9 +191,12 @@ pub(super) fn aarch64(mut k: Kernels) -> Kernels {
     k.matmul_q8 = q8::matmul_q8_neon;
     k.matvec_f16 = f16::matvec_f16_neon;
     k.matvec_f32 = f32::matvec_f32_neon;
+    k.matmul_f16 = f16::matmul_f16_neon;
+    k.matmul_f32 = f32::matmul_f32_neon;
     k.matvec_mxfp4 = mxfp4::matvec_mxfp4_neon;
     k.matmul_mxfp4 = mxfp4::matmul_mxfp4_neon;
     k.attend = f32::attend_neon;
+    k.quantize_activations = activations::quantize_activations_neon;
     if has_dotprod() {
         k.name = "aarch64-neon-dotprod";
         k.matvec_q4 = q4::matvec_q4_dotprod;

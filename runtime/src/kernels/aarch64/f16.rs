@@ -62,3 +62,4 @@ unsafe fn f16_neon(w: &[u8], row_bytes: usize, cols: usize, x: &[f32], out: &mut
         *o = vaddvq_f32(sum) + tail;
     }
 }
+crate::kernels::matmul_per_token!(matmul_f16_neon, matvec_f16_neon, F16);

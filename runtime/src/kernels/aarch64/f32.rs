@@ -61,7 +61,47 @@ fn axpy_neon(y: &mut [f32], a: f32, x: &[f32]) {
         .for_each(|(y, &x)| *y += a * x);
 }
 
-/// [`scalar::attend`] with the NEON dot product and `y += a·x`.
+/// `Σ a[i] · b[i]` over exactly `D` values (a multiple of 16), unrolled:
+/// with the width known, the compiler keeps the query in registers across
+/// the positions of a head.
+#[inline(always)]
+fn dot_n<const D: usize>(a: &[f32], b: &[f32]) -> f32 {
+    let (a, b) = (&a[..D], &b[..D]);
+    // SAFETY: both slices hold D values, read in the 16-value steps below
+    // (D is a multiple of 16); register-only NEON otherwise.
+    unsafe {
+        let mut acc = [vdupq_n_f32(0.0); 4];
+        for i in (0..D).step_by(16) {
+            for (k, s) in acc.iter_mut().enumerate() {
+                let (x, y) = (
+                    vld1q_f32(a.as_ptr().add(i + 4 * k)),
+                    vld1q_f32(b.as_ptr().add(i + 4 * k)),
+                );
+                *s = vfmaq_f32(*s, x, y);
+            }
+        }
+        vaddvq_f32(vaddq_f32(
+            vaddq_f32(acc[0], acc[1]),
+            vaddq_f32(acc[2], acc[3]),
+        ))
+    }
+}
+
+/// `y[i] += a · x[i]` over exactly `D` values (a multiple of 4), unrolled.
+#[inline(always)]
+fn axpy_n<const D: usize>(y: &mut [f32], a: f32, x: &[f32]) {
+    let (y, x) = (&mut y[..D], &x[..D]);
+    for i in (0..D).step_by(4) {
+        // SAFETY: i + 4 <= D values of both slices.
+        unsafe {
+            let (yp, xp) = (y.as_mut_ptr().add(i), x.as_ptr().add(i));
+            vst1q_f32(yp, vfmaq_n_f32(vld1q_f32(yp), vld1q_f32(xp), a));
+        }
+    }
+}
+
+/// [`scalar::attend`] with the NEON dot product and `y += a·x`, unrolled
+/// for the common head widths.
 pub(crate) fn attend_neon(
     q: &[f32],
     cache: scalar::CacheView<'_>,
@@ -70,17 +110,27 @@ pub(crate) fn attend_neon(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    scalar::attend_with(
-        dot_neon,
-        axpy_neon,
-        scalar::exp_shifted,
-        q,
-        cache,
-        scale,
-        sink,
-        scores,
-        out,
-    )
+    macro_rules! with {
+        ($dot:expr, $axpy:expr) => {
+            scalar::attend_with(
+                $dot,
+                $axpy,
+                scalar::exp_shifted,
+                q,
+                cache,
+                scale,
+                sink,
+                scores,
+                out,
+            )
+        };
+    }
+    match (q.len(), out.len()) {
+        (32, 32) => with!(dot_n::<32>, axpy_n::<32>),
+        (64, 64) => with!(dot_n::<64>, axpy_n::<64>),
+        (128, 128) => with!(dot_n::<128>, axpy_n::<128>),
+        _ => with!(dot_neon, axpy_neon),
+    }
 }
 
 pub(crate) fn matvec_f32_neon(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
@@ -119,3 +169,5 @@ unsafe fn f32_neon(w: &[u8], row_bytes: usize, cols: usize, x: &[f32], out: &mut
         *o = vaddvq_f32(sum) + tail;
     }
 }
+
+crate::kernels::matmul_per_token!(matmul_f32_neon, matvec_f32_neon, F32);

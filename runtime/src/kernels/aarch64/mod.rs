@@ -32,6 +32,7 @@
 //! `kernels::table`, which installs each kernel after its feature check;
 //! tests compare each with `scalar`.
 
+pub(super) mod activations;
 pub(super) mod f16;
 pub(super) mod f32;
 pub(super) mod mxfp4;
@@ -417,6 +418,14 @@ mod tests {
                 assert_eq!(one, want[..5], "{dtype} matvec byte {byte:#x}");
             }
         }
+    }
+
+    /// Rounding ties go away from zero exactly as the scalar quantizer's.
+    #[test]
+    fn neon_activation_rounding_matches_scalar_at_ties() {
+        crate::kernels::check::compare_rounding_ties_with_scalar(
+            super::activations::quantize_activations_neon,
+        );
     }
 
     /// Weights at an odd address (never so in model files) still give the

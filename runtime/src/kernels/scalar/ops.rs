@@ -111,9 +111,11 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
 /// `head_dim / 2` entries; `pos` is already scaled.
 pub fn rope(x: &mut [f32], head_dim: usize, pos: f32, inv_freq: &[f32]) {
     let half = head_dim / 2;
-    for head in x.chunks_exact_mut(head_dim) {
-        for (i, &f) in inv_freq.iter().enumerate() {
-            let (sin, cos) = libm::sincosf(pos * f);
+    // One sin/cos per frequency for all heads (libm's sincosf costs about
+    // as much as rotating a whole head).
+    for (i, &f) in inv_freq.iter().enumerate() {
+        let (sin, cos) = libm::sincosf(pos * f);
+        for head in x.chunks_exact_mut(head_dim) {
             let (a, b) = (head[i], head[i + half]);
             head[i] = a * cos - b * sin;
             head[i + half] = b * cos + a * sin;
@@ -124,12 +126,12 @@ pub fn rope(x: &mut [f32], head_dim: usize, pos: f32, inv_freq: &[f32]) {
 /// Rotates each head of `x` by position angles, interleaved layout
 /// (DeepSeek): element `2i` pairs with `2i + 1`.
 pub fn rope_interleaved(x: &mut [f32], head_dim: usize, pos: f32, inv_freq: &[f32]) {
-    for head in x.chunks_exact_mut(head_dim) {
-        for (pair, &f) in head.chunks_exact_mut(2).zip(inv_freq) {
-            let (sin, cos) = libm::sincosf(pos * f);
-            let (a, b) = (pair[0], pair[1]);
-            pair[0] = a * cos - b * sin;
-            pair[1] = b * cos + a * sin;
+    for (i, &f) in inv_freq.iter().enumerate().take(head_dim / 2) {
+        let (sin, cos) = libm::sincosf(pos * f);
+        for head in x.chunks_exact_mut(head_dim) {
+            let (a, b) = (head[2 * i], head[2 * i + 1]);
+            head[2 * i] = a * cos - b * sin;
+            head[2 * i + 1] = b * cos + a * sin;
         }
     }
 }
