@@ -61,9 +61,7 @@ fn axpy_neon(y: &mut [f32], a: f32, x: &[f32]) {
         .for_each(|(y, &x)| *y += a * x);
 }
 
-/// `Σ a[i] · b[i]` over exactly `D` values (a multiple of 16), unrolled:
-/// with the width known, the compiler keeps the query in registers across
-/// the positions of a head.
+/// `Σ a[i] · b[i]` over exactly `D` values (a multiple of 16), unrolled.
 #[inline(always)]
 fn dot_n<const D: usize>(a: &[f32], b: &[f32]) -> f32 {
     let (a, b) = (&a[..D], &b[..D]);
@@ -87,21 +85,64 @@ fn dot_n<const D: usize>(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
-/// `y[i] += a · x[i]` over exactly `D` values (a multiple of 4), unrolled.
+/// The scores of a head `4 · N` floats wide (`N` a multiple of 4, at most
+/// 16): the query stays in `N` registers for every position.
 #[inline(always)]
-fn axpy_n<const D: usize>(y: &mut [f32], a: f32, x: &[f32]) {
-    let (y, x) = (&mut y[..D], &x[..D]);
-    for i in (0..D).step_by(4) {
-        // SAFETY: i + 4 <= D values of both slices.
-        unsafe {
-            let (yp, xp) = (y.as_mut_ptr().add(i), x.as_ptr().add(i));
-            vst1q_f32(yp, vfmaq_n_f32(vld1q_f32(yp), vld1q_f32(xp), a));
+fn scores_n<const N: usize>(
+    q: &[f32],
+    cache: scalar::CacheView<'_>,
+    scale: f32,
+    scores: &mut [f32],
+) {
+    let q = &q[..4 * N];
+    // SAFETY: `q` and every key slice hold 4·N floats, read 4 at a time;
+    // register-only NEON otherwise.
+    unsafe {
+        let qv: [float32x4_t; N] = core::array::from_fn(|j| vld1q_f32(q.as_ptr().add(4 * j)));
+        for (t, s) in scores.iter_mut().enumerate() {
+            let at = cache.at(t);
+            let k = &cache.k[at..at + 4 * N];
+            let mut acc = [vdupq_n_f32(0.0); 4];
+            for (j, qj) in qv.iter().enumerate() {
+                acc[j % 4] = vfmaq_f32(acc[j % 4], *qj, vld1q_f32(k.as_ptr().add(4 * j)));
+            }
+            *s = vaddvq_f32(vaddq_f32(
+                vaddq_f32(acc[0], acc[1]),
+                vaddq_f32(acc[2], acc[3]),
+            )) * scale;
         }
     }
 }
 
-/// [`scalar::attend`] with the NEON dot product and `y += a·x`, unrolled
-/// for the common head widths.
+/// `out[col .. col + 4·N] = Σ scores[t] v_t[col ..]` with the sums in `N`
+/// registers (at most 16) across the positions.
+#[inline(always)]
+fn values_n<const N: usize>(
+    scores: &[f32],
+    cache: scalar::CacheView<'_>,
+    out: &mut [f32],
+    col: usize,
+) {
+    let out = &mut out[col..col + 4 * N];
+    // SAFETY: `out` and every value slice hold 4·N floats, read and written
+    // 4 at a time; register-only NEON otherwise.
+    unsafe {
+        let mut acc = [vdupq_n_f32(0.0); N];
+        for (t, &p) in scores.iter().enumerate() {
+            let at = cache.at(t) + col;
+            let v = &cache.v[at..at + 4 * N];
+            for (j, a) in acc.iter_mut().enumerate() {
+                *a = vfmaq_n_f32(*a, vld1q_f32(v.as_ptr().add(4 * j)), p);
+            }
+        }
+        for (j, a) in acc.iter().enumerate() {
+            vst1q_f32(out.as_mut_ptr().add(4 * j), *a);
+        }
+    }
+}
+
+/// [`scalar::attend`] with NEON scores and values; heads 32 and 64 wide
+/// keep the query or the sums in registers, 128 wide in two column halves.
 pub(crate) fn attend_neon(
     q: &[f32],
     cache: scalar::CacheView<'_>,
@@ -110,26 +151,55 @@ pub(crate) fn attend_neon(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    macro_rules! with {
-        ($dot:expr, $axpy:expr) => {
-            scalar::attend_with(
-                $dot,
-                $axpy,
-                scalar::exp_shifted,
-                q,
-                cache,
-                scale,
-                sink,
-                scores,
-                out,
-            )
-        };
-    }
+    let exp = scalar::exp_shifted;
     match (q.len(), out.len()) {
-        (32, 32) => with!(dot_n::<32>, axpy_n::<32>),
-        (64, 64) => with!(dot_n::<64>, axpy_n::<64>),
-        (128, 128) => with!(dot_n::<128>, axpy_n::<128>),
-        _ => with!(dot_neon, axpy_neon),
+        (32, 32) => scalar::attend_with(
+            scores_n::<8>,
+            exp,
+            |s, c, o| values_n::<8>(s, c, o, 0),
+            q,
+            cache,
+            scale,
+            sink,
+            scores,
+            out,
+        ),
+        (64, 64) => scalar::attend_with(
+            scores_n::<16>,
+            exp,
+            |s, c, o| values_n::<16>(s, c, o, 0),
+            q,
+            cache,
+            scale,
+            sink,
+            scores,
+            out,
+        ),
+        (128, 128) => scalar::attend_with(
+            |q, c, scale, s| scalar::scores_by(dot_n::<128>, q, c, scale, s),
+            exp,
+            |s, c, o| {
+                values_n::<16>(s, c, o, 0);
+                values_n::<16>(s, c, o, 64);
+            },
+            q,
+            cache,
+            scale,
+            sink,
+            scores,
+            out,
+        ),
+        _ => scalar::attend_with(
+            |q, c, scale, s| scalar::scores_by(dot_neon, q, c, scale, s),
+            exp,
+            |s, c, o| scalar::values_by(axpy_neon, s, c, o),
+            q,
+            cache,
+            scale,
+            sink,
+            scores,
+            out,
+        ),
     }
 }
 

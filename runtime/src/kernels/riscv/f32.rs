@@ -114,9 +114,9 @@ pub(crate) fn attend_rvv(
     out: &mut [f32],
 ) {
     scalar::attend_with(
-        dot_rvv,
-        axpy_rvv,
+        |q, cache, scale, scores| scalar::scores_by(dot_rvv, q, cache, scale, scores),
         exp_shifted_rvv,
+        |scores, cache, out| scalar::values_by(axpy_rvv, scores, cache, out),
         q,
         cache,
         scale,

@@ -23,7 +23,7 @@ pub struct CacheView<'c> {
 impl CacheView<'_> {
     /// Offset of visible position `i` (`i < slots`).
     #[inline]
-    fn at(&self, i: usize) -> usize {
+    pub(crate) fn at(&self, i: usize) -> usize {
         let s = self.first + i;
         (if s >= self.slots { s - self.slots } else { s }) * self.stride
     }
@@ -41,18 +41,30 @@ pub fn attend(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    attend_with(dot, axpy, exp_shifted, q, cache, scale, sink, scores, out)
+    attend_with(
+        |q, cache, scale, scores| scores_by(dot, q, cache, scale, scores),
+        exp_shifted,
+        |scores, cache, out| values_by(axpy, scores, cache, out),
+        q,
+        cache,
+        scale,
+        sink,
+        scores,
+        out,
+    )
 }
 
-/// [`attend`] with the dot product, `y += a·x` and `exp_shifted` of an
-/// ISA whose vector code the compiler cannot emit by itself (RVV): the
-/// control flow stays in one place.
+/// [`attend`] with an ISA's three steps: the scores (`scores[t] = q·k_t ·
+/// scale`), `exp_shifted` for the softmax, and the values (`out = Σ
+/// scores[t] v_t`). The softmax and its sink stay here, in one place; an
+/// ISA whose vector code the compiler cannot emit by itself (RVV) or that
+/// keeps a head in registers (NEON) supplies the rest.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attend_with(
-    dot: impl Fn(&[f32], &[f32]) -> f32,
-    axpy: impl Fn(&mut [f32], f32, &[f32]),
+    scores_of: impl Fn(&[f32], CacheView<'_>, f32, &mut [f32]),
     exp_shifted: impl Fn(&mut [f32], f32) -> f32,
+    values_of: impl Fn(&[f32], CacheView<'_>, &mut [f32]),
     q: &[f32],
     cache: CacheView<'_>,
     scale: f32,
@@ -60,11 +72,7 @@ pub(crate) fn attend_with(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let d = q.len();
-    for (t, s) in scores.iter_mut().enumerate() {
-        let at = cache.at(t);
-        *s = dot(q, &cache.k[at..at + d]) * scale;
-    }
+    scores_of(q, cache, scale, scores);
     match sink {
         None => softmax_with(exp_shifted, scores),
         Some(sink) => {
@@ -73,6 +81,33 @@ pub(crate) fn attend_with(
             scores.iter_mut().for_each(|s| *s /= sum);
         }
     }
+    values_of(scores, cache, out);
+}
+
+/// `scores[t] = dot(q, k_t) · scale` for every visible position.
+#[inline(always)]
+pub(crate) fn scores_by(
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+    q: &[f32],
+    cache: CacheView<'_>,
+    scale: f32,
+    scores: &mut [f32],
+) {
+    let d = q.len();
+    for (t, s) in scores.iter_mut().enumerate() {
+        let at = cache.at(t);
+        *s = dot(q, &cache.k[at..at + d]) * scale;
+    }
+}
+
+/// `out = Σ scores[t] v_t` with `axpy` (`y += a·x`).
+#[inline(always)]
+pub(crate) fn values_by(
+    axpy: impl Fn(&mut [f32], f32, &[f32]),
+    scores: &[f32],
+    cache: CacheView<'_>,
+    out: &mut [f32],
+) {
     out.fill(0.0);
     for (t, &p) in scores.iter().enumerate() {
         let at = cache.at(t);
