@@ -196,6 +196,7 @@ pub(super) fn aarch64(mut k: Kernels) -> Kernels {
     k.matvec_mxfp4 = mxfp4::matvec_mxfp4_neon;
     k.matmul_mxfp4 = mxfp4::matmul_mxfp4_neon;
     k.attend = f32::attend_neon;
+    k.silu_mul = f32::silu_mul_neon;
     k.quantize_activations = activations::quantize_activations_neon;
     if has_dotprod() {
         k.name = "aarch64-neon-dotprod";

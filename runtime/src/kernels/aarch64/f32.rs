@@ -141,6 +141,72 @@ fn values_n<const N: usize>(
     }
 }
 
+/// [`scalar::exp`] of four values: the same range reduction and
+/// polynomial, with fused multiply-adds where the scalar code rounds twice
+/// (results may differ from it in the last bits). Below ln 2^-126 it is 0,
+/// above ln f32::MAX infinity.
+#[inline(always)]
+fn exp4(x: float32x4_t) -> float32x4_t {
+    const SHIFT: f32 = 12_582_912.0;
+    const LO: f32 = -87.336_55;
+    const HI: f32 = 88.722_84;
+    // SAFETY: register-only NEON (installed after `has_neon`).
+    unsafe {
+        let xc = vminq_f32(vmaxq_f32(x, vdupq_n_f32(LO)), vdupq_n_f32(HI));
+        let t = vfmaq_n_f32(vdupq_n_f32(SHIFT), xc, core::f32::consts::LOG2_E);
+        let n = vsubq_f32(t, vdupq_n_f32(SHIFT));
+        let r = vfmsq_n_f32(vfmsq_n_f32(xc, n, 0.693_359_4), n, -2.121_944_4e-4);
+        let mut p = vfmaq_n_f32(vdupq_n_f32(1.398_2e-3), r, 1.987_569_2e-4);
+        for c in [8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+            p = vfmaq_f32(vdupq_n_f32(c), p, r);
+        }
+        let e = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0)), p, vmulq_f32(r, r));
+        let ni = vsubq_s32(
+            vreinterpretq_s32_f32(t),
+            vdupq_n_s32(SHIFT.to_bits() as i32),
+        );
+        let half = vshrq_n_s32::<1>(ni);
+        let pow2 =
+            |k: int32x4_t| vreinterpretq_f32_s32(vshlq_n_s32::<23>(vaddq_s32(k, vdupq_n_s32(127))));
+        let y = vmulq_f32(vmulq_f32(e, pow2(half)), pow2(vsubq_s32(ni, half)));
+        let y = vbslq_f32(vcltq_f32(x, vdupq_n_f32(LO)), vdupq_n_f32(0.0), y);
+        vbslq_f32(vcgtq_f32(x, vdupq_n_f32(HI)), vdupq_n_f32(f32::INFINITY), y)
+    }
+}
+
+/// `x[i] = exp(x[i] − max)`, returning their sum ([`scalar::exp_shifted`]).
+fn exp_shifted_neon(x: &mut [f32], max: f32) -> f32 {
+    let main = x.len() - x.len() % 4;
+    // SAFETY: register-only NEON.
+    let mut sum = unsafe { vdupq_n_f32(0.0) };
+    for chunk in x[..main].chunks_exact_mut(4) {
+        // SAFETY: `chunk` holds 4 floats.
+        unsafe {
+            let e = exp4(vsubq_f32(vld1q_f32(chunk.as_ptr()), vdupq_n_f32(max)));
+            vst1q_f32(chunk.as_mut_ptr(), e);
+            sum = vaddq_f32(sum, e);
+        }
+    }
+    // SAFETY: register-only NEON.
+    let sum = unsafe { vaddvq_f32(sum) };
+    sum + scalar::exp_shifted(&mut x[main..], max)
+}
+
+/// `gate = silu(gate) · up` ([`scalar::silu_mul`]) with [`exp4`].
+pub(crate) fn silu_mul_neon(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let main = n - n % 4;
+    for (g, u) in gate[..main].chunks_exact_mut(4).zip(up.chunks_exact(4)) {
+        // SAFETY: both chunks hold 4 floats; register-only NEON otherwise.
+        unsafe {
+            let x = vld1q_f32(g.as_ptr());
+            let sig = vdivq_f32(x, vaddq_f32(vdupq_n_f32(1.0), exp4(vnegq_f32(x))));
+            vst1q_f32(g.as_mut_ptr(), vmulq_f32(sig, vld1q_f32(u.as_ptr())));
+        }
+    }
+    scalar::silu_mul(&mut gate[main..n], &up[main..n]);
+}
+
 /// [`scalar::attend`] with NEON scores and values; heads 32 and 64 wide
 /// keep the query or the sums in registers, 128 wide in two column halves.
 pub(crate) fn attend_neon(
@@ -151,7 +217,7 @@ pub(crate) fn attend_neon(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let exp = scalar::exp_shifted;
+    let exp = exp_shifted_neon;
     match (q.len(), out.len()) {
         (32, 32) => scalar::attend_with(
             scores_n::<8>,

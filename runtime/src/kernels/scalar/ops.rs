@@ -15,7 +15,7 @@ pub fn f32_at(bytes: &[u8], i: usize) -> f32 {
 
 /// `out = x / rms(x) * weight`, with `weight` as little-endian f32 bytes.
 pub fn rmsnorm(out: &mut [f32], x: &[f32], weight: &[u8], eps: f32) {
-    let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let ss = dot(x, x) / x.len() as f32;
     let inv = 1.0 / libm::sqrtf(ss + eps);
     for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
         *o = v * inv * f32_at(weight, i);
@@ -36,7 +36,7 @@ pub fn layernorm(out: &mut [f32], x: &[f32], weight: &[u8], bias: &[u8], eps: f3
 
 /// `x = x / rms(x) * weight` in place.
 pub fn rmsnorm_in_place(x: &mut [f32], weight: &[u8], eps: f32) {
-    let ss: f32 = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let ss = dot(x, x) / x.len() as f32;
     let inv = 1.0 / libm::sqrtf(ss + eps);
     for (i, v) in x.iter_mut().enumerate() {
         *v = *v * inv * f32_at(weight, i);
@@ -112,13 +112,25 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
 pub fn rope(x: &mut [f32], head_dim: usize, pos: f32, inv_freq: &[f32]) {
     let half = head_dim / 2;
     // One sin/cos per frequency for all heads (libm's sincosf costs about
-    // as much as rotating a whole head).
-    for (i, &f) in inv_freq.iter().enumerate() {
-        let (sin, cos) = libm::sincosf(pos * f);
+    // as much as rotating a whole head), a stack chunk of them at a time so
+    // that the rotation of each head is a plain loop that vectorizes.
+    const CHUNK: usize = 64;
+    for (c, freqs) in inv_freq.chunks(CHUNK).enumerate() {
+        let (mut sin, mut cos) = ([0.0f32; CHUNK], [0.0f32; CHUNK]);
+        for (i, &f) in freqs.iter().enumerate() {
+            (sin[i], cos[i]) = libm::sincosf(pos * f);
+        }
+        let (sin, cos) = (&sin[..freqs.len()], &cos[..freqs.len()]);
+        let start = c * CHUNK;
         for head in x.chunks_exact_mut(head_dim) {
-            let (a, b) = (head[i], head[i + half]);
-            head[i] = a * cos - b * sin;
-            head[i + half] = b * cos + a * sin;
+            let (first, second) = head.split_at_mut(half);
+            let first = &mut first[start..start + freqs.len()];
+            let second = &mut second[start..start + freqs.len()];
+            for (((a, b), &s), &k) in first.iter_mut().zip(second.iter_mut()).zip(sin).zip(cos) {
+                let (x, y) = (*a, *b);
+                *a = x * k - y * s;
+                *b = y * k + x * s;
+            }
         }
     }
 }
