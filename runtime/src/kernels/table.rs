@@ -202,8 +202,8 @@ pub(super) fn aarch64(mut k: Kernels) -> Kernels {
         k.name = "aarch64-neon-dotprod";
         k.matvec_q4 = q4::matvec_q4_dotprod;
         k.matvec_q8 = q8::matvec_q8_dotprod;
-        k.matmul_q4 = q4::matmul_q4_dotprod;
-        k.matmul_q8 = q8::matmul_q8_dotprod;
+        k.matmul_q4 = rows4::matmul_q4_planar4_dotprod;
+        k.matmul_q8 = rows4::matmul_q8_planar4_dotprod;
         k.matvec_mxfp4 = mxfp4::matvec_mxfp4_dotprod;
         k.matmul_mxfp4 = mxfp4::matmul_mxfp4_dotprod;
         k.matvec_q4_rows4 = rows4::matvec_q4_rows4_dotprod;
@@ -212,7 +212,6 @@ pub(super) fn aarch64(mut k: Kernels) -> Kernels {
         k.matmul_q8_rows4 = rows4::matmul_q8_rows4_dotprod;
         if has_i8mm() {
             k.name = "aarch64-neon-i8mm";
-            k.matmul_q4 = q4::matmul_q4_i8mm;
             k.matmul_q8 = q8::matmul_q8_i8mm;
         }
     }

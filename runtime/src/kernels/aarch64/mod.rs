@@ -247,8 +247,8 @@ mod tests {
         }
         let mut k = table::aarch64(Kernels::scalar());
         k.name = "aarch64-neon-dotprod (forced)";
-        k.matmul_q4 = q4::matmul_q4_dotprod;
-        k.matmul_q8 = q8::matmul_q8_dotprod;
+        k.matmul_q4 = rows4::matmul_q4_planar4_dotprod;
+        k.matmul_q8 = rows4::matmul_q8_planar4_dotprod;
         crate::kernels::check::compare_matmul_with_scalar(&k);
     }
 
@@ -338,10 +338,11 @@ mod tests {
         }
     }
 
-    /// The batched tiles (dotprod, and i8mm where present) are exact at the
-    /// i8 extremes too: three tokens of
-    /// −128 against rows of −128 / 127 (int8) and nibbles 0 / 15 (int4), 7
-    /// blocks (a full group and a padded one), 5 rows (a full tile and one).
+    /// The planar batched tiles (dotprod's four-row `sdot` tiles, and the
+    /// int8 i8mm one where present) are exact at the i8 extremes too: three
+    /// tokens of −128 against rows of −128 / 127 (int8) and nibbles 0 / 15
+    /// (int4), 7 blocks (a full group and a padded one), 5 rows (a full
+    /// tile and a partial one).
     #[test]
     fn extreme_int8_values_are_exact_in_batches() {
         if !has_dotprod() {
@@ -351,10 +352,12 @@ mod tests {
         let (qs, ones, f32s) = minus_128(tokens, blocks);
         let x = batch(tokens, blocks, &qs, &ones, &f32s);
         type Matmul = crate::kernels::MatmulFn;
-        let mut kernels: std::vec::Vec<(Matmul, Matmul)> =
-            std::vec![(q8::matmul_q8_dotprod, q4::matmul_q4_dotprod)];
+        let mut kernels: std::vec::Vec<(Matmul, Matmul)> = std::vec![(
+            rows4::matmul_q8_planar4_dotprod,
+            rows4::matmul_q4_planar4_dotprod,
+        )];
         if has_i8mm() {
-            kernels.push((q8::matmul_q8_i8mm, q4::matmul_q4_i8mm));
+            kernels.push((q8::matmul_q8_i8mm, rows4::matmul_q4_planar4_dotprod));
         }
         let cases = kernels.iter().flat_map(|&(f8, f4)| {
             [(0x80u8, 0x00u8), (0x7f, 0xff)].map(|(b8, b4)| {

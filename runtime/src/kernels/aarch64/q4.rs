@@ -1,9 +1,8 @@
-//! int4 weights: the dotprod (`sdot`) and NEON matvecs, and the dotprod
-//! and i8mm batched products (tiles of `tile.rs` on signed nibbles).
+//! int4 weights: the dotprod (`sdot`) and NEON matvecs (the batched
+//! product with dotprod is `rows4.rs`'s, on four planar rows at a time).
 
 use core::arch::aarch64::*;
 
-use super::tile::{tile_kernel, Sdot, SignedBlock, Smmla};
 use super::{fold4, matvec_blocks, sdot, GroupDot, GROUP};
 use crate::kernels::{check_quantized, Activations};
 use crate::quant::{BLOCK_LEN, Q4_BLOCK_BYTES, Q4_VALUE_BYTES};
@@ -97,37 +96,5 @@ pub(crate) fn matvec_q4_neon(w: &[u8], row_bytes: usize, x: &Activations<'_>, ou
     // proved the buffer sizes the loads use.
     unsafe { q4_neon(w, row_bytes, blocks, x, out) }
 }
-
-/// int4 blocks as signed nibbles (`q = nibble − 8`) for the batched tiles:
-/// two subtractions a block, shared by the tile's four tokens.
-struct Q4Signed;
-
-impl SignedBlock for Q4Signed {
-    const VALUE_BYTES: usize = Q4_VALUE_BYTES;
-
-    #[inline(always)]
-    unsafe fn halves(w: *const u8) -> (int8x16_t, int8x16_t) {
-        let v = vld1q_u8(w);
-        let eight = vdupq_n_s8(8);
-        let lo = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0f)));
-        let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
-        (vsubq_s8(lo, eight), vsubq_s8(hi, eight))
-    }
-}
-
-tile_kernel!(
-    matmul_q4_dotprod,
-    Q4Signed,
-    Q4_BLOCK_BYTES,
-    Sdot,
-    "neon,dotprod"
-);
-tile_kernel!(
-    matmul_q4_i8mm,
-    Q4Signed,
-    Q4_BLOCK_BYTES,
-    Smmla,
-    "neon,dotprod,i8mm"
-);
 
 crate::kernels::matmul_per_token!(matmul_q4_neon, matvec_q4_neon, Q4);

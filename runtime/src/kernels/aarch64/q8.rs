@@ -3,7 +3,7 @@
 
 use core::arch::aarch64::*;
 
-use super::tile::{tile_kernel, Sdot, SignedBlock, Smmla};
+use super::tile::{tile_kernel, SignedBlock, Smmla};
 use super::{fold4, matvec_blocks, sdot, GroupDot, GROUP};
 use crate::kernels::{check_quantized, Activations};
 use crate::quant::{BLOCK_LEN, Q8_BLOCK_BYTES, Q8_VALUE_BYTES};
@@ -92,13 +92,6 @@ impl SignedBlock for Q8Signed {
     }
 }
 
-tile_kernel!(
-    matmul_q8_dotprod,
-    Q8Signed,
-    Q8_BLOCK_BYTES,
-    Sdot,
-    "neon,dotprod"
-);
 tile_kernel!(
     matmul_q8_i8mm,
     Q8Signed,

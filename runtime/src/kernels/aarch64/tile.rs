@@ -1,21 +1,19 @@
-//! The batched products of quantized rows, shared by the int8 and int4
-//! formats: tiles of [`TILE_ROWS`] rows by [`TILE_TOKENS`] tokens, so each
-//! weight block is loaded and decoded once for four tokens and each
-//! token's activations once for four rows. Two engines do the integer work:
+//! The i8mm batched product of int8 rows: tiles of [`TILE_ROWS`] rows by
+//! [`TILE_TOKENS`] tokens, so each weight block is loaded once for four
+//! tokens and each token's activations once for four rows. Per block, four
+//! 2 × 2 sub-tiles of rows × tokens are one `smmla` a chunk of 8 values
+//! (lanes `[r0·t0, r0·t1, r1·t0, r1·t1]`), rows and tokens paired by 64-bit
+//! zips ([`Smmla`]; the [`Engine`] trait is its interface to the tile
+//! loop). int4, and int8 without i8mm, take `rows4.rs`'s `sdot` tiles,
+//! which count fewer instructions (`docs/performance.md`).
 //!
-//! - [`Sdot`] (dotprod): per block and row, the four tokens' exact integer
-//!   sums fold into one `int32x4` (lane = token), in one `asm!` block;
-//! - [`Smmla`] (i8mm): per block, four 2 × 2 sub-tiles of rows × tokens,
-//!   each one `smmla` a chunk of 8 values (lanes `[r0·t0, r0·t1, r1·t0,
-//!   r1·t1]`), rows and tokens paired by 64-bit zips.
-//!
-//! Both meet the block's scale products `d_w · d_x` in one multiply and one
-//! multiply-add and accumulate per output as the scalar kernel does (block
-//! after block), so only float rounding differs. Scales are read four
-//! blocks at a time (one `fcvtl` per row); the last group of fewer than
-//! four blocks is copied into zero-padded stack buffers, so no load leaves
-//! a row or a token's activations. Tokens and rows past the end of the
-//! batch repeat the last one (computed, never stored).
+//! The block's scale products `d_w · d_x` meet the sums in one multiply and
+//! one multiply-add, per output block after block as the scalar kernel
+//! does, so only float rounding differs. Scales are read four blocks at a
+//! time (one `fcvtl` per row); the last group of fewer than four blocks is
+//! copied into zero-padded stack buffers, so no load leaves a row or a
+//! token's activations. Tokens and rows past the end of the batch repeat
+//! the last one (computed, never stored).
 
 use core::arch::aarch64::*;
 use core::arch::asm;
@@ -41,21 +39,6 @@ pub(super) trait SignedBlock {
     unsafe fn halves(w: *const u8) -> (int8x16_t, int8x16_t);
 }
 
-/// `[a, b, c, d]` → lane `j` of result `k` = lane `k` of input `j`.
-#[inline(always)]
-unsafe fn transpose4(v: [float32x4_t; 4]) -> [float32x4_t; 4] {
-    let t0 = vreinterpretq_f64_f32(vtrn1q_f32(v[0], v[1]));
-    let t1 = vreinterpretq_f64_f32(vtrn2q_f32(v[0], v[1]));
-    let t2 = vreinterpretq_f64_f32(vtrn1q_f32(v[2], v[3]));
-    let t3 = vreinterpretq_f64_f32(vtrn2q_f32(v[2], v[3]));
-    [
-        vreinterpretq_f32_f64(vtrn1q_f64(t0, t2)),
-        vreinterpretq_f32_f64(vtrn1q_f64(t1, t3)),
-        vreinterpretq_f32_f64(vtrn2q_f64(t0, t2)),
-        vreinterpretq_f32_f64(vtrn2q_f64(t1, t3)),
-    ]
-}
-
 /// How a tile's integer work is done, and the accumulator layout that goes
 /// with it: four `float32x4` per tile of 4 rows × 4 tokens.
 pub(super) trait Engine {
@@ -74,33 +57,6 @@ pub(super) trait Engine {
     );
     /// The accumulators as `[row][token]`.
     fn results(acc: &[float32x4_t; 4]) -> [[f32; TILE_TOKENS]; TILE_ROWS];
-}
-
-/// `sdot`: accumulator `i` is row `i`, lane `j` token `j`.
-pub(super) struct Sdot;
-
-impl Engine for Sdot {
-    #[inline(always)]
-    unsafe fn group<W: SignedBlock>(
-        values: [*const u8; TILE_ROWS],
-        scales: [*const u8; TILE_ROWS],
-        xq: [*const i8; TILE_TOKENS],
-        xs: [*const f32; TILE_TOKENS],
-        acc: &mut [float32x4_t; 4],
-    ) {
-        let dw = scales.map(|s| f16x4(s));
-        let dx = transpose4(xs.map(|p| vld1q_f32(p)));
-        // Unrolled by hand: the block index is each scale's lane, a constant.
-        block::<W, 0>(values, xq, dx[0], &dw, acc);
-        block::<W, 1>(values, xq, dx[1], &dw, acc);
-        block::<W, 2>(values, xq, dx[2], &dw, acc);
-        block::<W, 3>(values, xq, dx[3], &dw, acc);
-    }
-
-    #[inline(always)]
-    fn results(acc: &[float32x4_t; 4]) -> [[f32; TILE_TOKENS]; TILE_ROWS] {
-        acc.map(lanes)
-    }
 }
 
 /// `smmla` (i8mm): accumulator `2p + q` is rows `2p, 2p + 1` × tokens
@@ -234,81 +190,6 @@ unsafe fn mmla4(a: [int8x16_t; 4], b: [int8x16_t; 4]) -> int32x4_t {
         b1 = in(vreg) b[1],
         b2 = in(vreg) b[2],
         b3 = in(vreg) b[3],
-        options(pure, nomem, nostack, preserves_flags)
-    );
-    sums
-}
-
-/// Block `K` of a group with `sdot`: the tokens' scales of the block in `dx` (lane =
-/// token), the rows' four block scales in `dw`.
-///
-/// Safety: as for [`Engine::group`], with dotprod.
-#[inline(always)]
-unsafe fn block<W: SignedBlock, const K: i32>(
-    values: [*const u8; TILE_ROWS],
-    xq: [*const i8; TILE_TOKENS],
-    dx: float32x4_t,
-    dw: &[float32x4_t; TILE_ROWS],
-    acc: &mut [float32x4_t; TILE_ROWS],
-) {
-    let k = K as usize;
-    let x0 = xq.map(|p| vld1q_s8(p.add(k * BLOCK_LEN)));
-    let x1 = xq.map(|p| vld1q_s8(p.add(k * BLOCK_LEN + 16)));
-    for i in 0..TILE_ROWS {
-        let (h0, h1) = W::halves(values[i].add(k * W::VALUE_BYTES));
-        let sums = dot4(h0, h1, x0, x1);
-        let scale = vmulq_laneq_f32::<K>(dx, dw[i]);
-        acc[i] = vfmaq_f32(acc[i], vcvtq_f32_s32(sums), scale);
-    }
-}
-
-/// One block of one row against four tokens: lane `j` = Σ w·x over the
-/// block for token `j`. One `asm!` block, so the four accumulators are
-/// zeroed and folded in registers the compiler need not keep (as separate
-/// `sdot` calls, each wants a fresh zeroed register and the rest spill).
-///
-/// Safety: the CPU has dotprod. (`target_feature` makes the assembler
-/// accept `sdot`; the function inlines into the dotprod kernels.)
-#[target_feature(enable = "neon,dotprod")]
-#[inline]
-unsafe fn dot4(
-    h0: int8x16_t,
-    h1: int8x16_t,
-    x0: [int8x16_t; TILE_TOKENS],
-    x1: [int8x16_t; TILE_TOKENS],
-) -> int32x4_t {
-    let sums: int32x4_t;
-    // SAFETY: register-only instructions; the caller guarantees dotprod.
-    asm!(
-        "movi {a0:v}.4s, #0",
-        "movi {a1:v}.4s, #0",
-        "movi {a2:v}.4s, #0",
-        "movi {a3:v}.4s, #0",
-        "sdot {a0:v}.4s, {h0:v}.16b, {x00:v}.16b",
-        "sdot {a1:v}.4s, {h0:v}.16b, {x01:v}.16b",
-        "sdot {a2:v}.4s, {h0:v}.16b, {x02:v}.16b",
-        "sdot {a3:v}.4s, {h0:v}.16b, {x03:v}.16b",
-        "sdot {a0:v}.4s, {h1:v}.16b, {x10:v}.16b",
-        "sdot {a1:v}.4s, {h1:v}.16b, {x11:v}.16b",
-        "sdot {a2:v}.4s, {h1:v}.16b, {x12:v}.16b",
-        "sdot {a3:v}.4s, {h1:v}.16b, {x13:v}.16b",
-        "addp {a0:v}.4s, {a0:v}.4s, {a1:v}.4s",
-        "addp {a2:v}.4s, {a2:v}.4s, {a3:v}.4s",
-        "addp {a0:v}.4s, {a0:v}.4s, {a2:v}.4s",
-        a0 = out(vreg) sums,
-        a1 = out(vreg) _,
-        a2 = out(vreg) _,
-        a3 = out(vreg) _,
-        h0 = in(vreg) h0,
-        h1 = in(vreg) h1,
-        x00 = in(vreg) x0[0],
-        x01 = in(vreg) x0[1],
-        x02 = in(vreg) x0[2],
-        x03 = in(vreg) x0[3],
-        x10 = in(vreg) x1[0],
-        x11 = in(vreg) x1[1],
-        x12 = in(vreg) x1[2],
-        x13 = in(vreg) x1[3],
         options(pure, nomem, nostack, preserves_flags)
     );
     sums
