@@ -200,7 +200,7 @@ pub(super) fn aarch64(mut k: Kernels) -> Kernels {
     k.quantize_activations = activations::quantize_activations_neon;
     if has_dotprod() {
         k.name = "aarch64-neon-dotprod";
-        k.matvec_q4 = q4::matvec_q4_dotprod;
+        k.matvec_q4 = rows4::matvec_q4_planar4_dotprod;
         k.matvec_q8 = q8::matvec_q8_dotprod;
         k.matmul_q4 = rows4::matmul_q4_planar4_dotprod;
         k.matmul_q8 = rows4::matmul_q8_planar4_dotprod;

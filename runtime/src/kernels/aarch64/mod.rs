@@ -1,36 +1,43 @@
-//! aarch64 kernels: NEON, and dotprod (`sdot`) where the CPU has it.
+//! aarch64 kernels: NEON, and dotprod (`sdot`) and i8mm where the CPU has them.
 //!
-//! Quantized rows are walked in groups of four blocks, four rows at a time
-//! (the rows share the activation loads). Each group yields one `int32x4`
-//! holding the four blocks' exact integer dot products, which converts to
-//! f32 and meets the four scale products `d_w · d_x` in one multiply-add.
-//! So per block the arithmetic is the scalar kernel's; only the order of
-//! the float sums differs. A last group of fewer than four blocks is copied
-//! into zero-padded stack buffers (zero scales and zero activations add
-//! nothing), so no load ever leaves the row or the activations.
+//! Two ways of walking quantized rows:
 //!
-//! - dotprod: `sdot` (four i8 products into each i32 lane). The intrinsic
-//!   `vdotq_s32` is still unstable, so it is emitted with `asm!` inside
-//!   functions compiled with `target_feature(enable = "dotprod")`. int4
-//!   blocks use the stored unsigned nibbles (`q + 8`, 0..=15, valid as i8)
-//!   and subtract `8 · Σx` per block as an integer: that term depends on the
-//!   activations only, so it is computed once per group for all four rows.
-//! - NEON: widening multiplies (`smull`) and pairwise widening adds; int4
-//!   nibbles are made signed first (`q = nibble − 8`). Exact for every i8
-//!   input, −128 included.
+//! - four rows a block (`rows4.rs`, dotprod): one register holds the same
+//!   four value positions of four rows, so `sdot` by element gives a block's
+//!   sums for four rows at once. Rows4 files are stored so; planar rows are
+//!   transposed into it in registers. The int4 matvec, the int4 and int8
+//!   batched products (and int8's on i8mm: `smmla` in `tile.rs`).
+//! - one row a group of four blocks (this module's `matvec_blocks`), four
+//!   rows at a time sharing the activation loads: each group yields one
+//!   `int32x4` of the four blocks' exact sums, which converts to f32 and
+//!   meets the four scale products `d_w · d_x` in one multiply-add. The
+//!   int8 and MXFP4 matvecs with dotprod (a planar int8 block needs no
+//!   unpacking, so the transposes would cost more than the folds), and
+//!   every NEON-only matvec (widening multiplies, `smull`; int4 nibbles made
+//!   signed first). A last group of fewer than four blocks is copied into
+//!   zero-padded stack buffers (zero scales and zero activations add
+//!   nothing), so no load ever leaves the row or the activations.
+//!
+//! Per block the integer arithmetic is the scalar kernel's, exact for every
+//! i8 input (−128 included); only the order of the float sums differs.
+//! `vdotq_s32` is still unstable, so `sdot` is emitted with `asm!` inside
+//! functions compiled with `target_feature(enable = "dotprod")`.
 //!
 //! MXFP4 rows (gpt-oss) decode their nibbles with one `tbl` per nibble set
 //! into FP4 values doubled (signed, exact as i8), then take the same paths.
 //!
 //! Block scales are f16; four convert with one `fcvtl`, also via `asm!`
 //! because `vcvt_f32_f16` became stable only in Rust 1.94 (the crate's MSRV
-//! is older). f16 and f32 rows use four f32 accumulators, with a scalar tail.
+//! is older). f16 and f32 rows use four f32 accumulators, with a scalar tail;
+//! `f32.rs` also holds attention's scores and values, SwiGLU and exp, and
+//! `activations.rs` the activation quantizer, in NEON.
 //!
 //! One file per weight format holds that format's kernels for every
-//! feature level; this module holds the feature checks and the helpers
-//! several formats share. Nothing here is ever reached except through
-//! `kernels::table`, which installs each kernel after its feature check;
-//! tests compare each with `scalar`.
+//! feature level (`rows4.rs` the four-row kernels int4 and int8 share);
+//! this module holds the feature checks and the helpers several formats
+//! share. Nothing here is ever reached except through `kernels::table`,
+//! which installs each kernel after its feature check; tests compare each
+//! with `scalar`.
 
 pub(super) mod activations;
 pub(super) mod f16;
@@ -214,7 +221,7 @@ mod tests {
     use super::f16::matvec_f16_neon;
     use super::f32::matvec_f32_neon;
     use super::mxfp4::{matmul_mxfp4_neon, matvec_mxfp4_neon};
-    use super::q4::{matvec_q4_dotprod, matvec_q4_neon};
+    use super::q4::matvec_q4_neon;
     use super::q8::{matvec_q8_dotprod, matvec_q8_neon};
     use super::*;
     use crate::format::tensor::Layout;
@@ -285,7 +292,7 @@ mod tests {
         let mut q4: std::vec::Vec<(&str, MatvecFn)> = std::vec![("neon", matvec_q4_neon)];
         if has_dotprod() {
             q8.push(("dotprod", matvec_q8_dotprod));
-            q4.push(("dotprod", matvec_q4_dotprod));
+            q4.push(("dotprod", rows4::matvec_q4_planar4_dotprod));
         }
         // int8 −128 and 127; int4 nibbles 0 and 15 (q = −8 and 7).
         for (b8, b4) in [(0x80u8, 0x00u8), (0x7f, 0xff)] {

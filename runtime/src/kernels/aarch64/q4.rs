@@ -1,40 +1,11 @@
-//! int4 weights: the dotprod (`sdot`) and NEON matvecs (the batched
-//! product with dotprod is `rows4.rs`'s, on four planar rows at a time).
+//! int4 weights: the NEON matvec (with dotprod, the matvec and the
+//! batched product are `rows4.rs`'s, on four planar rows at a time).
 
 use core::arch::aarch64::*;
 
-use super::{fold4, matvec_blocks, sdot, GroupDot, GROUP};
+use super::{fold4, matvec_blocks, GroupDot, GROUP};
 use crate::kernels::{check_quantized, Activations};
 use crate::quant::{BLOCK_LEN, Q4_BLOCK_BYTES, Q4_VALUE_BYTES};
-
-/// int4 rows with `sdot` on the unsigned nibbles, then `− 8 · Σx`.
-struct Q4Sdot;
-
-impl GroupDot for Q4Sdot {
-    const VALUE_BYTES: usize = Q4_VALUE_BYTES;
-
-    #[inline(always)]
-    unsafe fn group(w: *const u8, x: *const i8) -> int32x4_t {
-        let low4 = vdupq_n_u8(0x0f);
-        let eight = vdupq_n_s8(8);
-        let mut dots = [vdupq_n_s32(0); GROUP];
-        let mut corr = [vdupq_n_s32(0); GROUP];
-        for k in 0..GROUP {
-            let v = vld1q_u8(w.add(k * Q4_VALUE_BYTES));
-            let lo = vreinterpretq_s8_u8(vandq_u8(v, low4));
-            let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v));
-            let (x0, x1) = (
-                vld1q_s8(x.add(k * BLOCK_LEN)),
-                vld1q_s8(x.add(k * BLOCK_LEN + 16)),
-            );
-            dots[k] = sdot(sdot(vdupq_n_s32(0), lo, x0), hi, x1);
-            // Depends on the activations only: the compiler computes it
-            // once for the `ROWS` rows (the asm is `pure, nomem`).
-            corr[k] = sdot(sdot(vdupq_n_s32(0), eight, x0), eight, x1);
-        }
-        vsubq_s32(fold4(dots), fold4(corr))
-    }
-}
 
 /// int4 rows with widening multiplies on signed nibbles (no `sdot`).
 struct Q4Neon;
@@ -65,29 +36,10 @@ impl GroupDot for Q4Neon {
     }
 }
 
-#[target_feature(enable = "neon,dotprod")]
-unsafe fn q4_dotprod(
-    w: &[u8],
-    row_bytes: usize,
-    blocks: usize,
-    x: &Activations<'_>,
-    out: &mut [f32],
-) {
-    // SAFETY: forwarded from the caller (checked shapes, dotprod present).
-    unsafe { matvec_blocks::<Q4Sdot>(w, row_bytes, blocks, x, out) }
-}
-
 #[target_feature(enable = "neon")]
 unsafe fn q4_neon(w: &[u8], row_bytes: usize, blocks: usize, x: &Activations<'_>, out: &mut [f32]) {
     // SAFETY: forwarded from the caller (checked shapes, NEON present).
     unsafe { matvec_blocks::<Q4Neon>(w, row_bytes, blocks, x, out) }
-}
-
-pub(crate) fn matvec_q4_dotprod(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
-    let blocks = check_quantized(w, row_bytes, x, out, Q4_BLOCK_BYTES);
-    // SAFETY: installed by `kernels::table` only when the CPU has NEON and dotprod;
-    // `check_quantized` proved the buffer sizes the loads use.
-    unsafe { q4_dotprod(w, row_bytes, blocks, x, out) }
 }
 
 pub(crate) fn matvec_q4_neon(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {

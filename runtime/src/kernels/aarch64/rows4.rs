@@ -263,6 +263,57 @@ unsafe fn group_dot<F: Rows4Format, G: Group>(
     vmulq_n_f32(acc, F::SUM_SCALE)
 }
 
+/// [`group_dot`] for four whole planar rows from `first`, `row_bytes`
+/// apart: their scales four blocks at a time (four 8-byte loads, `fcvtl`s
+/// and one transpose, where lane loads cost a load and an address a
+/// block and row), their values at fixed offsets from one pointer.
+///
+/// Safety: the four rows are inside the matrix; `blocks` blocks of `x`;
+/// dotprod.
+#[inline(always)]
+unsafe fn planar_dot<F: Rows4Format>(
+    first: *const u8,
+    row_bytes: usize,
+    blocks: usize,
+    x: &Activations<'_>,
+) -> float32x4_t {
+    let mut acc = vdupq_n_f32(0.0);
+    let values = first.add(2 * blocks);
+    let mut b = 0;
+    while b + 4 <= blocks {
+        let rows: [int8x16_t; 4] =
+            core::array::from_fn(|r| vreinterpretq_s8_f32(f16x4(first.add(r * row_bytes + 2 * b))));
+        let dws = transpose4(rows);
+        for (k, dw) in dws.iter().enumerate() {
+            let c = b + k;
+            let ops = F::transposed(core::array::from_fn(|r| {
+                values.add(r * row_bytes + c * F::VALUE_BYTES)
+            }));
+            let sums = block_sums(&ops, x.qs.as_ptr().add(c * BLOCK_LEN));
+            let dw = vreinterpretq_f32_s8(*dw);
+            acc = vfmaq_f32(
+                acc,
+                vcvtq_f32_s32(sums),
+                vmulq_n_f32(dw, *x.scales.get_unchecked(c)),
+            );
+        }
+        b += 4;
+    }
+    for c in b..blocks {
+        let dw = f16_lanes(core::array::from_fn(|r| first.add(r * row_bytes + 2 * c)));
+        let ops = F::transposed(core::array::from_fn(|r| {
+            values.add(r * row_bytes + c * F::VALUE_BYTES)
+        }));
+        let sums = block_sums(&ops, x.qs.as_ptr().add(c * BLOCK_LEN));
+        acc = vfmaq_f32(
+            acc,
+            vcvtq_f32_s32(sums),
+            vmulq_n_f32(dw, *x.scales.get_unchecked(c)),
+        );
+    }
+    vmulq_n_f32(acc, F::SUM_SCALE)
+}
+
 /// The four rows' products with `T` tokens (activations at `xq[t]`, their
 /// block scales at `xs[t]`): each block's operands decoded once.
 ///
@@ -333,12 +384,13 @@ unsafe fn matvec<F: Rows4Format>(
         vst1q_f32(outs.as_mut_ptr(), sums);
     }
     for (i, outs) in rest.chunks_mut(ROWS4).enumerate() {
-        let planar = planar_rows(w, row_bytes, blocks, groups + i, outs.len());
-        store(
-            outs.as_mut_ptr(),
-            group_dot::<F, _>(planar, blocks, x),
-            outs.len(),
-        );
+        let g = groups + i;
+        let sums = if outs.len() == ROWS4 {
+            planar_dot::<F>(w.as_ptr().add(g * ROWS4 * row_bytes), row_bytes, blocks, x)
+        } else {
+            group_dot::<F, _>(planar_rows(w, row_bytes, blocks, g, outs.len()), blocks, x)
+        };
+        store(outs.as_mut_ptr(), sums, outs.len());
     }
 }
 
@@ -411,9 +463,9 @@ unsafe fn matmul<F: Rows4Format>(
 }
 
 /// Defines the matvec `$name` of format `$format` (`$block_bytes` a planar
-/// block) on rows4 groups.
+/// block) on rows4 groups when `$packed`, else on planar rows.
 macro_rules! matvec_entry {
-    ($name:ident, $format:ty, $block_bytes:expr) => {
+    ($name:ident, $format:ty, $block_bytes:expr, $packed:expr) => {
         pub(crate) fn $name(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mut [f32]) {
             #[target_feature(enable = "neon,dotprod")]
             unsafe fn run(
@@ -424,7 +476,7 @@ macro_rules! matvec_entry {
                 out: &mut [f32],
             ) {
                 // SAFETY: forwarded from the caller (checked shapes, dotprod present).
-                unsafe { matvec::<$format>(w, row_bytes, blocks, x, out, true) }
+                unsafe { matvec::<$format>(w, row_bytes, blocks, x, out, $packed) }
             }
             let blocks = check_quantized(w, row_bytes, x, out, $block_bytes);
             // SAFETY: installed by `kernels::table` only when the CPU has
@@ -456,8 +508,9 @@ macro_rules! matmul_entry {
     };
 }
 
-matvec_entry!(matvec_q4_rows4_dotprod, Q4Rows4, Q4_BLOCK_BYTES);
-matvec_entry!(matvec_q8_rows4_dotprod, Q8Rows4, Q8_BLOCK_BYTES);
+matvec_entry!(matvec_q4_rows4_dotprod, Q4Rows4, Q4_BLOCK_BYTES, true);
+matvec_entry!(matvec_q8_rows4_dotprod, Q8Rows4, Q8_BLOCK_BYTES, true);
+matvec_entry!(matvec_q4_planar4_dotprod, Q4Rows4, Q4_BLOCK_BYTES, false);
 matmul_entry!(matmul_q4_rows4_dotprod, Q4Rows4, true);
 matmul_entry!(matmul_q8_rows4_dotprod, Q8Rows4, true);
 matmul_entry!(matmul_q4_planar4_dotprod, Q4Rows4, false);
