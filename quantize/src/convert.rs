@@ -94,6 +94,12 @@ pub fn quantize(
     mut progress: impl FnMut(Progress<'_>),
 ) -> Result<Report, QuantizeError> {
     let start = Instant::now();
+    if !options.layout.fits(options.dtype) {
+        return Err(QuantizeError::LayoutNeedsBlocks {
+            layout: options.layout,
+            dtype: options.dtype,
+        });
+    }
     let mut warnings = Vec::new();
     let config = read_config(input, &mut warnings)?;
     let tokenizer = if options.no_tokenizer {

@@ -97,6 +97,14 @@ pub enum QuantizeError {
         /// What is wrong.
         message: String,
     },
+    /// The options ask for something the weight type cannot be.
+    #[error("layout {layout} needs int4 or int8 weights, not {dtype}")]
+    LayoutNeedsBlocks {
+        /// The layout asked for.
+        layout: mote::Layout,
+        /// The weight type asked for.
+        dtype: mote::DType,
+    },
     /// The output does not form a valid file (a bug, or limits exceeded).
     #[error("output: {0}")]
     Format(#[from] mote::Error),

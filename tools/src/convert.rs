@@ -32,8 +32,15 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
         })?,
         (None, None) => mote::Layout::Planar,
     };
+    let dtype_of: mote::DType = dtype.into();
+    // A board's layout is for its weight type; with another --dtype it may not apply.
+    let layout = if a.layout.is_none() && !layout.fits(dtype_of) {
+        mote::Layout::Planar
+    } else {
+        layout
+    };
     let options = mote_quantize::Options {
-        dtype: dtype.into(),
+        dtype: dtype_of,
         layout,
         threads: a.threads,
         no_tokenizer: a.no_tokenizer,

@@ -468,6 +468,21 @@ fn the_rpi5_target_and_layout_flag_write_rows4_and_inspect_shows_it() {
     assert!(!bad.status.success() && !out.exists());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("planar or rows4"), "{err}");
+    let err = one_line_error(&[
+        "quantize",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--dtype",
+        "f16",
+        "--layout",
+        "rows4",
+    ]);
+    assert!(
+        err.contains("layout rows4 needs int4 or int8 weights, not f16"),
+        "{err}"
+    );
+    assert!(!out.exists());
 }
 
 #[test]
