@@ -188,7 +188,12 @@ mod std_storage {
     }
 
     /// A file read with positional reads (`pread`): nothing is mapped, so
-    /// only the bytes the session copies count against its memory.
+    /// only the bytes the session copies count against its memory. On
+    /// Linux the file is opened for random access (`POSIX_FADV_RANDOM`):
+    /// every read is of bytes the session uses (an expert, a row, the
+    /// resident weights), so the kernel's read-ahead only spends device
+    /// bandwidth and page cache on neighbours (1.6–1.8× the bytes asked for
+    /// on the storage benchmark).
     #[derive(Debug)]
     pub struct FileStorage {
         file: File,
@@ -200,6 +205,16 @@ mod std_storage {
         pub fn open(path: impl AsRef<Path>) -> std::io::Result<Self> {
             let file = File::open(path)?;
             let len = file.metadata()?.len();
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::fd::AsRawFd;
+                // SAFETY: a plain syscall on a file descriptor this value
+                // owns; it reads no memory of ours. A failure only leaves
+                // read-ahead on, so its result is ignored.
+                unsafe {
+                    libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM);
+                }
+            }
             Ok(FileStorage { file, len })
         }
     }
