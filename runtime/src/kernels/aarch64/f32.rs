@@ -1,7 +1,8 @@
-//! f32 weights: the NEON matvec; and attention's dot product and
-//! `y += a·x` in NEON, for `scalar::attend_with` (the compiler keeps a
-//! float sum in order, so the scalar `dot` does not become one `fmla` per
-//! four values, and a head is only 32 to 128 wide: per-call overhead counts).
+//! f32 weights: the NEON matvec (and a batched product of it); and the
+//! f32 work around the products in NEON: attention's scores and values
+//! for `scalar::attend_with` (a head is only 32 to 128 wide, so per-call
+//! overhead counts, and 32/64-wide queries and value sums stay in
+//! registers across positions), `exp4` for softmax and SwiGLU.
 
 use core::arch::aarch64::*;
 
