@@ -241,6 +241,20 @@ pub(crate) fn check_batch(
     blocks
 }
 
+/// Checks the buffers a fast activation quantizer writes (one assert per
+/// call); returns the blocks.
+#[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
+pub(crate) fn check_activations(x: &[f32], qs: &[i8], scales: &[f32], sums: &[f32]) -> usize {
+    let blocks = x.len().div_ceil(crate::quant::BLOCK_LEN);
+    assert!(
+        qs.len() >= blocks * crate::quant::BLOCK_LEN
+            && scales.len() >= blocks
+            && sums.len() >= blocks,
+        "activation buffers too small"
+    );
+    blocks
+}
+
 /// Checks the shapes of a float fast kernel; returns the columns.
 #[cfg(any(
     target_arch = "x86_64",

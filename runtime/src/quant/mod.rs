@@ -41,7 +41,7 @@ pub use mxfp4::{
 };
 pub use q4::{dequantize_row_q4, quantize_row_q4, Q4_BLOCK_BYTES, Q4_VALUE_BYTES};
 pub use q8::{dequantize_row_q8, quantize_row_q8, Q8_BLOCK_BYTES, Q8_VALUE_BYTES};
-pub use rows4::{planar_from_rows4, rows4_block_bytes, rows4_from_planar, rows4_value_at, GRAIN};
+pub use rows4::{planar_from_rows4, rows4_block_bytes, rows4_from_planar, rows4_value_at};
 
 use half::f16;
 

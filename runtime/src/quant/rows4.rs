@@ -18,7 +18,7 @@ use crate::format::tensor::ROWS4;
 use crate::DType;
 
 /// Bytes of one value grain: the operand `sdot` multiplies by one lane.
-pub const GRAIN: usize = 4;
+const GRAIN: usize = 4;
 
 /// Value bytes a block of `dtype` has, and the XOR its rows4 bytes carry.
 fn value_bytes_and_xor(dtype: DType) -> (usize, u8) {

@@ -13,11 +13,7 @@ pub(crate) fn quantize_activations_neon(
     scales: &mut [f32],
     sums: &mut [f32],
 ) {
-    let blocks = x.len().div_ceil(BLOCK_LEN);
-    assert!(
-        qs.len() >= blocks * BLOCK_LEN && scales.len() >= blocks && sums.len() >= blocks,
-        "activation buffers too small"
-    );
+    crate::kernels::check_activations(x, qs, scales, sums);
     for (b, block) in x.chunks(BLOCK_LEN).enumerate() {
         let mut padded = [0.0f32; BLOCK_LEN];
         let v: &[f32; BLOCK_LEN] = match block.try_into() {

@@ -218,54 +218,35 @@ pub(crate) fn attend_neon(
     scores: &mut [f32],
     out: &mut [f32],
 ) {
-    let exp = exp_shifted_neon;
+    // One softmax (`scalar::attend_with`), the scores and values steps by head width.
+    macro_rules! with {
+        ($scores:expr, $values:expr) => {
+            scalar::attend_with(
+                $scores,
+                exp_shifted_neon,
+                $values,
+                q,
+                cache,
+                scale,
+                sink,
+                scores,
+                out,
+            )
+        };
+    }
     match (q.len(), out.len()) {
-        (32, 32) => scalar::attend_with(
-            scores_n::<8>,
-            exp,
-            |s, c, o| values_n::<8>(s, c, o, 0),
-            q,
-            cache,
-            scale,
-            sink,
-            scores,
-            out,
-        ),
-        (64, 64) => scalar::attend_with(
-            scores_n::<16>,
-            exp,
-            |s, c, o| values_n::<16>(s, c, o, 0),
-            q,
-            cache,
-            scale,
-            sink,
-            scores,
-            out,
-        ),
-        (128, 128) => scalar::attend_with(
+        (32, 32) => with!(scores_n::<8>, |s, c, o| values_n::<8>(s, c, o, 0)),
+        (64, 64) => with!(scores_n::<16>, |s, c, o| values_n::<16>(s, c, o, 0)),
+        (128, 128) => with!(
             |q, c, scale, s| scalar::scores_by(dot_n::<128>, q, c, scale, s),
-            exp,
             |s, c, o| {
                 values_n::<16>(s, c, o, 0);
                 values_n::<16>(s, c, o, 64);
-            },
-            q,
-            cache,
-            scale,
-            sink,
-            scores,
-            out,
+            }
         ),
-        _ => scalar::attend_with(
+        _ => with!(
             |q, c, scale, s| scalar::scores_by(dot_neon, q, c, scale, s),
-            exp,
-            |s, c, o| scalar::values_by(axpy_neon, s, c, o),
-            q,
-            cache,
-            scale,
-            sink,
-            scores,
-            out,
+            |s, c, o| scalar::values_by(axpy_neon, s, c, o)
         ),
     }
 }

@@ -176,6 +176,22 @@ unsafe fn block_sums(w: &[int8x16_t; 8], x: *const i8) -> int32x4_t {
     acc
 }
 
+/// `acc + Σ(block) · dw · dx`: one block's sums for four rows (operands
+/// `ops`, activations at `x`) met with the rows' scales `dw` and the
+/// activations' scale `dx`.
+///
+/// Safety: as for [`block_sums`].
+#[inline(always)]
+unsafe fn add_block(
+    acc: float32x4_t,
+    ops: &[int8x16_t; 8],
+    x: *const i8,
+    dw: float32x4_t,
+    dx: f32,
+) -> float32x4_t {
+    vfmaq_f32(acc, vcvtq_f32_s32(block_sums(ops, x)), vmulq_n_f32(dw, dx))
+}
+
 /// Four rows of a matrix as the kernels read them, block by block.
 trait Group: Copy {
     /// Block `b`'s four scales (as f32) and its eight `sdot` operands.
@@ -253,11 +269,12 @@ unsafe fn group_dot<F: Rows4Format, G: Group>(
     let mut acc = vdupq_n_f32(0.0);
     for b in 0..blocks {
         let (dw, ops) = group.block::<F>(b);
-        let sums = block_sums(&ops, x.qs.as_ptr().add(b * BLOCK_LEN));
-        acc = vfmaq_f32(
+        acc = add_block(
             acc,
-            vcvtq_f32_s32(sums),
-            vmulq_n_f32(dw, *x.scales.get_unchecked(b)),
+            &ops,
+            x.qs.as_ptr().add(b * BLOCK_LEN),
+            dw,
+            *x.scales.get_unchecked(b),
         );
     }
     vmulq_n_f32(acc, F::SUM_SCALE)
@@ -279,6 +296,12 @@ unsafe fn planar_dot<F: Rows4Format>(
 ) -> float32x4_t {
     let mut acc = vdupq_n_f32(0.0);
     let values = first.add(2 * blocks);
+    // Block c's operands (NEON only: a closure may hold them).
+    let ops = |c: usize| {
+        F::transposed(core::array::from_fn(|r| {
+            values.add(r * row_bytes + c * F::VALUE_BYTES)
+        }))
+    };
     let mut b = 0;
     while b + 4 <= blocks {
         let rows: [int8x16_t; 4] =
@@ -286,29 +309,25 @@ unsafe fn planar_dot<F: Rows4Format>(
         let dws = transpose4(rows);
         for (k, dw) in dws.iter().enumerate() {
             let c = b + k;
-            let ops = F::transposed(core::array::from_fn(|r| {
-                values.add(r * row_bytes + c * F::VALUE_BYTES)
-            }));
-            let sums = block_sums(&ops, x.qs.as_ptr().add(c * BLOCK_LEN));
             let dw = vreinterpretq_f32_s8(*dw);
-            acc = vfmaq_f32(
+            acc = add_block(
                 acc,
-                vcvtq_f32_s32(sums),
-                vmulq_n_f32(dw, *x.scales.get_unchecked(c)),
+                &ops(c),
+                x.qs.as_ptr().add(c * BLOCK_LEN),
+                dw,
+                *x.scales.get_unchecked(c),
             );
         }
         b += 4;
     }
     for c in b..blocks {
         let dw = f16_lanes(core::array::from_fn(|r| first.add(r * row_bytes + 2 * c)));
-        let ops = F::transposed(core::array::from_fn(|r| {
-            values.add(r * row_bytes + c * F::VALUE_BYTES)
-        }));
-        let sums = block_sums(&ops, x.qs.as_ptr().add(c * BLOCK_LEN));
-        acc = vfmaq_f32(
+        acc = add_block(
             acc,
-            vcvtq_f32_s32(sums),
-            vmulq_n_f32(dw, *x.scales.get_unchecked(c)),
+            &ops(c),
+            x.qs.as_ptr().add(c * BLOCK_LEN),
+            dw,
+            *x.scales.get_unchecked(c),
         );
     }
     vmulq_n_f32(acc, F::SUM_SCALE)
@@ -329,8 +348,7 @@ unsafe fn group_tile<F: Rows4Format, G: Group, const T: usize>(
     for b in 0..blocks {
         let (dw, ops) = group.block::<F>(b);
         for t in 0..T {
-            let sums = block_sums(&ops, xq[t].add(b * BLOCK_LEN));
-            acc[t] = vfmaq_f32(acc[t], vcvtq_f32_s32(sums), vmulq_n_f32(dw, *xs[t].add(b)));
+            acc[t] = add_block(acc[t], &ops, xq[t].add(b * BLOCK_LEN), dw, *xs[t].add(b));
         }
     }
     acc.map(|a| vmulq_n_f32(a, F::SUM_SCALE))

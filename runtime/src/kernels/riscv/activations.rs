@@ -104,11 +104,7 @@ pub(crate) fn quantize_activations_rvv(
     scales: &mut [f32],
     sums: &mut [f32],
 ) {
-    let blocks = x.len().div_ceil(BLOCK_LEN);
-    assert!(
-        qs.len() >= blocks * BLOCK_LEN && scales.len() >= blocks && sums.len() >= blocks,
-        "activation buffers too small"
-    );
+    let blocks = crate::kernels::check_activations(x, qs, scales, sums);
     for (b, ((q, d), s)) in qs
         .chunks_exact_mut(BLOCK_LEN)
         .zip(scales.iter_mut())
