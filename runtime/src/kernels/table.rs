@@ -179,7 +179,7 @@ fn x86_avx512(mut k: Kernels) -> Kernels {
 #[cfg(target_arch = "aarch64")]
 pub(super) fn aarch64(mut k: Kernels) -> Kernels {
     use super::aarch64::{
-        activations, f16, f32, has_dotprod, has_i8mm, has_neon, mxfp4, q4, q8, rows4, tile,
+        activations, f16, f32, has_dotprod, has_i8mm, has_neon, mxfp4, q4, q8, rows4,
     };
     if !has_neon() {
         return k;
@@ -212,7 +212,7 @@ pub(super) fn aarch64(mut k: Kernels) -> Kernels {
         k.matmul_q8_rows4 = rows4::matmul_q8_rows4_dotprod;
         if has_i8mm() {
             k.name = "aarch64-neon-i8mm";
-            k.matmul_q8 = tile::matmul_q8_i8mm;
+            k.matmul_q8 = q8::matmul_q8_i8mm;
         }
     }
     k

@@ -46,7 +46,7 @@ pub(super) mod mxfp4;
 pub(super) mod q4;
 pub(super) mod q8;
 pub(super) mod rows4;
-pub(super) mod tile;
+mod tile;
 
 use core::arch::aarch64::*;
 use core::arch::asm;
@@ -364,7 +364,7 @@ mod tests {
             rows4::matmul_q4_planar4_dotprod,
         )];
         if has_i8mm() {
-            kernels.push((tile::matmul_q8_i8mm, rows4::matmul_q4_planar4_dotprod));
+            kernels.push((q8::matmul_q8_i8mm, rows4::matmul_q4_planar4_dotprod));
         }
         let cases = kernels.iter().flat_map(|&(f8, f4)| {
             [(0x80u8, 0x00u8), (0x7f, 0xff)].map(|(b8, b4)| {

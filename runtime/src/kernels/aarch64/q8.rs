@@ -3,6 +3,7 @@
 
 use core::arch::aarch64::*;
 
+use super::tile::{tile_kernel, SignedBlock, Smmla};
 use super::{fold4, matvec_blocks, sdot, GroupDot, GROUP};
 use crate::kernels::{check_quantized, Activations};
 use crate::quant::{BLOCK_LEN, Q8_BLOCK_BYTES, Q8_VALUE_BYTES};
@@ -77,5 +78,26 @@ pub(crate) fn matvec_q8_neon(w: &[u8], row_bytes: usize, x: &Activations<'_>, ou
     // SAFETY: as for `q4::matvec_q4_neon`.
     unsafe { q8_neon(w, row_bytes, blocks, x, out) }
 }
+
+/// int8 blocks for the batched tiles: already signed bytes.
+struct Q8Signed;
+
+impl SignedBlock for Q8Signed {
+    const VALUE_BYTES: usize = Q8_VALUE_BYTES;
+
+    #[inline(always)]
+    unsafe fn halves(w: *const u8) -> (int8x16_t, int8x16_t) {
+        let w = w as *const i8;
+        (vld1q_s8(w), vld1q_s8(w.add(16)))
+    }
+}
+
+tile_kernel!(
+    matmul_q8_i8mm,
+    Q8Signed,
+    Q8_BLOCK_BYTES,
+    Smmla,
+    "neon,dotprod,i8mm"
+);
 
 crate::kernels::matmul_per_token!(matmul_q8_neon, matvec_q8_neon, Q8);
