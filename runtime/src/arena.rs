@@ -33,9 +33,9 @@ impl<'a> Arena<'a> {
         }
     }
 
-    fn take_bytes(&mut self, bytes: usize) -> Result<&'a mut [u8], Error> {
+    fn take_bytes(&mut self, bytes: usize, align: usize) -> Result<&'a mut [u8], Error> {
         let region = core::mem::take(&mut self.rest);
-        let pad = region.as_ptr().align_offset(BUFFER_ALIGN);
+        let pad = region.as_ptr().align_offset(align);
         let total = pad.checked_add(bytes.div_ceil(BUFFER_ALIGN) * BUFFER_ALIGN);
         match total {
             Some(total) if total <= region.len() => {
@@ -53,7 +53,7 @@ impl<'a> Arena<'a> {
     /// `n` values of `T`, each set to `value`.
     pub fn take<T: Copy>(&mut self, n: usize, value: T) -> Result<&'a mut [T], Error> {
         debug_assert!(align_of::<T>() <= BUFFER_ALIGN);
-        let bytes = self.take_bytes(n * size_of::<T>())?;
+        let bytes = self.take_bytes(n * size_of::<T>(), BUFFER_ALIGN)?;
         let ptr = bytes.as_mut_ptr() as *mut T;
         for i in 0..n {
             // SAFETY: `ptr` is BUFFER_ALIGN-aligned (hence aligned for T) and
@@ -68,7 +68,15 @@ impl<'a> Arena<'a> {
 
     /// `n` raw bytes (64-byte aligned), left as they are.
     pub fn take_raw(&mut self, n: usize) -> Result<&'a mut [u8], Error> {
-        self.take_bytes(n)
+        self.take_bytes(n, BUFFER_ALIGN)
+    }
+
+    /// `n` raw bytes aligned to `align` (a power of two, at least
+    /// [`BUFFER_ALIGN`]: up to `align - BUFFER_ALIGN` bytes of padding),
+    /// left as they are.
+    pub fn take_aligned(&mut self, n: usize, align: usize) -> Result<&'a mut [u8], Error> {
+        debug_assert!(align.is_power_of_two() && align >= BUFFER_ALIGN);
+        self.take_bytes(n, align)
     }
 }
 

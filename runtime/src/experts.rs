@@ -3,11 +3,15 @@
 //! When the model's storage is not addressable in place (a file read with
 //! `pread`, SPI flash), every expert's gate/up/down group is paged into one
 //! of a fixed number of slots carved from the arena. An index maps
-//! (layer, expert) to its slot; on a miss the policy picks a victim among
-//! the slots not pinned (the expert in use is). A slot is marked empty before it is
-//! filled and gets its key only after the read (and, in paranoid mode, the
-//! CRC check) succeeded, so a failed read never leaves a half-filled slot
-//! that looks valid. This module never allocates.
+//! (layer, expert) to its slot. A slot is reserved for a key before its
+//! read starts and is *reading* until the session publishes it (the read,
+//! and in paranoid mode the CRC check, succeeded) or discards it (the read
+//! failed or was cancelled): a reading slot is never a victim and never
+//! served as a hit, so neither a read in flight nor a failed one leaves a
+//! slot that looks valid. On a miss the policy picks a victim among the
+//! slots the caller does not keep (the experts of the current layer still
+//! to compute, the next layer's predicted ones). This module never
+//! allocates and never reads storage (the session's reader does).
 
 use crate::error::{Error, Section};
 use crate::format::tensor::TensorId;
@@ -16,30 +20,52 @@ use crate::format::tensor::TensorId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EvictionPolicy {
     /// The least recently used.
-    #[default]
     Lru,
     /// The least frequently used, counts halved every `slots` misses so that
     /// old popularity fades.
     FrequencyAging,
+    /// The expert whose layer comes back last in the layer cycle (Belady's
+    /// rule when every token walks the layers in order and the router's
+    /// choices are not known further ahead): the experts of the layer just
+    /// computed go first; within a layer the least frequently used, then
+    /// the least recently used. LRU evicts, in the cyclic pattern, each
+    /// expert just before its reuse.
+    #[default]
+    LayerCycle,
 }
 
-/// What the cache did since the session started.
+/// What the cache and its reader did since the session started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CacheStats {
-    /// Expert uses served from a slot.
+    /// Expert uses served from a slot that held the expert already.
     pub hits: u64,
-    /// Expert uses that read the expert from storage.
+    /// Expert uses that had to wait for a read (started on demand or ahead).
     pub misses: u64,
-    /// Bytes read from storage into slots.
+    /// Bytes read from storage into slots: every read the reader made,
+    /// prefetches that were not used and cancelled reads' parts included.
     pub bytes_read: u64,
     /// Experts predicted for the next layer by applying its router to the
     /// hidden state after this layer's attention.
     pub predicted: u64,
     /// Predicted experts that the next layer then chose.
     pub predicted_used: u64,
-    /// Predicted experts not in a slot, whose reading was started ahead of
-    /// use ([`Storage::prefetch`](crate::Storage::prefetch)).
-    pub prefetch_hints: u64,
+    /// Reads started ahead of use for predicted experts not in a slot.
+    pub prefetches: u64,
+    /// Prefetches whose expert the layer then chose.
+    pub prefetches_used: u64,
+    /// Prefetches of experts the layer did not choose (cancelled, or read
+    /// and kept as cached experts).
+    pub prefetches_wasted: u64,
+    /// Nanoseconds the session waited for reads (std builds; 0 without a
+    /// clock).
+    pub blocked_ns: u64,
+    /// Reads in flight as each read started (itself included), summed: over
+    /// `reads_started`, the mean queue depth.
+    pub depth_sum: u64,
+    /// Reads started.
+    pub reads_started: u64,
+    /// Most reads in flight at once.
+    pub max_in_flight: u32,
 }
 
 impl CacheStats {
@@ -56,23 +82,42 @@ impl CacheStats {
 
 const EMPTY: u32 = u32::MAX;
 
+/// Where a key is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// In this slot, ready to use.
+    Ready(usize),
+    /// Being read into this slot.
+    Reading(usize),
+    /// Nowhere.
+    Absent,
+}
+
+/// The arena buffers of an [`ExpertCache`] of `slots` slots.
+pub(crate) struct CacheBuffers<'a> {
+    /// `slots × slot_bytes` bytes of expert groups.
+    pub data: &'a mut [u8],
+    /// Key held by each slot.
+    pub key: &'a mut [u32],
+    /// Last use (LRU) per slot.
+    pub stamp: &'a mut [u64],
+    /// Uses (frequency) per slot.
+    pub freq: &'a mut [u32],
+    /// Whether each slot is being read.
+    pub reading: &'a mut [bool],
+    /// Slot of each key (layers × experts), or EMPTY.
+    pub index: &'a mut [u32],
+}
+
 /// Fixed slots and their bookkeeping, all carved from the arena.
 pub(crate) struct ExpertCache<'a> {
     slot_bytes: usize,
-    data: &'a mut [u8],
-    /// Key (layer × experts + expert) held by each slot, or EMPTY.
-    key: &'a mut [u32],
-    /// Last use (LRU) per slot.
-    stamp: &'a mut [u64],
-    /// Uses (frequency policy) per slot.
-    freq: &'a mut [u32],
-    /// Step in which the slot was last pinned.
-    pinned_in: &'a mut [u64],
-    /// Slot of each key, or EMPTY.
-    index: &'a mut [u32],
+    b: CacheBuffers<'a>,
     policy: EvictionPolicy,
+    /// Experts per layer and layers, for the cycle policy.
+    experts: u32,
+    layers: u32,
     clock: u64,
-    step: u64,
     misses_since_aging: usize,
     pub(crate) stats: CacheStats,
 }
@@ -89,31 +134,25 @@ pub(crate) struct ExpertPlace {
 }
 
 impl<'a> ExpertCache<'a> {
-    /// A cache over `slots` slots of `slot_bytes` for `keys` experts in all.
-    #[allow(clippy::too_many_arguments)]
+    /// A cache of slots `slot_bytes` apart in `b.data`, for `layers ×
+    /// experts` keys.
     pub(crate) fn new(
         slot_bytes: usize,
-        data: &'a mut [u8],
-        key: &'a mut [u32],
-        stamp: &'a mut [u64],
-        freq: &'a mut [u32],
-        pinned_in: &'a mut [u64],
-        index: &'a mut [u32],
+        b: CacheBuffers<'a>,
         policy: EvictionPolicy,
+        layers: u32,
+        experts: u32,
     ) -> Self {
-        key.fill(EMPTY);
-        index.fill(EMPTY);
+        b.key.fill(EMPTY);
+        b.index.fill(EMPTY);
+        b.reading.fill(false);
         ExpertCache {
             slot_bytes,
-            data,
-            key,
-            stamp,
-            freq,
-            pinned_in,
-            index,
+            b,
             policy,
+            experts,
+            layers,
             clock: 0,
-            step: 1,
             misses_since_aging: 0,
             stats: CacheStats::default(),
         }
@@ -121,85 +160,102 @@ impl<'a> ExpertCache<'a> {
 
     /// Number of slots.
     pub(crate) fn slots(&self) -> usize {
-        self.key.len()
+        self.b.key.len()
     }
 
-    /// Unpins every slot: the next `get` may evict any but its own.
-    pub(crate) fn next_step(&mut self) {
-        self.step += 1;
-    }
-
-    /// The slot holding `key`, if cached.
-    pub(crate) fn lookup(&self, key: u32) -> Option<usize> {
-        match self.index[key as usize] {
-            EMPTY => None,
-            s => Some(s as usize),
+    /// Where `key` is.
+    pub(crate) fn find(&self, key: u32) -> Held {
+        match self.b.index[key as usize] {
+            EMPTY => Held::Absent,
+            s if self.b.reading[s as usize] => Held::Reading(s as usize),
+            s => Held::Ready(s as usize),
         }
     }
 
-    fn victim(&self) -> Option<usize> {
-        let free = (0..self.slots()).find(|&s| self.key[s] == EMPTY);
-        free.or_else(|| {
-            let candidates = (0..self.slots()).filter(|&s| self.pinned_in[s] != self.step);
-            match self.policy {
-                EvictionPolicy::Lru => candidates.min_by_key(|&s| self.stamp[s]),
-                EvictionPolicy::FrequencyAging => {
-                    candidates.min_by_key(|&s| (self.freq[s], self.stamp[s]))
-                }
-            }
-        })
+    /// True while slot `slot` is being read.
+    pub(crate) fn is_reading(&self, slot: usize) -> bool {
+        self.b.reading[slot]
     }
 
-    fn touch(&mut self, slot: usize) {
-        self.clock += 1;
-        self.stamp[slot] = self.clock;
-        self.freq[slot] = self.freq[slot].saturating_add(1);
-        self.pinned_in[slot] = self.step;
-    }
-
-    /// The bytes of `place`'s expert, pinned until the next `next_step`:
-    /// from its slot, or read with `read(offset, dst)` into a victim slot. `check` validates freshly
-    /// read bytes (CRCs in paranoid mode).
-    pub(crate) fn get(
+    /// The slot to read `key` into, now marked reading for it: a free one,
+    /// else the policy's victim among the slots that are not reading and
+    /// whose key `keep` does not ask to keep (`None`: there is none).
+    /// `layer` is the layer the session computes.
+    pub(crate) fn reserve(
         &mut self,
-        read: impl FnOnce(u64, &mut [u8]) -> Result<(), Error>,
-        place: ExpertPlace,
-        check: impl Fn(&[u8]) -> Result<(), Error>,
-    ) -> Result<&[u8], Error> {
-        let slot = match self.lookup(place.key) {
-            Some(slot) => {
-                self.stats.hits += 1;
-                slot
-            }
-            None => {
-                let slot = self.victim().ok_or(Error::BadLimits {
-                    reason: "every expert slot is pinned",
-                })?;
-                // Forget the old occupant before touching the bytes.
-                if self.key[slot] != EMPTY {
-                    self.index[self.key[slot] as usize] = EMPTY;
-                    self.key[slot] = EMPTY;
+        key: u32,
+        layer: u32,
+        keep: impl Fn(u32) -> bool,
+    ) -> Option<usize> {
+        let free = (0..self.slots()).find(|&s| self.b.key[s] == EMPTY);
+        let slot = free.or_else(|| {
+            let b = &self.b;
+            let candidates = (0..self.slots()).filter(|&s| !b.reading[s] && !keep(b.key[s]));
+            match self.policy {
+                EvictionPolicy::Lru => candidates.min_by_key(|&s| b.stamp[s]),
+                EvictionPolicy::FrequencyAging => {
+                    candidates.min_by_key(|&s| (b.freq[s], b.stamp[s]))
                 }
-                let dst = &mut self.data[slot * self.slot_bytes..][..place.len];
-                read(place.offset, dst)?;
-                check(dst)?;
-                self.key[slot] = place.key;
-                self.index[place.key as usize] = slot as u32;
-                self.freq[slot] = 0;
-                self.stats.bytes_read += place.len as u64;
-                self.stats.misses += 1;
-                self.misses_since_aging += 1;
-                if self.policy == EvictionPolicy::FrequencyAging
-                    && self.misses_since_aging >= self.slots()
-                {
-                    self.freq.iter_mut().for_each(|f| *f /= 2);
-                    self.misses_since_aging = 0;
+                EvictionPolicy::LayerCycle => {
+                    let (layers, experts) = (self.layers, self.experts);
+                    // Layers until the slot's layer comes again (the one
+                    // computed now: a whole cycle).
+                    let wait = |s: usize| {
+                        let l = b.key[s] / experts;
+                        (l + layers - layer - 1) % layers
+                    };
+                    candidates.min_by_key(|&s| (layers - wait(s), b.freq[s], b.stamp[s]))
                 }
-                slot
             }
-        };
-        self.touch(slot);
-        Ok(&self.data[slot * self.slot_bytes..][..place.len])
+        })?;
+        // Forget the old occupant before its bytes are overwritten.
+        if self.b.key[slot] != EMPTY {
+            self.b.index[self.b.key[slot] as usize] = EMPTY;
+        }
+        self.b.key[slot] = key;
+        self.b.index[key as usize] = slot as u32;
+        self.b.reading[slot] = true;
+        Some(slot)
+    }
+
+    /// Where slot `slot`'s bytes start (a reader writes `len` of them).
+    pub(crate) fn slot_ptr(&mut self, slot: usize) -> *mut u8 {
+        self.b.data[slot * self.slot_bytes..].as_mut_ptr()
+    }
+
+    /// The first `len` bytes of slot `slot`.
+    pub(crate) fn bytes(&self, slot: usize, len: usize) -> &[u8] {
+        &self.b.data[slot * self.slot_bytes..][..len]
+    }
+
+    /// Its read succeeded (and was checked): the slot serves its key.
+    pub(crate) fn publish(&mut self, slot: usize) {
+        self.b.reading[slot] = false;
+        self.b.freq[slot] = 0;
+        self.b.stamp[slot] = self.clock;
+        self.misses_since_aging += 1;
+        if self.policy == EvictionPolicy::FrequencyAging && self.misses_since_aging >= self.slots()
+        {
+            self.b.freq.iter_mut().for_each(|f| *f /= 2);
+            self.misses_since_aging = 0;
+        }
+    }
+
+    /// Its read failed or was cancelled: the slot holds nothing.
+    pub(crate) fn discard(&mut self, slot: usize) {
+        let key = self.b.key[slot];
+        if key != EMPTY {
+            self.b.index[key as usize] = EMPTY;
+        }
+        self.b.key[slot] = EMPTY;
+        self.b.reading[slot] = false;
+    }
+
+    /// Counts a use of the ready slot `slot`.
+    pub(crate) fn touch(&mut self, slot: usize) {
+        self.clock += 1;
+        self.b.stamp[slot] = self.clock;
+        self.b.freq[slot] = self.b.freq[slot].saturating_add(1);
     }
 }
 
@@ -215,109 +271,112 @@ pub(crate) fn checksum_error(tensor: TensorId, expected: u32, found: u32) -> Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{SliceStorage, Storage};
 
     struct Bufs {
         data: [u8; 3 * 8],
         key: [u32; 3],
         stamp: [u64; 3],
         freq: [u32; 3],
-        pinned: [u64; 3],
-        index: [u32; 10],
+        reading: [bool; 3],
+        index: [u32; 12],
     }
 
-    fn bufs() -> Bufs {
-        Bufs {
-            data: [0; 24],
-            key: [0; 3],
-            stamp: [0; 3],
-            freq: [0; 3],
-            pinned: [0; 3],
-            index: [0; 10],
+    impl Bufs {
+        fn new() -> Self {
+            Bufs {
+                data: [0; 24],
+                key: [0; 3],
+                stamp: [0; 3],
+                freq: [0; 3],
+                reading: [false; 3],
+                index: [0; 12],
+            }
+        }
+
+        /// A cache of 3 slots over 3 layers of 4 experts.
+        fn cache(&mut self, policy: EvictionPolicy) -> ExpertCache<'_> {
+            let b = CacheBuffers {
+                data: &mut self.data,
+                key: &mut self.key,
+                stamp: &mut self.stamp,
+                freq: &mut self.freq,
+                reading: &mut self.reading,
+                index: &mut self.index,
+            };
+            ExpertCache::new(8, b, policy, 3, 4)
         }
     }
 
-    fn place(key: u32) -> ExpertPlace {
-        ExpertPlace {
-            key,
-            offset: key as u64 * 8,
-            len: 8,
+    /// Reserves, fills and uses `key` as layer `key / 4` computing.
+    fn load(c: &mut ExpertCache<'_>, key: u32) -> usize {
+        let slot = match c.find(key) {
+            Held::Ready(s) => s,
+            _ => {
+                let s = c.reserve(key, key / 4, |k| k == key).unwrap();
+                // SAFETY: the slot's 8 bytes are inside the test's buffer.
+                unsafe { c.slot_ptr(s).write(key as u8) };
+                c.publish(s);
+                s
+            }
+        };
+        c.touch(slot);
+        slot
+    }
+
+    #[test]
+    fn lru_evicts_the_least_recent() {
+        let mut b = Bufs::new();
+        let mut c = b.cache(EvictionPolicy::Lru);
+        for k in [0, 1, 2, 0, 3] {
+            load(&mut c, k);
+        }
+        // 1 was the oldest when 3 came.
+        assert_eq!(c.find(1), Held::Absent);
+        for k in [0, 2, 3] {
+            let Held::Ready(s) = c.find(k) else {
+                panic!("{k} not ready")
+            };
+            assert_eq!(c.bytes(s, 1)[0], k as u8);
         }
     }
 
     #[test]
-    fn lru_evicts_the_least_recent_and_counts() {
-        let file: [u8; 80] = core::array::from_fn(|i| i as u8);
-        let storage = SliceStorage::new(&file);
-        let mut b = bufs();
-        let mut c = ExpertCache::new(
-            8,
-            &mut b.data,
-            &mut b.key,
-            &mut b.stamp,
-            &mut b.freq,
-            &mut b.pinned,
-            &mut b.index,
-            EvictionPolicy::Lru,
-        );
-        for k in [0, 1, 2] {
-            c.next_step();
-            assert_eq!(
-                c.get(|o, d| Ok(storage.read_at(o, d)?), place(k), |_| Ok(()))
-                    .unwrap()[0],
-                k as u8 * 8
-            );
+    fn the_layer_cycle_evicts_what_comes_back_last() {
+        let mut b = Bufs::new();
+        let mut c = b.cache(EvictionPolicy::LayerCycle);
+        // Layers 0, 1, 2 each use one expert; then layer 0 needs another:
+        // its old expert comes back a whole cycle later, so it goes.
+        for k in [0, 4, 8] {
+            load(&mut c, k);
         }
-        c.next_step();
-        c.get(|o, d| Ok(storage.read_at(o, d)?), place(0), |_| Ok(()))
-            .unwrap(); // hit: 1 is now the oldest
-        c.next_step();
-        c.get(|o, d| Ok(storage.read_at(o, d)?), place(3), |_| Ok(()))
-            .unwrap();
-        assert_eq!(c.lookup(1), None);
-        assert!(c.lookup(0).is_some() && c.lookup(2).is_some() && c.lookup(3).is_some());
-        assert_eq!(
-            (c.stats.hits, c.stats.misses, c.stats.bytes_read),
-            (1, 4, 32)
-        );
+        load(&mut c, 1);
+        assert_eq!(c.find(0), Held::Absent);
+        // Layer 2 needs another: its own (key 8) goes, not layer 1's (key
+        // 4, the least recent: LRU's victim, needed again sooner).
+        let s = c.reserve(9, 2, |k| k == 9).unwrap();
+        c.publish(s);
+        assert_eq!(c.find(8), Held::Absent);
+        assert!(matches!(c.find(4), Held::Ready(_)));
+        assert!(matches!(c.find(1), Held::Ready(_)));
     }
 
     #[test]
-    fn a_failed_read_leaves_no_valid_slot_and_pinned_slots_survive() {
-        let file = [7u8; 40];
-        let storage = SliceStorage::new(&file);
-        let mut b = bufs();
-        let mut c = ExpertCache::new(
-            8,
-            &mut b.data,
-            &mut b.key,
-            &mut b.stamp,
-            &mut b.freq,
-            &mut b.pinned,
-            &mut b.index,
-            EvictionPolicy::FrequencyAging,
-        );
-        for k in [0, 1, 2] {
-            c.get(|o, d| Ok(storage.read_at(o, d)?), place(k), |_| Ok(()))
-                .unwrap();
-        }
-        // All three are pinned by this step: nothing can be evicted.
-        assert!(c
-            .get(|o, d| Ok(storage.read_at(o, d)?), place(3), |_| Ok(()))
-            .is_err());
-        c.next_step();
-        // Key 9 lies past the end of the storage: the read fails.
-        assert!(c
-            .get(|o, d| Ok(storage.read_at(o, d)?), place(9), |_| Ok(()))
-            .is_err());
-        assert_eq!(c.lookup(9), None);
-        // A check failure is reported and the slot stays empty too.
-        let bad = c.get(
-            |o, d| Ok(storage.read_at(o, d)?),
-            place(4),
-            |_| Err(Error::EmptyPrompt),
-        );
-        assert_eq!(bad.err(), Some(Error::EmptyPrompt));
-        assert_eq!(c.lookup(4), None);
+    fn reading_and_kept_slots_are_never_victims_and_never_served() {
+        let mut b = Bufs::new();
+        let mut c = b.cache(EvictionPolicy::FrequencyAging);
+        let s0 = c.reserve(0, 0, |_| false).unwrap();
+        assert_eq!(c.find(0), Held::Reading(s0));
+        load(&mut c, 1);
+        load(&mut c, 2);
+        // Slot of 0 is reading, 1 is kept: only 2 can go.
+        let s = c.reserve(3, 0, |k| k == 1).unwrap();
+        assert_eq!(c.find(2), Held::Absent);
+        assert_eq!(c.find(3), Held::Reading(s));
+        // Everything reading or kept: no victim.
+        assert_eq!(c.reserve(4, 0, |k| k == 1), None);
+        // A failed read leaves nothing behind.
+        c.discard(s0);
+        assert_eq!(c.find(0), Held::Absent);
+        assert!((0..3).all(|slot| c.is_reading(slot) == (slot == s)));
     }
 }

@@ -31,6 +31,7 @@ pub mod model;
 mod parallel;
 pub mod plan;
 pub mod quant;
+mod reader;
 pub mod sample;
 pub mod session;
 pub mod storage;
@@ -47,7 +48,7 @@ pub use model::Model;
 pub use plan::{Limits, Plan};
 pub use sample::{Sampler, SamplerConfig};
 pub use session::Session;
-pub use storage::{FaultyStorage, MaybeSync, SliceStorage, Storage};
+pub use storage::{FaultyStorage, MaybeSync, ReadStart, SliceStorage, Storage};
 #[cfg(feature = "std")]
-pub use storage::{FileStorage, MmapStorage};
+pub use storage::{FileStorage, MmapStorage, DIRECT_ALIGN};
 pub use tokenizer::{TextDecoder, Tokenizer};

@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::format::config::ModelConfig;
 use crate::model::Model;
 use crate::quant::BLOCK_LEN;
+use crate::reader::READ_STATE_BYTES;
 use crate::storage::Storage;
 
 /// Bytes of one entry of a session's tensor table (where a tensor's bytes
@@ -43,7 +44,9 @@ pub struct Limits {
     /// Check each expert's CRC32s every time it is paged in.
     pub verify_experts: bool,
     /// While decoding with paged experts, predict the next layer's experts
-    /// and start reading those not cached ([`Storage::prefetch`]).
+    /// and start reading those not in a slot while this layer computes
+    /// (where reads overlap computing: std, or
+    /// [`Storage::reads_in_background`]).
     pub prefetch: bool,
 }
 
@@ -54,7 +57,7 @@ impl Default for Limits {
             max_context: 2048,
             threads: 1,
             prefill_batch: 64,
-            eviction: crate::experts::EvictionPolicy::Lru,
+            eviction: crate::experts::EvictionPolicy::LayerCycle,
             verify_experts: false,
             prefetch: true,
         }
@@ -170,6 +173,7 @@ impl Buffers {
             + buffer_bytes::<u32>(b * self.top_k)
             + buffer_bytes::<f32>(b * self.top_k)
             + buffer_bytes::<u32>(2 * self.top_k)
+            + buffer_bytes::<u32>(self.experts)
             + buffer_bytes::<u32>(b)
             + buffer_bytes::<f32>(b)
             + buffer_bytes::<f32>(self.scores)
@@ -180,10 +184,20 @@ impl Buffers {
     }
 }
 
+/// Alignment of the expert slots: a page with `std` (the reads that bypass
+/// the page cache need it: [`FileStorage`](crate::FileStorage)), a cache
+/// line without (DMA engines ask for less, and MCU memory is dear).
+pub const SLOT_ALIGN: usize = if cfg!(feature = "std") {
+    4096
+} else {
+    BUFFER_ALIGN
+};
+
 /// How the experts of a model whose storage is not addressable are held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExpertPlan {
-    /// Bytes of one slot: the largest expert's gate/up/down group.
+    /// Bytes from one slot to the next: the largest expert's gate/up/down
+    /// group, rounded up to [`SLOT_ALIGN`].
     pub slot_bytes: usize,
     /// Slots: every expert when the budget allows, else what fits (at least
     /// one layer's top-k).
@@ -193,17 +207,21 @@ pub struct ExpertPlan {
 }
 
 impl ExpertPlan {
-    /// Bytes of the slots and their bookkeeping.
+    /// Bytes of the slots and their bookkeeping (key, use count, last use,
+    /// reading flag, the reader's state).
     pub fn bytes(&self) -> usize {
-        buffer_bytes::<u8>(self.slots * self.slot_bytes)
+        (SLOT_ALIGN - BUFFER_ALIGN)
+            + buffer_bytes::<u8>(self.slots * self.slot_bytes)
             + 2 * buffer_bytes::<u32>(self.slots)
-            + 2 * buffer_bytes::<u64>(self.slots)
+            + buffer_bytes::<u64>(self.slots)
+            + buffer_bytes::<bool>(self.slots)
+            + buffer_bytes::<u8>(self.slots * READ_STATE_BYTES)
             + buffer_bytes::<u32>(self.experts)
     }
 
     /// Bytes of one more slot, bookkeeping included (an upper bound).
     fn per_slot(&self) -> usize {
-        self.slot_bytes + 2 * 4 + 2 * 8
+        self.slot_bytes + 2 * 4 + 8 + 1 + READ_STATE_BYTES
     }
 }
 
@@ -301,7 +319,8 @@ impl Plan {
             let experts = (c.n_layers * c.n_experts) as usize;
             let existing = (c.expert_layers() * c.n_experts) as usize;
             let mut ep = ExpertPlan {
-                slot_bytes: usize::try_from(slot_bytes).map_err(too_big)?,
+                slot_bytes: usize::try_from(crate::format::align_up(slot_bytes, SLOT_ALIGN as u64))
+                    .map_err(too_big)?,
                 slots: existing,
                 experts,
             };

@@ -190,7 +190,9 @@ fn every_dtype_allocates_nothing(family: &str) {
                 next = mote_tests::argmax(session.step(next).unwrap());
             }
         });
-        assert!(session.cache_stats().misses > 0, "the paged run must page");
+        let stats = session.cache_stats();
+        assert!(stats.misses > 0, "the paged run must page");
+        assert!(stats.prefetches > 0, "the reader must read ahead");
         assert_eq!(
             n, 0,
             "{dtype}, paged: {n} allocations in prefill + 32 steps"

@@ -133,10 +133,15 @@ fn paging_counts_hits_misses_and_bytes() {
         s.misses >= 6,
         "at least the first token's experts are misses"
     );
-    assert_eq!(
-        s.bytes_read,
-        s.misses * plan.experts.unwrap().slot_bytes as u64
-    );
+    // Every read is of one whole group (they are smaller than the I/O
+    // thread's piece, so a cancelled one is dropped whole or read whole).
+    let group = model.expert_range(0, 0).unwrap().1;
+    assert_eq!(s.bytes_read % group, 0);
+    assert!(s.misses * group <= s.bytes_read && s.bytes_read <= s.reads_started * group);
+    // A miss was read on demand or ahead (a prefetch then used).
+    assert_eq!(s.reads_started - s.prefetches, s.misses - s.prefetches_used);
+    assert!(s.prefetches > 0 && s.prefetches_used <= s.predicted_used);
+    assert_eq!(s.prefetches, s.prefetches_used + s.prefetches_wasted);
     // With a prefill batch of 1, every prompt token is a one-token step and
     // predicts too: layers 1 and 2, top-2 each.
     assert_eq!(s.predicted, (r.prompt.len() * 2 * 2) as u64);
@@ -268,4 +273,191 @@ fn a_budget_below_the_minimum_says_how_many_bytes_are_missing() {
         Err(Error::BudgetTooSmall { needed, budget }) => assert!(needed > budget),
         other => panic!("expected BudgetTooSmall, got {other:?}"),
     }
+}
+
+/// A storage whose reads end in the background, as a DMA engine's would:
+/// `start_read` only records the read; its bytes land (or it fails) on the
+/// third `poll_read`, so the session's reads of later experts and of the
+/// next layer's predicted ones are in flight while it computes.
+struct Dma<'f> {
+    file: &'f [u8],
+    pending: std::sync::Mutex<Vec<Transfer>>,
+    started: std::sync::atomic::AtomicU32,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+struct Transfer {
+    id: u32,
+    offset: u64,
+    dst: usize,
+    len: usize,
+    polls: u32,
+}
+
+impl<'f> Dma<'f> {
+    fn new(file: &'f [u8]) -> Self {
+        Dma {
+            file,
+            pending: Default::default(),
+            started: Default::default(),
+            fail: Default::default(),
+        }
+    }
+}
+
+impl mote::Storage for Dma<'_> {
+    fn len(&self) -> u64 {
+        self.file.len() as u64
+    }
+    fn read_at(&self, offset: u64, dst: &mut [u8]) -> Result<(), mote::StorageError> {
+        SliceStorage::new(self.file).read_at(offset, dst)
+    }
+    fn reads_in_background(&self) -> bool {
+        true
+    }
+    unsafe fn start_read(
+        &self,
+        offset: u64,
+        dst: *mut u8,
+        len: usize,
+    ) -> Result<mote::ReadStart, mote::StorageError> {
+        mote::storage::check_range(offset, len as u64, self.len())?;
+        let id = self
+            .started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.pending.lock().unwrap().push(Transfer {
+            id,
+            offset,
+            dst: dst as usize,
+            len,
+            polls: 3,
+        });
+        Ok(mote::ReadStart::Pending(id))
+    }
+    fn poll_read(&self, id: u32) -> Option<Result<(), mote::StorageError>> {
+        let mut pending = self.pending.lock().unwrap();
+        let i = pending
+            .iter()
+            .position(|t| t.id == id)
+            .expect("a started read");
+        pending[i].polls -= 1;
+        if pending[i].polls > 0 {
+            return None;
+        }
+        let t = pending.swap_remove(i);
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Some(Err(mote::StorageError::Io { code: 5 }));
+        }
+        // SAFETY: `start_read`'s caller keeps `len` bytes at `dst` for this
+        // read until this poll reports it ended.
+        let dst = unsafe { std::slice::from_raw_parts_mut(t.dst as *mut u8, t.len) };
+        let at = t.offset as usize;
+        dst.copy_from_slice(&self.file[at..at + t.len]);
+        Some(Ok(()))
+    }
+}
+
+#[test]
+fn a_storage_that_reads_in_the_background_gives_the_same_logits_and_recovers() {
+    let r = reference(FAMILY);
+    let file = convert(FAMILY, "f32", DType::Q4);
+    let context = (r.prompt.len() + 12) as u32;
+    let resident = Model::open(SliceStorage::new(&file)).unwrap();
+    let full = run(
+        &resident,
+        &Limits {
+            max_context: context,
+            ..Limits::default()
+        },
+        &r.prompt,
+        10,
+    );
+    let dma = Dma::new(&file);
+    let model = Model::open(&dma).unwrap();
+    let limits = budget_for(&model, context, 0.25);
+    assert_eq!(run(&model, &limits, &r.prompt, 10), full);
+
+    // Its reads ahead ran (the session overlapped them), then a failing
+    // transfer is an error, and the session recovers once it heals.
+    let plan = Plan::new(&model, &limits).unwrap();
+    let mut arena = vec![0u8; plan.arena_bytes()];
+    let mut session = Session::new(&model, &plan, &mut arena).unwrap();
+    let mut logits = vec![session.prefill(&r.prompt).unwrap().to_vec()];
+    let mut failed = 0;
+    for step in 0..10 {
+        let next = argmax(logits.last().unwrap());
+        if step % 3 == 1 {
+            dma.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+            match session.step(next) {
+                Err(Error::Storage(mote::StorageError::Io { code: 5 })) => failed += 1,
+                Err(e) => panic!("step {step}: unexpected error {e}"),
+                Ok(_) => {}
+            }
+            dma.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+        logits.push(session.step(next).unwrap().to_vec());
+    }
+    let s = session.cache_stats();
+    assert!(failed >= 1, "no step needed a read while failing");
+    assert!(s.prefetches > 0 && s.max_in_flight >= 2, "{s:?}");
+    assert!(
+        dma.pending.lock().unwrap().is_empty(),
+        "a read outlived its step"
+    );
+    assert_eq!(logits, full, "after healing, the output must match");
+}
+
+/// O_DIRECT where the filesystem allows it: the same bytes at aligned and
+/// unaligned offsets, and the same logits as the resident model.
+#[test]
+fn a_file_read_past_the_page_cache_gives_the_same_bytes_and_logits() {
+    let r = reference(FAMILY);
+    let file = convert(FAMILY, "f32", DType::Q8);
+    let dir = std::env::temp_dir().join(format!("mote-direct-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.mote");
+    std::fs::write(&path, &file).unwrap();
+    let storage = mote::FileStorage::open_direct(&path).unwrap();
+    // Refused is allowed (tmpfs), but then it must say why.
+    assert_eq!(storage.is_direct(), storage.direct_refusal().is_none());
+    println!(
+        "direct: {} ({:?})",
+        storage.is_direct(),
+        storage.direct_refusal()
+    );
+    let mut buf = vec![0u8; 6 * mote::DIRECT_ALIGN];
+    let at = buf.as_ptr().align_offset(mote::DIRECT_ALIGN);
+    for (offset, len) in [
+        (0, 4096),
+        (4096, 8192 + 100),
+        (4096, 17),
+        (4097, 4096),
+        (8192, 3 * 4096 + 4095),
+    ] {
+        for skew in [0, 1] {
+            let dst = &mut buf[at + skew..at + skew + len];
+            mote::Storage::read_at(&storage, offset as u64, dst).unwrap();
+            assert!(
+                dst == &file[offset..offset + len],
+                "offset {offset}, len {len}, skew {skew}"
+            );
+        }
+    }
+    let model = Model::open(storage).unwrap();
+    let context = (r.prompt.len() + 8) as u32;
+    let resident = Model::open(SliceStorage::new(&file)).unwrap();
+    let full = run(
+        &resident,
+        &Limits {
+            max_context: context,
+            ..Limits::default()
+        },
+        &r.prompt,
+        8,
+    );
+    assert_eq!(
+        run(&model, &budget_for(&model, context, 0.25), &r.prompt, 8),
+        full
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -134,15 +134,16 @@ pub struct LoadArgs {
     /// The .mote file (default: the small model built into this binary).
     pub model: Option<PathBuf>,
     /// Most bytes the session may use (e.g. 64MiB, 1.5GiB, 300000). The
-    /// file is then read with pread (not mapped) and experts are paged
-    /// into the slots the budget leaves.
+    /// file is then read with pread (not mapped; expert reads bypass the
+    /// page cache with O_DIRECT where the filesystem allows) and experts
+    /// are paged into the slots the budget leaves.
     #[arg(long, value_parser = parse_bytes)]
     pub memory_budget: Option<u64>,
     /// Skip checking the tensors' CRC32s at load.
     #[arg(long)]
     pub no_verify: bool,
     /// Which expert to evict when the budget's expert slots are full.
-    #[arg(long, value_enum, default_value = "lru")]
+    #[arg(long, value_enum, default_value = "cycle")]
     pub eviction: Eviction,
     /// Check every expert's CRC32s each time it is paged in.
     #[arg(long)]
@@ -155,6 +156,9 @@ pub struct LoadArgs {
 /// Expert eviction policies.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Eviction {
+    /// The one whose layer comes back last in the layer cycle (then least
+    /// frequently, least recently used).
+    Cycle,
     /// Least recently used.
     Lru,
     /// Least frequently used, with aging.
@@ -164,6 +168,7 @@ pub enum Eviction {
 impl From<Eviction> for mote::EvictionPolicy {
     fn from(e: Eviction) -> Self {
         match e {
+            Eviction::Cycle => mote::EvictionPolicy::LayerCycle,
             Eviction::Lru => mote::EvictionPolicy::Lru,
             Eviction::Lfu => mote::EvictionPolicy::FrequencyAging,
         }

@@ -55,6 +55,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         (after.hits - before.hits) as f64 / uses as f64
     };
     let read_per_token = (after.bytes_read - before.bytes_read) as f64 / a.gen_tokens.max(1) as f64;
+    let decode = Decode::between(&before, &after, a.gen_tokens);
 
     let prefill_tok_s = a.prompt_tokens as f64 / prefill_s;
     let decode_tok_s = a.gen_tokens as f64 / decode_s;
@@ -71,7 +72,12 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             "memory_budget_bytes": a.load.memory_budget, "expert_slots": session.expert_slots(),
             "decode_hit_rate": decode_hit_rate, "storage_bytes_read_per_token": read_per_token,
             "cache": {"hits": after.hits, "misses": after.misses, "bytes_read": after.bytes_read},
-            "prefetch_accuracy": prediction_accuracy(&after), "prefetch_hints": after.prefetch_hints,
+            "prefetch_accuracy": prediction_accuracy(&after),
+            "decode_blocked_ms_per_token": decode.blocked_ms_per_token,
+            "decode_mean_reads_in_flight": decode.mean_in_flight,
+            "max_reads_in_flight": after.max_in_flight,
+            "prefetches": decode.prefetches, "prefetches_used": decode.used,
+            "prefetches_wasted": decode.wasted,
         }));
     }
     let mut o = std::io::stdout().lock();
@@ -105,12 +111,19 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             100.0 * decode_hit_rate,
             read_per_token / (1 << 20) as f64
         )?;
+        writeln!(
+            o,
+            "  storage         {:.2} ms blocked per decoded token, {:.2} reads in flight (mean as one starts, most {})",
+            decode.blocked_ms_per_token, decode.mean_in_flight, after.max_in_flight
+        )?;
         if let Some(acc) = prediction_accuracy(&after) {
             writeln!(
                 o,
-                "  prefetch        {:.1}% of predicted experts used, {} read-ahead hints",
+                "  prefetch        {:.1}% of predicted experts chosen; decode: {} read ahead, {} used, {} wasted",
                 100.0 * acc,
-                after.prefetch_hints
+                decode.prefetches,
+                decode.used,
+                decode.wasted
             )?;
         }
     }
@@ -118,6 +131,33 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         writeln!(o, "  peak RSS        {rss:.1} MiB")?;
     }
     Ok(())
+}
+
+/// What the expert reader did while decoding.
+struct Decode {
+    blocked_ms_per_token: f64,
+    mean_in_flight: f64,
+    prefetches: u64,
+    used: u64,
+    wasted: u64,
+}
+
+impl Decode {
+    fn between(before: &mote::CacheStats, after: &mote::CacheStats, tokens: u32) -> Self {
+        let started = after.reads_started - before.reads_started;
+        Decode {
+            blocked_ms_per_token: (after.blocked_ns - before.blocked_ns) as f64
+                / 1e6
+                / tokens.max(1) as f64,
+            mean_in_flight: match started {
+                0 => 0.0,
+                n => (after.depth_sum - before.depth_sum) as f64 / n as f64,
+            },
+            prefetches: after.prefetches - before.prefetches,
+            used: after.prefetches_used - before.prefetches_used,
+            wasted: after.prefetches_wasted - before.prefetches_wasted,
+        }
+    }
 }
 
 /// Share of predicted next-layer experts that the layer then chose.

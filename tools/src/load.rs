@@ -1,7 +1,8 @@
 //! Opening a model the way every command does: a .mote file or the
 //! built-in model, memory-mapped or (with a memory budget) read with
-//! `pread`, its CRCs checked unless `--no-verify`; and the limits a
-//! command's load flags ask for.
+//! `pread` (expert reads past the page cache, `O_DIRECT`, where the
+//! filesystem allows: else a warning on stderr), its CRCs checked unless
+//! `--no-verify`; and the limits a command's load flags ask for.
 
 use anyhow::{Context, Result};
 use mote::{FileStorage, Limits, MmapStorage, Model, SliceStorage, Storage};
@@ -30,7 +31,15 @@ pub fn open(load: &LoadArgs) -> Result<Model<AnyStorage>> {
         return Ok(model);
     };
     let storage: AnyStorage = if load.memory_budget.is_some() {
-        Box::new(FileStorage::open(path).with_context(|| format!("{}", path.display()))?)
+        let file = FileStorage::open_direct(path).with_context(|| format!("{}", path.display()))?;
+        if let Some(why) = file.direct_refusal() {
+            eprintln!(
+                "warning: {}: reading through the page cache (O_DIRECT refused: {why}); \
+                 the page cache is outside --memory-budget",
+                path.display()
+            );
+        }
+        Box::new(file)
     } else {
         Box::new(MmapStorage::open_populated(path).with_context(|| format!("{}", path.display()))?)
     };

@@ -19,7 +19,7 @@ fn tokenizer_only(model: Option<std::path::PathBuf>) -> LoadArgs {
         model,
         memory_budget: None,
         no_verify: true,
-        eviction: crate::args::Eviction::Lru,
+        eviction: crate::args::Eviction::Cycle,
         paranoid: false,
         no_prefetch: false,
     }

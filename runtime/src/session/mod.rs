@@ -40,13 +40,14 @@ mod weights;
 
 use crate::arena::Arena;
 use crate::error::Error;
-use crate::experts::{CacheStats, ExpertCache};
+use crate::experts::{CacheBuffers, CacheStats, ExpertCache};
 use crate::format::config::{global_tensors, ModelConfig};
 use crate::format::tensor::{TensorId, TensorKind};
 use crate::kernels::{scalar, Kernels, Matrix};
 use crate::model::{layout, Model};
 use crate::parallel::{MatmulJob, Parallel};
-use crate::plan::Plan;
+use crate::plan::{Plan, SLOT_ALIGN};
+use crate::reader::Reader;
 use crate::storage::{MaybeSync, Storage};
 
 use acts::QuantBuf;
@@ -64,6 +65,8 @@ pub struct Session<'a, S: Storage + MaybeSync> {
     /// Where each tensor's record (and table entry) is.
     index: layout::Index,
     cache: Option<ExpertCache<'a>>,
+    /// Reads into the cache's slots (with the cache).
+    reader: Option<Reader<'a>>,
     verify_experts: bool,
     prefetch: bool,
     /// Experts predicted for a layer, double-buffered by layer parity: the
@@ -72,6 +75,13 @@ pub struct Session<'a, S: Storage + MaybeSync> {
     predicted: &'a mut [u32],
     /// The layer each half of `predicted` is for (NONE: none).
     predicted_layer: [u32; 2],
+    /// Per half of `predicted`: bit k set when a read was started ahead
+    /// for its k-th expert.
+    prefetched: [u32; 2],
+    /// The experts the current layer's tokens chose, in index order (the
+    /// order they are computed in): `layer_experts[..layer_expert_count]`.
+    layer_experts: &'a mut [u32],
+    layer_expert_count: usize,
     embedding_row: &'a mut [u8],
     max_context: u32,
     batch: usize,
@@ -142,18 +152,27 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             Some(bytes) => bytes,
             None => resident,
         };
-        let cache = match plan.experts {
-            Some(ep) => Some(ExpertCache::new(
-                ep.slot_bytes,
-                arena.take_raw(ep.slots * ep.slot_bytes)?,
-                arena.take(ep.slots, 0u32)?,
-                arena.take(ep.slots, 0u64)?,
-                arena.take(ep.slots, 0u32)?,
-                arena.take(ep.slots, 0u64)?,
-                arena.take(ep.experts, 0u32)?,
-                plan.limits.eviction,
-            )),
-            None => None,
+        let (cache, reader) = match plan.experts {
+            Some(ep) => {
+                let buffers = CacheBuffers {
+                    data: arena.take_aligned(ep.slots * ep.slot_bytes, SLOT_ALIGN)?,
+                    key: arena.take(ep.slots, 0u32)?,
+                    stamp: arena.take(ep.slots, 0u64)?,
+                    freq: arena.take(ep.slots, 0u32)?,
+                    reading: arena.take(ep.slots, false)?,
+                    index: arena.take(ep.experts, 0u32)?,
+                };
+                let cache = ExpertCache::new(
+                    ep.slot_bytes,
+                    buffers,
+                    plan.limits.eviction,
+                    config.n_layers,
+                    config.n_experts,
+                );
+                let states = arena.take(ep.slots, crate::reader::ReadState::Idle)?;
+                (Some(cache), Some(Reader::new(states, model.storage())?))
+            }
+            None => (None, None),
         };
 
         let n = b.batch;
@@ -166,10 +185,14 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             table,
             index: layout::Index::new(config),
             cache,
+            reader,
             verify_experts: plan.limits.verify_experts,
             prefetch: plan.limits.prefetch,
             predicted: arena.take(2 * b.top_k, 0u32)?,
             predicted_layer: [crate::format::tensor::NONE; 2],
+            prefetched: [0; 2],
+            layer_experts: arena.take(b.experts, 0u32)?,
+            layer_expert_count: 0,
             embedding_row: arena.take_raw(plan.embedding_row_bytes)?,
             max_context: plan.limits.max_context,
             batch: n,
@@ -243,11 +266,15 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         self.model
     }
 
-    /// What the expert cache did (all zero when experts are used in place).
+    /// What the expert cache and its reader did (all zero when experts are
+    /// used in place).
     pub fn cache_stats(&self) -> CacheStats {
-        self.cache
+        let mut stats = self
+            .cache
             .as_ref()
-            .map_or(CacheStats::default(), |c| c.stats)
+            .map_or(CacheStats::default(), |c| c.stats);
+        stats.blocked_ns = self.reader.as_ref().map_or(0, |r| r.blocked_ns);
+        stats
     }
 
     /// Expert slots (0 when experts are used in place).
@@ -303,8 +330,18 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
     }
 
     /// Runs `tokens` (at most `batch`) at positions `pos..`; computes the
-    /// logits of the last one when `logits` is set.
+    /// logits of the last one when `logits` is set. Every expert read it
+    /// started has been collected when it returns, error or not (and when
+    /// a panic unwinds out of it).
     fn forward(&mut self, tokens: &[u32], logits: bool) -> Result<(), Error> {
+        #[cfg(feature = "std")]
+        let _guard = self.reader.as_ref().and_then(|r| r.guard());
+        let result = self.forward_layers(tokens, logits);
+        self.drain_reads();
+        result
+    }
+
+    fn forward_layers(&mut self, tokens: &[u32], logits: bool) -> Result<(), Error> {
         let c = self.config;
         let h = c.hidden_size as usize;
         let n = tokens.len();
@@ -313,7 +350,8 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         }
         for layer in 0..c.n_layers {
             self.attention(layer, n);
-            let predictable = c.architecture.has_router() && self.cache.is_some();
+            let predictable =
+                c.architecture.has_router() && self.reader.as_ref().is_some_and(|r| r.overlaps());
             if n == 1
                 && self.prefetch
                 && predictable

@@ -51,15 +51,9 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             self.route_expert[..n].fill(0);
             self.route_weight[..n].fill(1.0);
         }
-        let half = layer as usize % 2;
-        if self.predicted_layer[half] == layer {
-            let chosen = &self.route_expert[..top_k];
-            let predicted = &self.predicted[half * top_k..(half + 1) * top_k];
-            let used = predicted.iter().filter(|e| chosen.contains(e)).count();
-            if let Some(cache) = self.cache.as_mut() {
-                cache.stats.predicted_used += used as u64;
-            }
-            self.predicted_layer[half] = crate::format::tensor::NONE;
+        self.choose_experts(layer, n);
+        if n == 1 && layer + 1 < c.n_layers {
+            self.prefetch_predicted(layer, layer + 1);
         }
 
         // The normed inputs, quantized once for every expert.
@@ -73,7 +67,8 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         self.moe[..n * h].fill(0.0);
         // Experts in index order (as transformers sums them), each over the
         // tokens routed to it.
-        for expert in 0..e_count as u32 {
+        for i in 0..self.layer_expert_count {
+            let expert = self.layer_experts[i];
             let mut m = 0;
             for t in 0..n {
                 if let Some(k) = self.route_expert[t * top_k..(t + 1) * top_k]
@@ -85,15 +80,12 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                     m += 1;
                 }
             }
-            if m == 0 {
-                continue;
-            }
             for j in 0..m {
                 let t = self.members[j] as usize;
                 self.expert_in[j * h..(j + 1) * h].copy_from_slice(&self.xn[t * h..(t + 1) * h]);
                 self.act_e.copy_token(j, &self.act, t);
             }
-            let weights = self.expert(layer, expert)?;
+            let weights = self.expert(layer, i)?;
             let biases = self.expert_biases(layer, expert);
             self.swiglu(weights, biases, Input::Expert, m);
             for j in 0..m {

@@ -1,34 +1,38 @@
-//! Experts from storage: the matrices of one expert from its slot (paged
-//! in on a miss, checked against its CRC32s when asked), the prediction of
-//! the next layer's experts and its read-ahead hint, and reads split
-//! across the session's threads. Must never leave a slot that looks valid
-//! after a failed read (the expert cache's rule).
+//! Experts from storage: which experts a layer computes and in what order,
+//! the reads that fill their slots (the layer's own experts in that order,
+//! the next layer's predicted ones while this layer computes), one expert's
+//! matrices from its slot (CRC-checked when asked), the prediction itself,
+//! and collecting every read before a step returns. Must never leave a
+//! slot that looks valid after a failed read (the expert cache's rule),
+//! never evict an expert the layer still has to compute while another slot
+//! will do, and never return with a read in flight.
 
 use super::route::route;
+use super::weights::WeightRef;
 use super::{add_bias, Session};
 use crate::error::Error;
-use crate::experts::{checksum_error, ExpertPlace};
-use crate::format::tensor::{TensorId, TensorKind};
+use crate::experts::{checksum_error, ExpertPlace, Held};
+use crate::format::tensor::{TensorId, TensorKind, NONE};
 use crate::kernels::{scalar, Matrix};
-use crate::parallel::Parallel;
-#[cfg(feature = "std")]
-use crate::parallel::SharedMut;
+use crate::reader::Outcome;
 use crate::storage::{MaybeSync, Storage};
 
+const GROUP: [TensorKind; 3] = [
+    TensorKind::ExpertGate,
+    TensorKind::ExpertUp,
+    TensorKind::ExpertDown,
+];
+
 impl<'a, S: Storage + MaybeSync> Session<'a, S> {
-    /// One expert's gate, up and down matrices: in place, or from its slot
-    /// (paged in on a miss). The slot stays pinned for this step.
-    pub(super) fn expert(&mut self, layer: u32, expert: u32) -> Result<[Matrix<'a>; 3], Error> {
-        let ids = [
-            TensorKind::ExpertGate,
-            TensorKind::ExpertUp,
-            TensorKind::ExpertDown,
-        ]
-        .map(|k| TensorId::expert(k, layer, expert));
-        let Some(cache) = self.cache.as_mut() else {
-            return Ok(ids.map(|id| self.weight(id)));
-        };
-        let refs = ids.map(|id| self.table[self.index.of(id).unwrap_or(0)]);
+    /// Where expert `expert` of `layer` is in the file, and its gate, up
+    /// and down tensors' entries.
+    fn expert_group(&self, layer: u32, expert: u32) -> (ExpertPlace, [WeightRef; 3]) {
+        let refs = GROUP.map(|k| {
+            self.table[self
+                .index
+                .of(TensorId::expert(k, layer, expert))
+                .unwrap_or(0)]
+        });
         let start = refs[0].offset;
         let end = refs[2].offset
             + refs[2].dtype.row_bytes(refs[2].cols as usize) as u64 * refs[2].rows as u64;
@@ -37,32 +41,235 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             offset: start,
             len: (end - start) as usize,
         };
-        let verify = self.verify_experts;
-        // Only the expert in use is pinned: experts are computed one at a
-        // time, so a batch may route to more experts than there are slots.
-        cache.next_step();
-        let (storage, par) = (self.model.storage(), &self.par);
-        let read = |offset: u64, dst: &mut [u8]| read_parallel(par, storage, offset, dst);
-        let bytes = cache.get(read, place, |bytes| {
-            if verify {
-                for (id, w) in ids.iter().zip(&refs) {
-                    let at = (w.offset - start) as usize;
+        (place, refs)
+    }
+
+    /// Notes the experts the `n` tokens chose at `layer` (from
+    /// `route_expert`), in index order, and settles the reads started
+    /// ahead for this layer: the prediction's hits are counted, the reads
+    /// of experts it did not choose are cancelled.
+    pub(super) fn choose_experts(&mut self, layer: u32, n: usize) {
+        let c = self.config;
+        let top_k = c.n_experts_per_token as usize;
+        let chosen = &self.route_expert[..n * top_k];
+        let mut count = 0;
+        for expert in 0..c.n_experts {
+            if chosen.contains(&expert) {
+                self.layer_experts[count] = expert;
+                count += 1;
+            }
+        }
+        self.layer_expert_count = count;
+        let half = layer as usize % 2;
+        if self.predicted_layer[half] != layer {
+            return;
+        }
+        self.predicted_layer[half] = NONE;
+        let prefetched = core::mem::take(&mut self.prefetched[half]);
+        let (Some(cache), Some(reader)) = (self.cache.as_mut(), self.reader.as_mut()) else {
+            return;
+        };
+        let predicted = &self.predicted[half * top_k..(half + 1) * top_k];
+        for (k, &expert) in predicted.iter().enumerate() {
+            let used = self.layer_experts[..count].contains(&expert);
+            cache.stats.predicted_used += used as u64;
+            if prefetched & (1 << k) == 0 {
+                continue;
+            }
+            if used {
+                cache.stats.prefetches_used += 1;
+                continue;
+            }
+            cache.stats.prefetches_wasted += 1;
+            if let Held::Reading(slot) = cache.find(layer * c.n_experts + expert) {
+                reader.cancel(slot);
+            }
+        }
+        // Reads dropped before they started free their slots now.
+        reap(cache, reader, self.model.storage(), false);
+    }
+
+    /// Starts reading the chosen experts from position `from` on that are in
+    /// no slot, in the order they are computed: the one at `from` always
+    /// (evicting what it must), the later ones while a slot holding none of
+    /// this layer's remaining experts is left, and only where reads overlap
+    /// computing (else each is read when its turn comes).
+    fn read_ahead(&mut self, layer: u32, from: usize) -> Result<(), Error> {
+        let e_count = self.config.n_experts;
+        let Some(reader) = self.reader.as_ref() else {
+            return Ok(());
+        };
+        let last = match reader.overlaps() {
+            true => self.layer_expert_count,
+            false => from + 1,
+        };
+        for j in from..last {
+            let expert = self.layer_experts[j];
+            let slot = {
+                let (Some(cache), Some(reader)) = (self.cache.as_mut(), self.reader.as_mut())
+                else {
+                    return Ok(());
+                };
+                let key = layer * e_count + expert;
+                if cache.find(key) != Held::Absent {
+                    continue;
+                }
+                let remaining = &self.layer_experts[from..self.layer_expert_count];
+                let still_needed =
+                    |k: u32| k / e_count == layer && remaining.contains(&(k % e_count));
+                let mut slot = cache.reserve(key, layer, still_needed);
+                if slot.is_none() && j == from {
+                    // Evict an expert this layer needs later rather than
+                    // none, after the cancelled reads let go of their slots.
+                    reap(cache, reader, self.model.storage(), true);
+                    slot = cache.reserve(key, layer, |k| k == key);
+                }
+                match slot {
+                    Some(slot) => slot,
+                    None if j == from => {
+                        return Err(Error::BadLimits {
+                            reason: "every expert slot is being read",
+                        })
+                    }
+                    None => break,
+                }
+            };
+            let (place, _) = self.expert_group(layer, expert);
+            self.start_read(slot, place, true);
+        }
+        Ok(())
+    }
+
+    /// Starts reading the experts predicted for `next` (decoding, while the
+    /// layer before it computes) that are in no slot, keeping the slots of
+    /// the current layer's experts and of the prediction.
+    pub(super) fn prefetch_predicted(&mut self, layer: u32, next: u32) {
+        let c = self.config;
+        let (e_count, top_k) = (c.n_experts, c.n_experts_per_token as usize);
+        let half = next as usize % 2;
+        let overlaps = self.reader.as_ref().is_some_and(|r| r.overlaps());
+        if !self.prefetch || !overlaps || self.predicted_layer[half] != next {
+            return;
+        }
+        for k in 0..top_k {
+            let expert = self.predicted[half * top_k + k];
+            let key = next * e_count + expert;
+            let Some(cache) = self.cache.as_mut() else {
+                return;
+            };
+            if cache.find(key) != Held::Absent {
+                continue;
+            }
+            let current = &self.layer_experts[..self.layer_expert_count];
+            let predicted = &self.predicted[half * top_k..(half + 1) * top_k];
+            let keep = |k: u32| {
+                let (l, e) = (k / e_count, k % e_count);
+                (l == layer && current.contains(&e)) || (l == next && predicted.contains(&e))
+            };
+            let Some(slot) = cache.reserve(key, layer, keep) else {
+                return;
+            };
+            cache.stats.prefetches += 1;
+            self.prefetched[half] |= 1 << k;
+            let (place, _) = self.expert_group(next, expert);
+            self.start_read(slot, place, false);
+        }
+    }
+
+    /// Starts the read of `place` into the reserved slot `slot`.
+    fn start_read(&mut self, slot: usize, place: ExpertPlace, urgent: bool) {
+        let (Some(cache), Some(reader)) = (self.cache.as_mut(), self.reader.as_mut()) else {
+            return;
+        };
+        let dst = cache.slot_ptr(slot);
+        // SAFETY: `slot` is reserved (reading): the cache neither serves
+        // its bytes nor picks it as a victim until it is published or
+        // discarded, which the session does only after collecting this
+        // read; the slot holds `slot_bytes >= place.len` bytes of the
+        // arena, and the storage lives for 'a. Every read is collected
+        // before the step returns (`drain_reads`).
+        unsafe {
+            reader.start(
+                self.model.storage(),
+                slot,
+                place.offset,
+                dst,
+                place.len,
+                urgent,
+            )
+        };
+        let depth = reader.in_flight();
+        let s = &mut cache.stats;
+        s.reads_started += 1;
+        s.depth_sum += depth as u64;
+        s.max_in_flight = s.max_in_flight.max(depth);
+    }
+
+    /// The gate, up and down matrices of the `i`-th chosen expert of
+    /// `layer`: in place, or from its slot once its read ended (started now
+    /// if it had not been), checked against its CRC32s in paranoid mode.
+    pub(super) fn expert(&mut self, layer: u32, i: usize) -> Result<[Matrix<'a>; 3], Error> {
+        let expert = self.layer_experts[i];
+        let (place, refs) = self.expert_group(layer, expert);
+        if self.cache.is_none() {
+            return Ok(GROUP.map(|k| self.weight(TensorId::expert(k, layer, expert))));
+        }
+        let slot = loop {
+            self.read_ahead(layer, i)?;
+            let (Some(cache), Some(reader)) = (self.cache.as_mut(), self.reader.as_mut()) else {
+                unreachable!("paged experts have a cache and a reader");
+            };
+            let slot = match cache.find(place.key) {
+                Held::Ready(slot) => {
+                    cache.stats.hits += 1;
+                    break slot;
+                }
+                Held::Reading(slot) => slot,
+                Held::Absent => unreachable!("read_ahead reserved a slot for it"),
+            };
+            let (outcome, bytes) = reader.wait(self.model.storage(), slot);
+            cache.stats.bytes_read += bytes as u64;
+            match outcome {
+                Outcome::Read => {}
+                Outcome::Failed(e) => {
+                    cache.discard(slot);
+                    return Err(e.into());
+                }
+                // Not asked for (only reads of unchosen experts are
+                // cancelled); read it again.
+                Outcome::Cancelled => {
+                    cache.discard(slot);
+                    continue;
+                }
+            }
+            if self.verify_experts {
+                let bytes = cache.bytes(slot, place.len);
+                for (kind, w) in GROUP.iter().zip(&refs) {
+                    let at = (w.offset - place.offset) as usize;
                     let len = w.dtype.row_bytes(w.cols as usize) * w.rows as usize;
                     let found = crc32fast::hash(&bytes[at..at + len]);
                     if found != w.crc32 {
-                        return Err(checksum_error(*id, w.crc32, found));
+                        cache.discard(slot);
+                        let id = TensorId::expert(*kind, layer, expert);
+                        return Err(checksum_error(id, w.crc32, found));
                     }
                 }
             }
-            Ok(())
-        })?;
+            cache.publish(slot);
+            cache.stats.misses += 1;
+            break slot;
+        };
+        let cache = self.cache.as_mut().expect("checked above");
+        cache.touch(slot);
+        let bytes = cache.bytes(slot, place.len);
         // SAFETY: the slot's bytes live in the arena for 'a. The slot is
-        // pinned for this step and is only rewritten by a later `get` of a
-        // different expert, which the forward pass makes only after it has
-        // finished with these matrices (experts are computed one at a time).
+        // rewritten only after a later `reserve` picks it, which happens
+        // only for a later expert of this layer (this one is computed
+        // before) or when this one is no longer among the layer's
+        // remaining experts (read_ahead and prefetch_predicted keep them).
         let bytes: &'a [u8] = unsafe { core::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) };
         Ok(refs.map(|w| {
-            let at = (w.offset - start) as usize;
+            let at = (w.offset - place.offset) as usize;
             let len = w.dtype.row_bytes(w.cols as usize) * w.rows as usize;
             Matrix {
                 dtype: w.dtype,
@@ -74,10 +281,30 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         }))
     }
 
+    /// Cancels every read in flight, waits for each and empties its slot:
+    /// a step returns with no read running into the arena, and one that
+    /// failed midway leaves only the slots it finished.
+    pub(super) fn drain_reads(&mut self) {
+        let (Some(cache), Some(reader)) = (self.cache.as_mut(), self.reader.as_mut()) else {
+            return;
+        };
+        if reader.in_flight() == 0 {
+            return;
+        }
+        for slot in 0..cache.slots() {
+            if cache.is_reading(slot) {
+                reader.cancel(slot);
+                let (_, bytes) = reader.wait(self.model.storage(), slot);
+                cache.stats.bytes_read += bytes as u64;
+                cache.discard(slot);
+            }
+        }
+    }
+
     /// Predicts the experts of `layer` from the hidden state after the
     /// previous layer's attention (that layer's norm and router applied to
-    /// it), and starts reading those not cached. Decoding only; uses the
-    /// first rows of `xn` and `router`, which the next MoE recomputes.
+    /// it), for `prefetch_predicted`. Decoding only; uses the first rows of
+    /// `xn` and `router`, which the next MoE recomputes.
     pub(super) fn predict(&mut self, layer: u32) {
         let c = self.config;
         let (h, e_count, top_k) = (
@@ -100,71 +327,40 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         }
         let mut weights = [0.0f32; crate::format::config::MAX_EXPERTS_PER_TOKEN as usize];
         let half = layer as usize % 2;
-        let predicted = &mut self.predicted[half * top_k..(half + 1) * top_k];
         route(
             c,
             &mut self.router[..e_count],
             bias,
-            predicted,
+            &mut self.predicted[half * top_k..(half + 1) * top_k],
             &mut weights[..top_k],
         );
         self.predicted_layer[half] = layer;
-        let Some(cache) = self.cache.as_mut() else {
-            return;
-        };
-        cache.stats.predicted += top_k as u64;
-        for &expert in self.predicted[half * top_k..(half + 1) * top_k].iter() {
-            if cache.lookup(layer * c.n_experts + expert).is_some() {
-                continue;
-            }
-            let first = TensorId::expert(TensorKind::ExpertGate, layer, expert);
-            let last = TensorId::expert(TensorKind::ExpertDown, layer, expert);
-            let (a, b) = (
-                self.table[self.index.of(first).unwrap_or(0)],
-                self.table[self.index.of(last).unwrap_or(0)],
-            );
-            let end = b.offset + b.dtype.row_bytes(b.cols as usize) as u64 * b.rows as u64;
-            self.model.storage().prefetch(a.offset, end - a.offset);
-            cache.stats.prefetch_hints += 1;
+        self.prefetched[half] = 0;
+        if let Some(cache) = self.cache.as_mut() {
+            cache.stats.predicted += top_k as u64;
         }
     }
 }
 
-/// Reads `dst` from `offset`, split across the session's threads when it
-/// is large (paging in an expert is a copy the cores can share).
-fn read_parallel<S: Storage + MaybeSync>(
-    par: &Parallel,
+/// Collects the cancelled reads that ended (every cancelled one with
+/// `wait`) and empties their slots.
+fn reap<S: Storage>(
+    cache: &mut crate::experts::ExpertCache<'_>,
+    reader: &mut crate::reader::Reader<'_>,
     storage: &S,
-    offset: u64,
-    dst: &mut [u8],
-) -> Result<(), Error> {
-    const MIN_SPLIT: usize = 256 * 1024;
-    let parts = par.threads();
-    if parts == 1 || dst.len() < MIN_SPLIT {
-        return Ok(storage.read_at(offset, dst)?);
-    }
-    #[cfg(feature = "std")]
-    {
-        let len = dst.len();
-        let base = SharedMut(dst.as_mut_ptr());
-        let failed = core::sync::atomic::AtomicU32::new(0);
-        par.for_each(parts, &|part| {
-            let range = (len * part / parts)..(len * (part + 1) / parts);
-            // SAFETY: the parts' ranges are disjoint and inside `dst`, which
-            // nothing else touches until `for_each` returns.
-            let piece = unsafe {
-                core::slice::from_raw_parts_mut(base.get().add(range.start), range.len())
-            };
-            if storage.read_at(offset + range.start as u64, piece).is_err() {
-                failed.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-            }
-        });
-        if failed.load(core::sync::atomic::Ordering::Relaxed) > 0 {
-            // Read again on this thread to report the storage's own error.
-            return Ok(storage.read_at(offset, dst)?);
+    wait: bool,
+) {
+    for slot in 0..cache.slots() {
+        if !cache.is_reading(slot) || !reader.cancelled(slot) {
+            continue;
         }
-        Ok(())
+        let ended = match wait {
+            true => Some(reader.wait(storage, slot)),
+            false => reader.poll(storage, slot),
+        };
+        if let Some((_, bytes)) = ended {
+            cache.stats.bytes_read += bytes as u64;
+            cache.discard(slot);
+        }
     }
-    #[cfg(not(feature = "std"))]
-    Ok(storage.read_at(offset, dst)?)
 }
