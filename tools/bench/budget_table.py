@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Decode speed of a paged model at budgets of 100/50/25/12.5% of its expert
-bytes, LRU vs frequency-aware eviction, prefetch on and off; and, with
+bytes, layer-cycle vs LRU vs frequency-aware eviction, prefetch on and off
+(hit rate, prediction accuracy, reads ahead used and wasted); and, with
 --cgroup, the smallest cgroup v1 memory cap (page cache included) that
 `mote bench` and llama.cpp survive.
 
@@ -67,25 +68,27 @@ def main():
     full = [bench(a.mote, a.model, a.threads, [])["decode_tok_s"] for _ in range(a.rounds)]
     full_tok_s = statistics.median(full)
     print(f"full residency (memory-mapped): {full_tok_s:.1f} tok/s decode (median of {a.rounds})\n")
-    print("| experts held | budget MiB | eviction | prefetch | decode tok/s | vs full | hit rate | MiB read/token | prediction used |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| experts held | budget MiB | eviction | prefetch | decode tok/s | vs full | hit rate | MiB read/token | prediction used | ahead used / wasted |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for share in (1.0, 0.5, 0.25, 0.125):
-        budget = fixed + int(experts * share) * (slot + 32) + 4096
-        for eviction in ("lru", "lfu"):
+        # A slot's bookkeeping is under 128 bytes; the slots start on a page.
+        budget = fixed + int(experts * share) * (slot + 128) + 8192
+        for eviction in ("cycle", "lru", "lfu"):
             for prefetch in (True, False):
                 extra = ["--memory-budget", str(budget), "--eviction", eviction]
                 if not prefetch:
                     extra.append("--no-prefetch")
                 runs = [r for r in (bench(a.mote, a.model, a.threads, extra) for _ in range(a.rounds)) if r]
                 if not runs:
-                    print(f"| {share:.1%} | {budget / 2**20:.0f} | {eviction} | {prefetch} | failed | | | | |")
+                    print(f"| {share:.1%} | {budget / 2**20:.0f} | {eviction} | {prefetch} | failed | | | | | |")
                     continue
                 tok = statistics.median(r["decode_tok_s"] for r in runs)
                 r = runs[0]
                 acc = r.get("prefetch_accuracy")
                 print(f"| {share:.1%} | {budget / 2**20:.0f} | {eviction} | {'on' if prefetch else 'off'} | {tok:.1f} | "
                       f"{tok / full_tok_s:.0%} | {r['decode_hit_rate']:.1%} | "
-                      f"{r['storage_bytes_read_per_token'] / 2**20:.1f} | {'' if acc is None else f'{acc:.0%}'} |")
+                      f"{r['storage_bytes_read_per_token'] / 2**20:.1f} | {'' if acc is None else f'{acc:.0%}'} | "
+                      f"{r.get('prefetches_used', 0)} / {r.get('prefetches_wasted', 0)} |")
 
     if a.cgroup:
         print("\n| cgroup v1 cap MiB | mote (budget = cap - 24 MiB) | llama.cpp |")
