@@ -6,6 +6,7 @@
 use crate::arena::{buffer_bytes, BUFFER_ALIGN};
 use crate::error::Error;
 use crate::format::config::ModelConfig;
+use crate::kv_cache::{KvCacheType, KvShape};
 use crate::model::Model;
 use crate::quant::BLOCK_LEN;
 use crate::reader::READ_STATE_BYTES;
@@ -48,6 +49,8 @@ pub struct Limits {
     /// (where reads overlap computing: std, or
     /// [`Storage::reads_in_background`]).
     pub prefetch: bool,
+    /// How the KV cache stores keys and values (f16 by default).
+    pub kv_cache: KvCacheType,
 }
 
 impl Default for Limits {
@@ -60,6 +63,7 @@ impl Default for Limits {
             eviction: crate::experts::EvictionPolicy::LayerCycle,
             verify_experts: false,
             prefetch: true,
+            kv_cache: KvCacheType::F16,
         }
     }
 }
@@ -97,10 +101,16 @@ pub struct Buffers {
     pub vocab: usize,
     /// Rope inverse frequencies.
     pub rope: usize,
-    /// Key cache entries: Σ over layers of [`cache_positions`] × kv_dim.
-    pub kv_cache: usize,
-    /// Value cache entries: the same positions × v_dim.
-    pub v_cache: usize,
+    /// Positions the layers' caches hold together: Σ over layers of
+    /// [`cache_positions`].
+    pub cache_positions: usize,
+    /// The rows a position caches as keys (with MLA: one, the latent and
+    /// rope key).
+    pub k_shape: KvShape,
+    /// The rows a position caches as values (none with MLA).
+    pub v_shape: KvShape,
+    /// How the cache stores them.
+    pub kv_type: KvCacheType,
     /// Layers (each has a cache start).
     pub layers: usize,
     /// Tensor table entries.
@@ -108,9 +118,9 @@ pub struct Buffers {
 }
 
 impl Buffers {
-    /// Buffer sizes for `config` with a context of `max_context` tokens and
-    /// prefill batches of `batch` tokens.
-    pub fn new(config: &ModelConfig, max_context: u32, batch: u32) -> Self {
+    /// Buffer sizes for `config` with a context of `max_context` tokens,
+    /// prefill batches of `batch` tokens and a KV cache of `kv_type`.
+    pub fn new(config: &ModelConfig, max_context: u32, batch: u32, kv_type: KvCacheType) -> Self {
         let hidden = config.hidden_size as usize;
         let q_dim = config.q_dim().max(config.attn_out_dim());
         let ffn = config.widest_ffn();
@@ -123,6 +133,20 @@ impl Buffers {
         let cache: usize = (0..config.n_layers)
             .map(|l| cache_positions(config, l, max_context, batch))
             .sum();
+        let k_shape = match config.mla {
+            Some(m) => KvShape {
+                heads: 1,
+                width: m.cache_width(),
+            },
+            None => KvShape {
+                heads: config.n_kv_heads as usize,
+                width: config.head_dim as usize,
+            },
+        };
+        let v_shape = match config.mla {
+            Some(_) => KvShape { heads: 0, width: 0 },
+            None => k_shape,
+        };
         Buffers {
             batch,
             hidden,
@@ -138,8 +162,10 @@ impl Buffers {
             scores: config.n_heads as usize * max_context as usize,
             vocab: config.vocab_size as usize,
             rope: config.rope_dim() / 2,
-            kv_cache: cache * config.kv_dim(),
-            v_cache: cache * config.v_cache_dim(),
+            cache_positions: cache,
+            k_shape,
+            v_shape,
+            kv_type,
             layers: config.n_layers as usize,
             tensors: crate::model::layout::tensor_count(config),
         }
@@ -150,9 +176,11 @@ impl Buffers {
         self.act_len / BLOCK_LEN
     }
 
-    /// Bytes of the KV cache (K and V, f32).
+    /// Bytes of the KV cache (K and V).
     pub fn kv_cache_bytes(&self) -> usize {
-        buffer_bytes::<f32>(self.kv_cache) + buffer_bytes::<f32>(self.v_cache)
+        let (t, slots) = (self.kv_type, self.cache_positions);
+        t.cache_bytes(slots, self.k_shape.heads, self.k_shape.width)
+            + t.cache_bytes(slots, self.v_shape.heads, self.v_shape.width)
     }
 
     /// Bytes of activations, int8 activations, routing, scores, logits and
@@ -288,7 +316,7 @@ impl Plan {
         let weights_in_place = model.storage().as_slice().is_some();
         let mut plan = Plan {
             limits: *limits,
-            buffers: Buffers::new(c, limits.max_context, limits.prefill_batch),
+            buffers: Buffers::new(c, limits.max_context, limits.prefill_batch, limits.kv_cache),
             weights_in_place,
             resident_weight_bytes: 0,
             embedding_row_bytes: 0,

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 pub use mote::sample::argmax;
-use mote::{DType, Limits, Model, Plan, Session, SliceStorage};
+use mote::{DType, KvCacheType, Limits, Model, Plan, Session, SliceStorage};
 use serde::Deserialize;
 
 /// Reference outputs written by `tools/reference/make_fixtures.py`.
@@ -65,14 +65,21 @@ pub fn convert_in(family: &str, variant: &str, dtype: DType, layout: mote::Layou
     std::fs::read(&out).expect("read output")
 }
 
-/// Logits at every position of `tokens`, one session step at a time.
+/// Logits at every position of `tokens`, one session step at a time, with
+/// an f32 KV cache (the model's arithmetic, nothing rounded between steps).
 pub fn all_logits(file: &[u8], tokens: &[u32]) -> Vec<Vec<f32>> {
+    all_logits_with(file, tokens, KvCacheType::F32)
+}
+
+/// [`all_logits`] with a KV cache of `kv_cache`.
+pub fn all_logits_with(file: &[u8], tokens: &[u32], kv_cache: KvCacheType) -> Vec<Vec<f32>> {
     let model = Model::open(SliceStorage::new(file)).expect("open");
     model.verify_checksums().expect("checksums");
     let plan = Plan::new(
         &model,
         &Limits {
             max_context: tokens.len() as u32,
+            kv_cache,
             ..Limits::default()
         },
     )
@@ -85,13 +92,15 @@ pub fn all_logits(file: &[u8], tokens: &[u32]) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// Greedy continuation of `prompt` for `n` tokens, stopping after EOS unless `ignore_eos`.
+/// Greedy continuation of `prompt` for `n` tokens, stopping after EOS unless
+/// `ignore_eos`; f32 KV cache.
 pub fn greedy(file: &[u8], prompt: &[u32], n: usize, ignore_eos: bool) -> Vec<u32> {
     let model = Model::open(SliceStorage::new(file)).expect("open");
     let plan = Plan::new(
         &model,
         &Limits {
             max_context: (prompt.len() + n) as u32,
+            kv_cache: KvCacheType::F32,
             ..Limits::default()
         },
     )

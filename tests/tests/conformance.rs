@@ -6,9 +6,10 @@
 //! step-by-step decoding.
 
 use mote::kernels::Kernels;
-use mote::{DType, Layout, Limits, Model, Plan, Session, SliceStorage};
+use mote::{DType, KvCacheType, Layout, Limits, Model, Plan, Session, SliceStorage};
 use mote_tests::{
-    all_logits, convert, convert_in, greedy, max_rel_err, mean_kl, reference, top1_agreement,
+    all_logits, all_logits_with, convert, convert_in, greedy, max_rel_err, mean_kl, reference,
+    top1_agreement,
 };
 
 fn f32_matches_transformers(family: &str) {
@@ -55,6 +56,29 @@ fn f16_within_1e_2(family: &str) {
     );
 }
 
+/// The KV cache in f16 rounds keys and values as f16 weights round
+/// weights (the same 1e-2 bound); in int8 blocks it costs no more than
+/// int8 weights do (their KL bound against transformers). MLA's latent
+/// cache (DeepSeek) included.
+fn kv_cache_types_stay_close_to_f32(family: &str) {
+    let r = reference(family);
+    let file = convert(family, "f32", DType::F32);
+    let f16 = all_logits_with(&file, &r.tokens, KvCacheType::F16);
+    let err = max_rel_err(&f16, &r.logits_f32);
+    let q8 = all_logits_with(&file, &r.tokens, KvCacheType::Q8);
+    let kl = mean_kl(&r.logits_f32, &q8);
+    let bound = 3.0 * r.sim_kl["int8"] + 1e-4;
+    println!("{family} kv f16: max relative error {err:.2e}; kv q8: mean KL {kl:.3e} (bound {bound:.3e})");
+    assert!(
+        err < 1e-2,
+        "{family}: f16 KV cache relative error {err:.3e} exceeds 1e-2"
+    );
+    assert!(
+        kl <= bound,
+        "{family}: q8 KV cache mean KL {kl:.3e} exceeds {bound:.3e}"
+    );
+}
+
 /// Quantized weights: our KL against the f32 reference may exceed the
 /// weight-only simulation by the error of int8 activations; the bound is
 /// `factor * sim_kl + floor`.
@@ -90,6 +114,7 @@ fn prefill_logits_with(
         max_context: tokens.len() as u32,
         prefill_batch: batch,
         threads,
+        kv_cache: KvCacheType::F32,
         ..Limits::default()
     };
     let plan = Plan::new(&model, &limits).unwrap();
@@ -216,6 +241,11 @@ macro_rules! family {
             }
 
             #[test]
+            fn kv_cache_in_f16_and_q8_stays_close_to_f32() {
+                kv_cache_types_stay_close_to_f32($family);
+            }
+
+            #[test]
             fn int8_kl_is_bounded_by_the_simulation() {
                 quantized($family, DType::Q8, "int8", 3.0, 1e-4);
             }
@@ -339,12 +369,12 @@ fn gpt_oss_sliding_layers_keep_only_their_window() {
     let limits = Limits {
         max_context: context as u32,
         prefill_batch: 1,
+        kv_cache: KvCacheType::F32,
         ..Limits::default()
     };
     let plan = Plan::new(&model, &limits).unwrap();
     // Layers 1 and 3 attend fully, 0 and 2 slide.
-    let kv_dim = model.config().kv_dim();
-    assert_eq!(plan.buffers.kv_cache, (2 * context + 2 * 4) * kv_dim);
+    assert_eq!(plan.buffers.cache_positions, 2 * context + 2 * 4);
     let mut arena = vec![0u8; plan.arena_bytes()];
     let mut session = Session::new(&model, &plan, &mut arena).unwrap();
     let logits: Vec<Vec<f32>> = r

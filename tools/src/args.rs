@@ -151,6 +151,37 @@ pub struct LoadArgs {
     /// Do not predict and read ahead the next layer's experts.
     #[arg(long)]
     pub no_prefetch: bool,
+    /// How the KV cache stores keys and values.
+    #[arg(long, value_enum, default_value = "f16")]
+    pub kv_cache: KvCache,
+}
+
+/// KV cache types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KvCache {
+    /// 4 bytes a number: exact.
+    F32,
+    /// 2 bytes a number.
+    F16,
+    /// 1 byte a number plus an f16 scale per 32 of a head's row.
+    Q8,
+}
+
+impl KvCache {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        mote::KvCacheType::from(self).name()
+    }
+}
+
+impl From<KvCache> for mote::KvCacheType {
+    fn from(k: KvCache) -> Self {
+        match k {
+            KvCache::F32 => mote::KvCacheType::F32,
+            KvCache::F16 => mote::KvCacheType::F16,
+            KvCache::Q8 => mote::KvCacheType::Q8,
+        }
+    }
 }
 
 /// Expert eviction policies.
@@ -362,6 +393,10 @@ pub struct EvalArgs {
     /// divergence of its next-token distributions from this model's.
     #[arg(long)]
     pub kl_vs: Option<PathBuf>,
+    /// The KV cache type of the --kl-vs model (default: this one's);
+    /// without --kl-vs, this model with that cache is the comparison.
+    #[arg(long, value_enum)]
+    pub kl_kv_cache: Option<KvCache>,
     /// Tokens per window; the text is scored in consecutive windows.
     #[arg(long, default_value_t = 256)]
     pub window: u32,

@@ -63,7 +63,8 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
             "plan": {
                 "max_context": a.max_context, "memory_budget_bytes": a.load.memory_budget,
                 "weights_in_place": plan.weights_in_place, "resident_weight_bytes": plan.resident_weight_bytes,
-                "kv_cache_bytes": plan.kv_cache_bytes(), "scratch_bytes": plan.scratch_bytes(),
+                "kv_cache_bytes": plan.kv_cache_bytes(), "kv_cache_type": plan.buffers.kv_type.name(),
+                "scratch_bytes": plan.scratch_bytes(),
                 "expert_slots": plan.experts.map(|e| e.slots), "expert_slot_bytes": plan.experts.map(|e| e.slot_bytes),
                 "expert_cache_bytes": plan.expert_cache_bytes(), "embedding_row_bytes": plan.embedding_row_bytes,
                 "arena_bytes": plan.arena_bytes(),
@@ -189,7 +190,12 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
             plan.expert_cache_bytes()
         )?;
     }
-    writeln!(o, "  kv cache          {} bytes", plan.kv_cache_bytes())?;
+    writeln!(
+        o,
+        "  kv cache          {} bytes ({})",
+        plan.kv_cache_bytes(),
+        plan.buffers.kv_type.name()
+    )?;
     writeln!(o, "  scratch           {} bytes", plan.scratch_bytes())?;
     writeln!(o, "  arena total       {} bytes", plan.arena_bytes())?;
     writeln!(o, "  kernels           {}", kernels.name)?;

@@ -68,6 +68,7 @@ pub fn limits(load: &LoadArgs, max_context: u32) -> Limits {
         eviction: load.eviction.into(),
         verify_experts: load.paranoid,
         prefetch: !load.no_prefetch,
+        kv_cache: load.kv_cache.into(),
         ..Limits::default()
     }
 }

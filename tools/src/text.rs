@@ -22,6 +22,7 @@ fn tokenizer_only(model: Option<std::path::PathBuf>) -> LoadArgs {
         eviction: crate::args::Eviction::Cycle,
         paranoid: false,
         no_prefetch: false,
+        kv_cache: crate::args::KvCache::F16,
     }
 }
 
@@ -343,11 +344,13 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let mut arena = vec![0u8; plan.arena_bytes()];
     let mut session = Session::new(&model, &plan, &mut arena)?;
 
+    let compare = a.kl_vs.is_some() || a.kl_kv_cache.is_some();
     let other_load = LoadArgs {
-        model: a.kl_vs.clone(),
+        model: a.kl_vs.clone().or(a.load.model.clone()),
+        kv_cache: a.kl_kv_cache.unwrap_or(a.load.kv_cache),
         ..a.load.clone()
     };
-    let other = a.kl_vs.as_ref().map(|_| open(&other_load)).transpose()?;
+    let other = compare.then(|| open(&other_load)).transpose()?;
     if let Some(o) = &other {
         if o.config().vocab_size as usize != vocab {
             bail!(
@@ -358,7 +361,14 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             );
         }
     }
-    let other_plan = other.as_ref().map(|o| Plan::new(o, &limits)).transpose()?;
+    let other_limits = Limits {
+        kv_cache: other_load.kv_cache.into(),
+        ..limits
+    };
+    let other_plan = other
+        .as_ref()
+        .map(|o| Plan::new(o, &other_limits))
+        .transpose()?;
     let mut other_arena = vec![0u8; other_plan.as_ref().map_or(0, Plan::arena_bytes)];
     let mut other_session = match (&other, &other_plan) {
         (Some(o), Some(p)) => Some(Session::new(o, p, &mut other_arena)?),
@@ -401,7 +411,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         return print_json(&json!({
             "model": model_name(&a.load), "text": a.text.display().to_string(),
             "tokens_scored": scored, "window": a.window, "perplexity": ppl,
-            "mean_nll": nll / scored as f64, "kl_vs": a.kl_vs.as_ref().map(|p| p.display().to_string()),
+            "mean_nll": nll / scored as f64, "kl_vs": other.as_ref().map(|_| model_name(&other_load)),
+            "kv_cache": a.load.kv_cache.name(), "kl_kv_cache": other.as_ref().map(|_| other_load.kv_cache.name()),
             "mean_kl": kl_mean, "top1_agreement": top1, "seconds": seconds,
         }));
     }
@@ -412,8 +423,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     );
     if let (Some(k), Some(t)) = (kl_mean, top1) {
         println!(
-            "vs {}: mean KL {k:.5} nats/token, top-1 agreement {:.1}%",
+            "vs {} (kv cache {}): mean KL {k:.5} nats/token, top-1 agreement {:.1}%",
             model_name(&other_load),
+            other_load.kv_cache.name(),
             100.0 * t
         );
     }

@@ -65,11 +65,20 @@ fn logits_all_and_last_match_the_reference() {
     let dir = tempfile::tempdir().unwrap();
     let model = quantized(dir.path(), "f32");
     let m = model.to_str().unwrap();
-    let all = ok_json(&["logits", m, "--tokens", &ids(&r.tokens), "--all"]);
+    let exact = ["--kv-cache", "f32"];
+    let all = ok_json(&[
+        "logits",
+        m,
+        "--tokens",
+        &ids(&r.tokens),
+        "--all",
+        exact[0],
+        exact[1],
+    ]);
     let rows: Vec<Vec<f32>> = serde_json::from_value(all["logits"].clone()).unwrap();
     assert_eq!(rows.len(), r.tokens.len());
     assert!(max_rel_err(&rows, &r.logits_f32) < 1e-4);
-    let last = ok_json(&["logits", m, "--tokens", &ids(&r.tokens)]);
+    let last = ok_json(&["logits", m, "--tokens", &ids(&r.tokens), exact[0], exact[1]]);
     let last: Vec<Vec<f32>> = serde_json::from_value(last["logits"].clone()).unwrap();
     assert_eq!(last.len(), 1);
     // The last row of a batched prefill equals the step-by-step one up to

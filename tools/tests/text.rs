@@ -134,7 +134,7 @@ fn chat_answers_each_line_until_end_of_input() {
 }
 
 #[test]
-fn eval_reports_perplexity_and_kl_between_two_files() {
+fn eval_reports_perplexity_and_kl_between_two_files_and_kv_cache_types() {
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("text.txt");
     std::fs::write(
@@ -153,6 +153,40 @@ fn eval_reports_perplexity_and_kl_between_two_files() {
     let r = json(&["eval", model, "--text", t, "--json", "--kl-vs", model]);
     assert!(r["mean_kl"].as_f64().unwrap().abs() < 1e-9, "{r}");
     assert_eq!(r["top1_agreement"].as_f64().unwrap(), 1.0);
+    // The same file with an f16 and an int8 KV cache against f32: each
+    // rounds something, int8 more than f16; the cache takes 1/2 and ~1/4
+    // of the bytes.
+    let kl = |kv: &str| {
+        let r = json(&[
+            "eval",
+            model,
+            "--text",
+            t,
+            "--json",
+            "--kv-cache",
+            kv,
+            "--kl-kv-cache",
+            "f32",
+        ]);
+        assert_eq!(
+            (r["kv_cache"].as_str(), r["kl_kv_cache"].as_str()),
+            (Some(kv), Some("f32"))
+        );
+        r["mean_kl"].as_f64().unwrap()
+    };
+    let (f32_kl, f16_kl, q8_kl) = (kl("f32"), kl("f16"), kl("q8"));
+    assert!(
+        f32_kl.abs() < 1e-9 && f16_kl > 0.0 && q8_kl > f16_kl && q8_kl < 0.01,
+        "{f16_kl} {q8_kl}"
+    );
+    let bytes = |kv: &str| {
+        let r = json(&["inspect", model, "--json", "--kv-cache", kv]);
+        assert_eq!(r["plan"]["kv_cache_type"].as_str(), Some(kv));
+        r["plan"]["kv_cache_bytes"].as_f64().unwrap()
+    };
+    let (b32, b16, b8) = (bytes("f32"), bytes("f16"), bytes("q8"));
+    assert!(b16 / b32 > 0.49 && b16 / b32 <= 0.5, "{b16} of {b32}");
+    assert!(b8 / b32 > 0.25 && b8 / b32 < 0.28, "{b8} of {b32}");
 }
 
 #[test]

@@ -248,9 +248,12 @@ pub(crate) fn compare_with_scalar(fast: &Kernels) {
     }
 }
 
-/// `fast.attend` against the scalar one: head widths 1 to 130, 1 to 70
-/// visible positions of a ring that wraps, with and without a sink.
+/// `fast.attend` against the scalar one for every KV cache type: head
+/// widths 1 to 130, 1 to 70 visible positions of a ring that wraps, with
+/// and without a sink.
 pub(crate) fn compare_attend_with_scalar(fast: &Kernels) {
+    use crate::arena::Arena;
+    use crate::kv_cache::{KvCacheType, KvShape, KvStore};
     let mut rng = Rng(0x0dd_ba11_5eed);
     for &(d, visible) in &[
         (1usize, 1usize),
@@ -265,24 +268,40 @@ pub(crate) fn compare_attend_with_scalar(fast: &Kernels) {
         let k: vec::Vec<f32> = (0..slots * stride).map(|_| rng.unit()).collect();
         let v: vec::Vec<f32> = (0..slots * stride).map(|_| rng.unit()).collect();
         let q: vec::Vec<f32> = (0..d).map(|_| rng.unit() * 4.0).collect();
-        for sink in [None, Some(0.5f32)] {
-            let cache = scalar::CacheView {
-                k: &k,
-                v: &v,
-                stride,
-                slots,
-                first: slots - 2, // visible positions wrap past the last slot
-            };
-            let (mut s1, mut s2) = (vec![0.0f32; visible], vec![0.0f32; visible]);
-            let (mut want, mut got) = (vec![0.0f32; d], vec![1.0f32; d]);
-            scalar::attend(&q, cache, 0.3, sink, &mut s1, &mut want);
-            (fast.attend)(&q, cache, 0.3, sink, &mut s2, &mut got);
-            for (a, b) in want.iter().zip(&got) {
-                assert!(
-                    (a - b).abs() <= 1e-5,
-                    "{} attend d {d} visible {visible} sink {sink:?}: {a} vs {b}",
-                    fast.name
-                );
+        let shape = KvShape {
+            heads: 1,
+            width: stride,
+        };
+        for kind in [KvCacheType::F32, KvCacheType::F16, KvCacheType::Q8] {
+            let bytes = kind.cache_bytes(slots, 1, stride);
+            let mut region = vec![0u8; 2 * bytes + 128];
+            let mut arena = Arena::new(&mut region, 2 * bytes + 128);
+            let mut kc = KvStore::take(&mut arena, kind, slots, shape).unwrap();
+            let mut vc = KvStore::take(&mut arena, kind, slots, shape).unwrap();
+            for s in 0..slots {
+                kc.write(shape, s, &k[s * stride..]);
+                vc.write(shape, s, &v[s * stride..]);
+            }
+            for sink in [None, Some(0.5f32)] {
+                let cache = scalar::KvView {
+                    k: kc.rows(0, 0),
+                    v: vc.rows(0, 0),
+                    stride,
+                    scale_stride: shape.scale_stride(),
+                    slots,
+                    first: slots - 2, // visible positions wrap past the last slot
+                };
+                let (mut s1, mut s2) = (vec![0.0f32; visible], vec![0.0f32; visible]);
+                let (mut want, mut got) = (vec![0.0f32; d], vec![1.0f32; d]);
+                scalar::attend(&q, cache, 0.3, sink, &mut s1, &mut want);
+                (fast.attend)(&q, cache, 0.3, sink, &mut s2, &mut got);
+                for (a, b) in want.iter().zip(&got) {
+                    assert!(
+                        (a - b).abs() <= 1e-5,
+                        "{} attend {kind:?} d {d} visible {visible} sink {sink:?}: {a} vs {b}",
+                        fast.name
+                    );
+                }
             }
         }
     }

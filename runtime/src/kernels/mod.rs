@@ -135,7 +135,7 @@ pub type MatvecFn = fn(w: &[u8], row_bytes: usize, x: &Activations<'_>, out: &mu
 /// One attention head over cached positions (see [`scalar::attend`]).
 pub type AttendFn = fn(
     q: &[f32],
-    cache: scalar::CacheView<'_>,
+    cache: scalar::KvView<'_>,
     scale: f32,
     sink: Option<f32>,
     scores: &mut [f32],

@@ -146,9 +146,10 @@ pub(super) fn x86(k: Kernels) -> Kernels {
 /// The AVX2 + FMA + F16C table (no AVX-512): x86-64 CPUs since 2013.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn x86_avx2(mut k: Kernels) -> Kernels {
-    use super::x86::{has_avx2, mxfp4, q4, q8};
+    use super::x86::{attend, has_avx2, mxfp4, q4, q8};
     if has_avx2() {
         k.name = "x86-avx2";
+        k.attend = attend::attend_avx2;
         k.matvec_q4 = q4::matvec_q4_avx2;
         k.matvec_q8 = q8::matvec_q8_avx2;
         k.matmul_q4 = q4::matmul_q4_avx2;

@@ -1,6 +1,6 @@
 //! Grouped-query attention (every family but DeepSeek's): q/k/v
 //! projections with their biases, q/k norms and OLMoE's clip, rope, the KV
-//! cache (a ring for sliding-window layers), the causal softmax with
+//! cache (a ring for sliding-window layers, in the plan's KV type), the causal softmax with
 //! gpt-oss's sinks, and the output projection with its residual. Heads are
 //! split across threads; never allocates.
 
@@ -65,7 +65,6 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         self.normalize_qk(layer, n, false);
         let max_context = self.max_context as usize;
         let (start, slots) = self.cache_slots(layer);
-        let layer_base = start * kv_dim;
         for t in 0..n {
             let p = rope::position(c, self.pos as usize + t);
             let (q, k) = (
@@ -76,13 +75,11 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             rope::rotate(c, k, head_dim, p, self.inv_freq, self.rope_scale);
         }
         self.normalize_qk(layer, n, true);
+        let (k_shape, v_shape) = (self.k_shape, self.v_shape);
         for t in 0..n {
-            let pos = self.pos as usize + t;
-            let here = layer_base + pos % slots * kv_dim;
-            self.k_cache[here..here + kv_dim]
-                .copy_from_slice(&self.k[t * kv_dim..(t + 1) * kv_dim]);
-            self.v_cache[here..here + kv_dim]
-                .copy_from_slice(&self.v[t * kv_dim..(t + 1) * kv_dim]);
+            let slot = start + (self.pos as usize + t) % slots;
+            self.k_cache.write(k_shape, slot, &self.k[t * kv_dim..]);
+            self.v_cache.write(v_shape, slot, &self.v[t * kv_dim..]);
         }
 
         // Causal attention, token by token; each token's heads are split
@@ -98,8 +95,8 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             false => usize::MAX,
         };
         let sinks = self.optional(TensorId::layer(TensorKind::AttnSinks, layer));
-        let k_cache: &[f32] = &self.k_cache[layer_base..layer_base + slots * kv_dim];
-        let v_cache: &[f32] = &self.v_cache[layer_base..layer_base + slots * kv_dim];
+        let (k_cache, v_cache) = (&self.k_cache, &self.v_cache);
+        let (blocks, row_blocks) = (k_shape.scale_stride(), k_shape.row_blocks());
         let kernels = &self.kernels;
         for t in 0..n {
             let end = self.pos as usize + t + 1;
@@ -110,7 +107,9 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             let ctx = SharedMut(self.ctx[t * q_dim..].as_mut_ptr());
             let scores = SharedMut(self.scores.as_mut_ptr());
             self.par.for_each(c.n_heads as usize, &|head| {
-                let kv_off = (head / group) * head_dim;
+                let kv_head = head / group;
+                let at = start * kv_dim + kv_head * head_dim;
+                let block_at = start * blocks + kv_head * row_blocks;
                 // SAFETY: head `head` alone writes ctx[head*head_dim..][..head_dim]
                 // (inside token t's q_dim row) and scores[head*max_context..][..visible]
                 // (visible <= max_context); the region ends before either is read.
@@ -124,10 +123,11 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                     )
                 };
                 let qh = &q[head * head_dim..(head + 1) * head_dim];
-                let cache = scalar::CacheView {
-                    k: &k_cache[kv_off..],
-                    v: &v_cache[kv_off..],
+                let cache = scalar::KvView {
+                    k: k_cache.rows(at, block_at),
+                    v: v_cache.rows(at, block_at),
                     stride: kv_dim,
+                    scale_stride: blocks,
                     slots,
                     first: first % slots,
                 };

@@ -54,7 +54,8 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         let kv_norm = self.weight(id(TensorKind::AttnKvANorm));
         let max_context = self.max_context as usize;
         // Latent attention never slides: the layer holds every position.
-        let layer_base = self.cache_slots(layer).0 * width;
+        let start = self.cache_slots(layer).0;
+        let shape = self.k_shape;
         for t in 0..n {
             let pos = self.pos as usize + t;
             let p = rope::position(c, pos);
@@ -71,8 +72,7 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                     self.rope_scale,
                 );
             }
-            let here = layer_base + pos * width;
-            self.k_cache[here..here + width].copy_from_slice(kv);
+            self.k_cache.write(shape, start + pos, kv);
         }
 
         let kvb = self.weight(id(TensorKind::AttnKvB));
@@ -80,7 +80,9 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
         let scale = c
             .attention_multiplier
             .unwrap_or(1.0 / libm::sqrtf(qk as f32));
-        let cache: &[f32] = &self.k_cache[layer_base..];
+        let cache = self
+            .k_cache
+            .rows(start * width, start * shape.scale_stride());
         let out_dim = heads * v_dim;
         let kernels = &self.kernels;
         for t in 0..n {
@@ -118,10 +120,11 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
                     scalar::axpy(&mut absorbed[..lora], qi, latent);
                 }
                 absorbed[lora..].copy_from_slice(&qh[nope..]);
-                let view = scalar::CacheView {
+                let view = scalar::KvView {
                     k: cache,
                     v: cache,
                     stride: width,
+                    scale_stride: shape.scale_stride(),
                     slots: max_context,
                     first: 0,
                 };

@@ -44,6 +44,7 @@ use crate::experts::{CacheBuffers, CacheStats, ExpertCache};
 use crate::format::config::{global_tensors, ModelConfig};
 use crate::format::tensor::{TensorId, TensorKind};
 use crate::kernels::{scalar, Kernels, Matrix};
+use crate::kv_cache::{KvShape, KvStore};
 use crate::model::{layout, Model};
 use crate::parallel::{MatmulJob, Parallel};
 use crate::plan::{Plan, SLOT_ALIGN};
@@ -118,8 +119,11 @@ pub struct Session<'a, S: Storage + MaybeSync> {
     rope_scale: f32,
     /// MLA's per-head scratch: absorbed query and latent context.
     mla_heads: &'a mut [f32],
-    k_cache: &'a mut [f32],
-    v_cache: &'a mut [f32],
+    k_cache: KvStore<'a>,
+    v_cache: KvStore<'a>,
+    /// The rows a position caches as keys and as values.
+    k_shape: KvShape,
+    v_shape: KvShape,
     /// Layer `l`'s cache: positions (slots) `cache_start[l]..cache_start[l + 1]`.
     cache_start: &'a mut [usize],
 }
@@ -197,8 +201,10 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
             max_context: plan.limits.max_context,
             batch: n,
             pos: 0,
-            k_cache: arena.take(b.kv_cache, 0.0f32)?,
-            v_cache: arena.take(b.v_cache, 0.0f32)?,
+            k_cache: KvStore::take(&mut arena, b.kv_type, b.cache_positions, b.k_shape)?,
+            v_cache: KvStore::take(&mut arena, b.kv_type, b.cache_positions, b.v_shape)?,
+            k_shape: b.k_shape,
+            v_shape: b.v_shape,
             x: arena.take(n * b.hidden, 0.0f32)?,
             xn: arena.take(n * b.hidden, 0.0f32)?,
             proj: arena.take(n * b.hidden, 0.0f32)?,

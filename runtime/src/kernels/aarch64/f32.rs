@@ -210,14 +210,29 @@ pub(crate) fn silu_mul_neon(gate: &mut [f32], up: &[f32]) {
 
 /// [`scalar::attend`] with NEON scores and values; heads 32 and 64 wide
 /// keep the query or the sums in registers, 128 wide in two column halves.
+/// An f16 or int8 cache converts blocks of a row and uses NEON's dot and
+/// `y += a·x` on them.
 pub(crate) fn attend_neon(
     q: &[f32],
-    cache: scalar::CacheView<'_>,
+    cache: scalar::KvView<'_>,
     scale: f32,
     sink: Option<f32>,
     scores: &mut [f32],
     out: &mut [f32],
 ) {
+    let Some(cache) = cache.f32() else {
+        return scalar::attend_stored(
+            dot_neon,
+            axpy_neon,
+            exp_shifted_neon,
+            q,
+            cache,
+            scale,
+            sink,
+            scores,
+            out,
+        );
+    };
     // One softmax (`scalar::attend_with`), the scores and values steps by head width.
     macro_rules! with {
         ($scores:expr, $values:expr) => {

@@ -107,12 +107,25 @@ fn axpy_rvv(y: &mut [f32], a: f32, x: &[f32]) {
 /// [`scalar::attend`] with the RVV dot product, `y += a·x` and exp.
 pub(crate) fn attend_rvv(
     q: &[f32],
-    cache: scalar::CacheView<'_>,
+    cache: scalar::KvView<'_>,
     scale: f32,
     sink: Option<f32>,
     scores: &mut [f32],
     out: &mut [f32],
 ) {
+    let Some(cache) = cache.f32() else {
+        return scalar::attend_stored(
+            dot_rvv,
+            axpy_rvv,
+            exp_shifted_rvv,
+            q,
+            cache,
+            scale,
+            sink,
+            scores,
+            out,
+        );
+    };
     scalar::attend_with(
         |q, cache, scale, scores| scalar::scores_by(dot_rvv, q, cache, scale, scores),
         exp_shifted_rvv,

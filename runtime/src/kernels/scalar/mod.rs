@@ -14,9 +14,15 @@ mod q4;
 mod q8;
 mod rows4;
 
-pub use attend::{attend, CacheView};
+#[cfg(any(
+    target_arch = "aarch64",
+    target_arch = "riscv64",
+    target_arch = "x86_64"
+))]
+pub(crate) use attend::attend_with;
+pub use attend::{attend, f16_to_f32, CacheView, KvRows, KvView};
 #[cfg(any(target_arch = "aarch64", target_arch = "riscv64"))]
-pub(crate) use attend::{attend_with, scores_by, values_by};
+pub(crate) use attend::{attend_stored, scores_by, values_by};
 pub use f16::{dot_f16, matmul_f16, matvec_f16};
 pub use f32::{dot_f32, matmul_f32, matvec_f32};
 pub use mxfp4::{dot_mxfp4, matmul_mxfp4, matvec_mxfp4};

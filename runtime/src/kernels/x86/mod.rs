@@ -23,6 +23,7 @@
 //! `kernels::table`, which installs each kernel after its feature check;
 //! tests compare each with `scalar`.
 
+pub(super) mod attend;
 pub(super) mod f16;
 pub(super) mod f32;
 pub(super) mod mxfp4;
