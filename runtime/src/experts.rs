@@ -56,6 +56,9 @@ pub struct CacheStats {
     /// Prefetches of experts the layer did not choose (cancelled, or read
     /// and kept as cached experts).
     pub prefetches_wasted: u64,
+    /// Predicted experts not read ahead because the layer before them had
+    /// reads of its own (or reads were in flight): the device was busy.
+    pub predictions_skipped: u64,
     /// Nanoseconds the session waited for reads (std builds; 0 without a
     /// clock).
     pub blocked_ns: u64,

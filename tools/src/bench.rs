@@ -36,6 +36,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         .chain((0..a.prompt_tokens.saturating_sub(1)).map(|i| 300 + (i * 7919) % 20000))
         .map(|t| t % vocab)
         .collect();
+    let start = session.cache_stats();
     let t = Instant::now();
     if !prompt.is_empty() {
         session.prefill(&prompt)?;
@@ -54,6 +55,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     } else {
         (after.hits - before.hits) as f64 / uses as f64
     };
+    let prefill_bytes_read = before.bytes_read - start.bytes_read;
     let read_per_token = (after.bytes_read - before.bytes_read) as f64 / a.gen_tokens.max(1) as f64;
     let decode = Decode::between(&before, &after, a.gen_tokens);
 
@@ -71,13 +73,14 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             "kernels": kernels, "arena_bytes": plan.arena_bytes(),
             "memory_budget_bytes": a.load.memory_budget, "expert_slots": session.expert_slots(),
             "decode_hit_rate": decode_hit_rate, "storage_bytes_read_per_token": read_per_token,
+            "prefill_storage_bytes_read": prefill_bytes_read,
             "cache": {"hits": after.hits, "misses": after.misses, "bytes_read": after.bytes_read},
             "prefetch_accuracy": prediction_accuracy(&after),
             "decode_blocked_ms_per_token": decode.blocked_ms_per_token,
             "decode_mean_reads_in_flight": decode.mean_in_flight,
             "max_reads_in_flight": after.max_in_flight,
             "prefetches": decode.prefetches, "prefetches_used": decode.used,
-            "prefetches_wasted": decode.wasted,
+            "prefetches_wasted": decode.wasted, "predictions_skipped": decode.skipped,
         }));
     }
     let mut o = std::io::stdout().lock();
@@ -113,17 +116,24 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         )?;
         writeln!(
             o,
+            "  prefill read    {:.1} MiB from storage ({} tokens)",
+            prefill_bytes_read as f64 / (1 << 20) as f64,
+            a.prompt_tokens
+        )?;
+        writeln!(
+            o,
             "  storage         {:.2} ms blocked per decoded token, {:.2} reads in flight (mean as one starts, most {})",
             decode.blocked_ms_per_token, decode.mean_in_flight, after.max_in_flight
         )?;
         if let Some(acc) = prediction_accuracy(&after) {
             writeln!(
                 o,
-                "  prefetch        {:.1}% of predicted experts chosen; decode: {} read ahead, {} used, {} wasted",
+                "  prefetch        {:.1}% of predicted experts chosen; decode: {} read ahead, {} used, {} wasted, {} skipped (device busy)",
                 100.0 * acc,
                 decode.prefetches,
                 decode.used,
-                decode.wasted
+                decode.wasted,
+                decode.skipped
             )?;
         }
     }
@@ -140,6 +150,7 @@ struct Decode {
     prefetches: u64,
     used: u64,
     wasted: u64,
+    skipped: u64,
 }
 
 impl Decode {
@@ -156,11 +167,12 @@ impl Decode {
             prefetches: after.prefetches - before.prefetches,
             used: after.prefetches_used - before.prefetches_used,
             wasted: after.prefetches_wasted - before.prefetches_wasted,
+            skipped: after.predictions_skipped - before.predictions_skipped,
         }
     }
 }
 
 /// Share of predicted next-layer experts that the layer then chose.
-fn prediction_accuracy(s: &mote::CacheStats) -> Option<f64> {
+pub(crate) fn prediction_accuracy(s: &mote::CacheStats) -> Option<f64> {
     (s.predicted > 0).then(|| s.predicted_used as f64 / s.predicted as f64)
 }

@@ -407,13 +407,25 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let ppl = (nll / scored as f64).exp();
     let kl_mean = other.as_ref().map(|_| kl / scored as f64);
     let top1 = other.as_ref().map(|_| agree as f64 / scored as f64);
+    // Under a budget: how the cache did on the text's own routing.
+    let stats = session.cache_stats();
+    let uses = stats.hits + stats.misses;
+    let paging = (session.expert_slots() > 0 && uses > 0).then(|| {
+        json!({
+            "expert_slots": session.expert_slots(), "hits": stats.hits, "misses": stats.misses,
+            "hit_rate": stats.hits as f64 / uses as f64,
+            "prefetch_accuracy": crate::bench::prediction_accuracy(&stats),
+            "prefetches_used": stats.prefetches_used, "prefetches_wasted": stats.prefetches_wasted,
+            "storage_bytes_read_per_token": stats.bytes_read as f64 / scored as f64,
+        })
+    });
     if a.json {
         return print_json(&json!({
             "model": model_name(&a.load), "text": a.text.display().to_string(),
             "tokens_scored": scored, "window": a.window, "perplexity": ppl,
             "mean_nll": nll / scored as f64, "kl_vs": other.as_ref().map(|_| model_name(&other_load)),
             "kv_cache": a.load.kv_cache.name(), "kl_kv_cache": other.as_ref().map(|_| other_load.kv_cache.name()),
-            "mean_kl": kl_mean, "top1_agreement": top1, "seconds": seconds,
+            "mean_kl": kl_mean, "top1_agreement": top1, "seconds": seconds, "paging": paging,
         }));
     }
     println!(
@@ -421,6 +433,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         model_name(&a.load),
         a.window
     );
+    if paging.is_some() {
+        println!("{}", cache_summary(&session));
+    }
     if let (Some(k), Some(t)) = (kl_mean, top1) {
         println!(
             "vs {} (kv cache {}): mean KL {k:.5} nats/token, top-1 agreement {:.1}%",

@@ -356,6 +356,45 @@ fn generate_under_a_memory_budget_stays_within_it() {
         peak_mib <= limit_mib,
         "peak RSS {peak_mib:.1} MiB exceeds budget + 8 MiB = {limit_mib} MiB"
     );
+
+    // `mote bench` under the same budget reports what the storage did.
+    let b = ok_json(&[
+        "bench",
+        m,
+        "--memory-budget",
+        "3MiB",
+        "--prompt-tokens",
+        "8",
+        "--gen-tokens",
+        "6",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    let slots = b["expert_slots"].as_u64().unwrap();
+    assert!(slots > 0, "{b}");
+    let cache = &b["cache"];
+    let (hits, misses) = (
+        cache["hits"].as_u64().unwrap(),
+        cache["misses"].as_u64().unwrap(),
+    );
+    assert!(misses > 0, "{b}");
+    let prefill_read = b["prefill_storage_bytes_read"].as_u64().unwrap();
+    let decode_read = b["storage_bytes_read_per_token"].as_f64().unwrap() * 6.0;
+    assert!(prefill_read > 0, "{b}");
+    let total = cache["bytes_read"].as_u64().unwrap() as f64;
+    assert!(
+        (prefill_read as f64 + decode_read - total).abs() < 1.0,
+        "prefill and decode reads add up to the total: {b}"
+    );
+    let rate = b["decode_hit_rate"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&rate) && hits + misses > 0, "{b}");
+    assert_eq!(
+        b["prefetches"].as_u64().unwrap(),
+        b["prefetches_used"].as_u64().unwrap() + b["prefetches_wasted"].as_u64().unwrap(),
+        "{b}"
+    );
+    assert!(b["decode_blocked_ms_per_token"].as_f64().unwrap() >= 0.0);
 }
 
 #[test]

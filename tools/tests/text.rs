@@ -153,6 +153,52 @@ fn eval_reports_perplexity_and_kl_between_two_files_and_kv_cache_types() {
     let r = json(&["eval", model, "--text", t, "--json", "--kl-vs", model]);
     assert!(r["mean_kl"].as_f64().unwrap().abs() < 1e-9, "{r}");
     assert_eq!(r["top1_agreement"].as_f64().unwrap(), 1.0);
+    assert!(r["paging"].is_null(), "no budget, no paging: {r}");
+    // Under a budget of a few expert slots: the same perplexity, and the
+    // cache's figures on the text's own routing.
+    let full_ppl = r["perplexity"].as_f64().unwrap();
+    let p = json(&[
+        "inspect",
+        model,
+        "--json",
+        "--memory-budget",
+        "64GiB",
+        "--max-context",
+        "256",
+    ]);
+    let plan = &p["plan"];
+    let all_slots = plan["expert_slots"].as_u64().unwrap();
+    let slot = plan["expert_slot_bytes"].as_u64().unwrap();
+    let fixed =
+        plan["arena_bytes"].as_u64().unwrap() - plan["expert_cache_bytes"].as_u64().unwrap();
+    let budget = (fixed + 3 * slot + (64 << 10)).to_string();
+    let r = json(&[
+        "eval",
+        model,
+        "--text",
+        t,
+        "--json",
+        "--memory-budget",
+        &budget,
+    ]);
+    let paging = &r["paging"];
+    let slots = paging["expert_slots"].as_u64().unwrap();
+    assert!(
+        slots >= 2 && slots < all_slots,
+        "{slots} of {all_slots} slots: {r}"
+    );
+    assert!(paging["misses"].as_u64().unwrap() > 0, "{r}");
+    let rate = paging["hit_rate"].as_f64().unwrap();
+    assert!((0.0..1.0).contains(&rate), "{r}");
+    assert!(
+        paging["storage_bytes_read_per_token"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    let paged_ppl = r["perplexity"].as_f64().unwrap();
+    assert!(
+        (paged_ppl - full_ppl).abs() <= 1e-9 * full_ppl,
+        "paging changed the perplexity: {paged_ppl} vs {full_ppl}"
+    );
     // The same file with an f16 and an int8 KV cache against f32: each
     // rounds something, int8 more than f16; the cache takes 1/2 and ~1/4
     // of the bytes.

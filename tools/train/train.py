@@ -19,6 +19,13 @@ Writes, under <out>/:
 
 then `mote quantize <out>/hf -o runtime/models/default.mote --dtype int4`.
 
+The many-expert model (routing like OLMoE's or Qwen3-MoE's: many small
+experts, top-4; what docs/performance.md reports paging hit rates on, since
+random routers route uniformly and trained ones do not):
+
+    python3 tools/train/train.py --out /tmp/mote-train-32 --minutes 25 \
+        --experts 32 --top-k 4 --ffn 96
+
 The text: the King James Version (1611) as Debian's `bible-kjv-text` ships
 it, dumped by its `bible` program. The translation's copyright has long
 expired (public domain; see /usr/share/doc/bible-kjv-text/copyright). It is
@@ -95,6 +102,9 @@ def main():
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--experts", type=int, default=4, help="routed experts per layer")
+    ap.add_argument("--top-k", type=int, default=2, help="experts chosen per token")
+    ap.add_argument("--ffn", type=int, default=384, help="an expert's intermediate size")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -140,13 +150,13 @@ def main():
     cfg = MixtralConfig(
         vocab_size=args.vocab,
         hidden_size=192,
-        intermediate_size=384,
+        intermediate_size=args.ffn,
         num_hidden_layers=4,
         num_attention_heads=6,
         num_key_value_heads=2,
         head_dim=32,
-        num_local_experts=4,
-        num_experts_per_tok=2,
+        num_local_experts=args.experts,
+        num_experts_per_tok=args.top_k,
         max_position_embeddings=1024,
         rope_theta=10000.0,
         rms_norm_eps=1e-5,

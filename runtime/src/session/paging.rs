@@ -143,12 +143,32 @@ impl<'a, S: Storage + MaybeSync> Session<'a, S> {
     /// Starts reading the experts predicted for `next` (decoding, while the
     /// layer before it computes) that are in no slot, keeping the slots of
     /// the current layer's experts and of the prediction.
+    ///
+    /// Only with bandwidth the needed reads leave: when every expert this
+    /// layer chose is ready and no read is in flight. Where the device is
+    /// what a step waits for, a right guess gains nothing (the read would
+    /// have kept the device just as busy later) and a wrong one costs its
+    /// bytes and a slot, so the step then reads only what it needs.
     pub(super) fn prefetch_predicted(&mut self, layer: u32, next: u32) {
         let c = self.config;
         let (e_count, top_k) = (c.n_experts, c.n_experts_per_token as usize);
         let half = next as usize % 2;
-        let overlaps = self.reader.as_ref().is_some_and(|r| r.overlaps());
-        if !self.prefetch || !overlaps || self.predicted_layer[half] != next {
+        let Some(reader) = self.reader.as_ref() else {
+            return;
+        };
+        if !self.prefetch || !reader.overlaps() || self.predicted_layer[half] != next {
+            return;
+        }
+        let Some(cache) = self.cache.as_mut() else {
+            return;
+        };
+        let current = &self.layer_experts[..self.layer_expert_count];
+        let device_busy = reader.in_flight() > 0
+            || current
+                .iter()
+                .any(|&e| !matches!(cache.find(layer * e_count + e), Held::Ready(_)));
+        if device_busy {
+            cache.stats.predictions_skipped += top_k as u64;
             return;
         }
         for k in 0..top_k {
