@@ -51,6 +51,26 @@ pub enum QuantizeError {
         /// What is wrong.
         message: String,
     },
+    /// A GGUF file is malformed (or a kind mote does not read).
+    #[error("{}: byte {offset}: {message}", path.display())]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// Where in the file.
+        offset: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// A GGUF tensor's weight type cannot become a mote tensor as asked.
+    #[error("tensor {tensor}: {ggml_type}: {message}")]
+    GgufType {
+        /// The GGUF tensor name.
+        tensor: String,
+        /// The ggml type name (`Q4_K`).
+        ggml_type: String,
+        /// Why, and what to do instead.
+        message: String,
+    },
     /// A tensor the architecture needs is in no shard.
     #[error("missing tensor {name} (looked for {looked_for})")]
     MissingTensor {
@@ -60,7 +80,9 @@ pub enum QuantizeError {
         looked_for: String,
     },
     /// A tensor's shape disagrees with config.json.
-    #[error("tensor {tensor}: shape {found:?} does not match config.json (expected {expected:?})")]
+    #[error(
+        "tensor {tensor}: shape {found:?} does not match the model config (expected {expected:?})"
+    )]
     Shape {
         /// The checkpoint tensor name.
         tensor: String,

@@ -108,10 +108,16 @@ fn config_json(dir: &Path) -> Result<(std::path::PathBuf, Value), QuantizeError>
 /// change the computation mote does are pushed to `warnings`.
 pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig, QuantizeError> {
     let (path, json) = config_json(dir)?;
-    let f = Fields {
-        path: &path,
-        json: &json,
-    };
+    config_from_json(&path, &json, warnings)
+}
+
+/// Checks a `config.json` value (read from `path`, named in errors).
+pub(crate) fn config_from_json(
+    path: &Path,
+    json: &Value,
+    warnings: &mut Vec<String>,
+) -> Result<ModelConfig, QuantizeError> {
+    let f = Fields { path, json };
 
     let arch_name = json
         .get("architectures")
@@ -149,7 +155,7 @@ pub fn read_config(dir: &Path, warnings: &mut Vec<String>) -> Result<ModelConfig
         }
         _ => {
             return Err(QuantizeError::UnsupportedArchitecture {
-                path,
+                path: path.to_path_buf(),
                 found: arch_name,
                 supported: SUPPORTED_ARCHITECTURES,
             })

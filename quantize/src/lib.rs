@@ -9,6 +9,7 @@
 
 mod convert;
 mod error;
+mod gguf;
 mod hf_config;
 mod safetensors;
 mod sources;

@@ -109,7 +109,12 @@ fn byte_to_char() -> [char; 256] {
     map
 }
 
-fn build(json: &Value, config: &Value, warnings: &mut Vec<String>) -> Result<Vec<u8>, String> {
+/// The tokenizer section for a tokenizer.json / tokenizer_config.json pair.
+pub(crate) fn build(
+    json: &Value,
+    config: &Value,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<u8>, String> {
     let model = &json["model"];
     if kind_of(model) != "BPE" {
         return Err(format!(

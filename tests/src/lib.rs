@@ -55,7 +55,7 @@ pub fn convert_in(family: &str, variant: &str, dtype: DType, layout: mote::Layou
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("model.mote");
     let options = mote_quantize::Options {
-        dtype,
+        dtype: Some(dtype),
         layout,
         threads: 2,
         no_tokenizer: false,

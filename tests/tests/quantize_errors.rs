@@ -33,7 +33,7 @@ fn convert_expecting_error(config: &serde_json::Value, tensors: &[NamedTensor]) 
         &ck,
         &out,
         &Options {
-            dtype: DType::Q4,
+            dtype: Some(DType::Q4),
             threads: 2,
             no_tokenizer: false,
             layout: mote::Layout::Planar,
@@ -155,7 +155,7 @@ fn a_truncated_safetensors_file_is_an_error_not_a_panic() {
             dir.path(),
             &out,
             &Options {
-                dtype: DType::Q8,
+                dtype: Some(DType::Q8),
                 threads: 1,
                 no_tokenizer: false,
                 layout: mote::Layout::Planar,
@@ -194,7 +194,7 @@ fn patched_copy(from: &Path, find: &[u8], replace: &[u8]) -> tempfile::TempDir {
 fn convert_folder(dir: &Path) -> Result<(), QuantizeError> {
     let out = dir.join("out.mote");
     let options = Options {
-        dtype: DType::Q4,
+        dtype: Some(DType::Q4),
         threads: 2,
         no_tokenizer: false,
         layout: mote::Layout::Planar,
@@ -263,7 +263,7 @@ fn a_tokenizer_mote_cannot_reproduce_says_how_to_convert_without_it() {
     std::fs::write(dir.path().join("tokenizer.json"), wordpiece).unwrap();
     let out = dir.path().join("out.mote");
     let mut options = Options {
-        dtype: DType::Q8,
+        dtype: Some(DType::Q8),
         threads: 1,
         no_tokenizer: false,
         layout: mote::Layout::Planar,

@@ -11,16 +11,17 @@ use crate::boards;
 
 pub fn quantize(a: QuantizeArgs) -> Result<()> {
     let board = a.target.as_deref().map(boards::load).transpose()?;
+    // No type asked for: int4 from safetensors, a GGUF's own types.
     let dtype = match (a.dtype, &board) {
-        (Some(d), _) => d,
-        (None, Some(b)) => match b.dtype.as_str() {
+        (Some(d), _) => Some(d),
+        (None, Some(b)) => Some(match b.dtype.as_str() {
             "f32" => WeightType::F32,
             "f16" => WeightType::F16,
             "int8" => WeightType::Int8,
             "int4" => WeightType::Int4,
             other => anyhow::bail!("board {}: unknown dtype {other:?}", b.name),
-        },
-        (None, None) => WeightType::Int4,
+        }),
+        (None, None) => None,
     };
     let layout = match (a.layout, &board) {
         (Some(l), _) => l,
@@ -32,9 +33,9 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
         })?,
         (None, None) => mote::Layout::Planar,
     };
-    let dtype_of: mote::DType = dtype.into();
+    let dtype_of: Option<mote::DType> = dtype.map(Into::into);
     // A board's layout is for its weight type; with another --dtype it may not apply.
-    let layout = if a.layout.is_none() && !layout.fits(dtype_of) {
+    let layout = if a.layout.is_none() && !layout.fits(dtype_of.unwrap_or(mote::DType::Q4)) {
         mote::Layout::Planar
     } else {
         layout

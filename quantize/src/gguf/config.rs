@@ -1,0 +1,234 @@
+//! GGUF metadata (`{arch}.*` keys) → the `config.json` a Hugging Face
+//! checkpoint of the same model would have, so that one parser
+//! (`hf_config`) checks every model whatever file it came in; then the
+//! pieces config.json cannot say (rope factors stored as a tensor).
+//!
+//! llama.cpp's architecture names map to transformers' classes; `llama`
+//! with experts is Mixtral's form. A family whose GGUF conventions are not
+//! implemented here yet is an error naming it, never a guess.
+
+use mote::{ModelConfig, RopeScaling};
+use serde_json::{json, Map, Value as Json};
+
+use super::{gguf_err, Gguf, Value};
+use crate::error::QuantizeError;
+
+/// llama.cpp architecture names imported from GGUF.
+pub const IMPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2moe", "qwen3moe", "olmoe"];
+
+/// The architecture name and how mote reads the file's tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family {
+    /// True when the converter permuted Q and K rows for interleaved rope
+    /// (llama.cpp's "NORM" rope on a model trained with rotate-half).
+    pub permuted_qk: bool,
+}
+
+/// The file's `general.architecture`.
+pub fn architecture(g: &Gguf) -> Result<&str, QuantizeError> {
+    g.get("general.architecture")
+        .and_then(Value::as_str)
+        .ok_or_else(|| gguf_err(&g.paths[0], 0, "no general.architecture".into()))
+}
+
+/// Reads the model's config from the metadata (and `rope_freqs`).
+pub fn read(g: &Gguf, warnings: &mut Vec<String>) -> Result<(ModelConfig, Family), QuantizeError> {
+    let arch = architecture(g)?.to_string();
+    let path = &g.paths[0];
+    let err = |message: String| gguf_err(path, 0, message);
+    let key = |k: &str| format!("{arch}.{k}");
+    let u = |k: &str| g.get(&key(k)).and_then(Value::as_u64);
+    let f = |k: &str| g.get(&key(k)).and_then(Value::as_f64);
+    let need = |k: &str| u(k).ok_or_else(|| err(format!("missing or non-integer {}", key(k))));
+
+    let experts = u("expert_count").unwrap_or(0);
+    let class = match (arch.as_str(), experts > 0) {
+        ("llama", false) => "LlamaForCausalLM",
+        ("llama", true) => "MixtralForCausalLM",
+        ("qwen2moe", _) => "Qwen2MoeForCausalLM",
+        ("qwen3moe", _) => "Qwen3MoeForCausalLM",
+        ("olmoe", _) => "OlmoeForCausalLM",
+        (other, _) => {
+            return Err(err(format!(
+                "GGUF architecture {other:?} is not imported yet (from GGUF mote imports {}); convert the Hugging Face checkpoint instead",
+                IMPORTED_ARCHITECTURES.join(", ")
+            )))
+        }
+    };
+    let embd = g
+        .tensors
+        .get("token_embd.weight")
+        .ok_or_else(|| err("no token_embd.weight tensor".into()))?;
+    let hidden = need("embedding_length")?;
+    let heads = need("attention.head_count")?;
+    let mut c = Map::new();
+    c.insert("architectures".into(), json!([class]));
+    c.insert("hidden_act".into(), json!("silu"));
+    c.insert(
+        "vocab_size".into(),
+        json!(u("vocab_size").unwrap_or(embd.rows())),
+    );
+    c.insert("hidden_size".into(), json!(hidden));
+    c.insert("num_hidden_layers".into(), json!(need("block_count")?));
+    c.insert("num_attention_heads".into(), json!(heads));
+    c.insert(
+        "num_key_value_heads".into(),
+        json!(u("attention.head_count_kv").unwrap_or(heads)),
+    );
+    if let Some(d) = u("attention.key_length") {
+        if u("attention.value_length").is_some_and(|v| v != d) {
+            return Err(err(format!(
+                "{} differs from {} (mote's heads have one width)",
+                key("attention.value_length"),
+                key("attention.key_length")
+            )));
+        }
+        c.insert("head_dim".into(), json!(d));
+    }
+    if let Some(r) = u("rope.dimension_count") {
+        let d = u("attention.key_length").unwrap_or(hidden / heads.max(1));
+        if r != d {
+            return Err(err(format!(
+                "{} is {r}, the head width {d}: partial rope is not supported",
+                key("rope.dimension_count")
+            )));
+        }
+    }
+    c.insert(
+        "rms_norm_eps".into(),
+        json!(
+            f("attention.layer_norm_rms_epsilon").ok_or_else(|| err(format!(
+                "missing {}",
+                key("attention.layer_norm_rms_epsilon")
+            )))?
+        ),
+    );
+    c.insert(
+        "rope_theta".into(),
+        json!(f("rope.freq_base").unwrap_or(10_000.0)),
+    );
+    c.insert(
+        "max_position_embeddings".into(),
+        json!(u("context_length").unwrap_or(4096)),
+    );
+    let ffn = u("feed_forward_length").unwrap_or(0);
+    c.insert("intermediate_size".into(), json!(ffn));
+    if experts > 0 {
+        let used = need("expert_used_count")?;
+        c.insert("num_experts".into(), json!(experts));
+        c.insert("num_local_experts".into(), json!(experts));
+        c.insert("num_experts_per_tok".into(), json!(used));
+        // Mixtral's GGUF keeps the experts' width in feed_forward_length.
+        c.insert(
+            "moe_intermediate_size".into(),
+            json!(u("expert_feed_forward_length").unwrap_or(ffn)),
+        );
+        if let Some(s) = u("expert_shared_feed_forward_length") {
+            c.insert("shared_expert_intermediate_size".into(), json!(s));
+        }
+        // llama.cpp's graphs: Qwen3-MoE renormalises the chosen experts'
+        // weights, Qwen2-MoE and OLMoE do not (Mixtral always does).
+        let norm = match arch.as_str() {
+            "qwen3moe" => g
+                .get(&key("expert_weights_norm"))
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            _ => g
+                .get(&key("expert_weights_norm"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        };
+        c.insert("norm_topk_prob".into(), json!(norm));
+    }
+    c.insert(
+        "tie_word_embeddings".into(),
+        json!(!g.tensors.contains_key("output.weight")),
+    );
+    if let Some(b) = g.get("tokenizer.ggml.bos_token_id").and_then(Value::as_u64) {
+        c.insert("bos_token_id".into(), json!(b));
+    }
+    if let Some(e) = g.get("tokenizer.ggml.eos_token_id").and_then(Value::as_u64) {
+        c.insert("eos_token_id".into(), json!(e));
+    }
+    match g.get(&key("rope.scaling.type")).and_then(Value::as_str) {
+        None | Some("none") => {}
+        Some("linear") => {
+            if let Some(factor) = f("rope.scaling.factor").filter(|&x| x != 0.0 && x != 1.0) {
+                c.insert(
+                    "rope_scaling".into(),
+                    json!({"rope_type": "linear", "factor": factor}),
+                );
+            }
+        }
+        Some("yarn") => {
+            let mut y = json!({
+                "rope_type": "yarn",
+                "factor": f("rope.scaling.factor").ok_or_else(|| err(format!("yarn without {}", key("rope.scaling.factor"))))?,
+                "original_max_position_embeddings": u("rope.scaling.original_context_length").or(u("context_length")),
+            });
+            for (k, hf) in [
+                ("rope.scaling.yarn_beta_fast", "beta_fast"),
+                ("rope.scaling.yarn_beta_slow", "beta_slow"),
+            ] {
+                if let Some(v) = f(k) {
+                    y[hf] = json!(v);
+                }
+            }
+            if let Some(a) = f("rope.scaling.attn_factor") {
+                y["attention_factor"] = json!(a);
+            }
+            c.insert("rope_scaling".into(), y);
+        }
+        Some(other) => {
+            return Err(err(format!(
+                "{} {other:?} is not supported",
+                key("rope.scaling.type")
+            )))
+        }
+    }
+    let json = Json::Object(c);
+    let mut config = crate::hf_config::config_from_json(path, &json, warnings)?;
+
+    // Llama 3's frequency-dependent rope is a tensor of divisors in GGUF.
+    if let Some(t) = g.tensors.get("rope_freqs.weight") {
+        let half = config.head_dim as usize / 2;
+        if t.ne != [half as u64]
+            || t.ggml_type != super::GgmlType::F32
+            || half > mote::format::config::MAX_ROPE_FACTORS
+        {
+            return Err(gguf_err(
+                &g.paths[t.file],
+                t.offset,
+                format!(
+                    "rope_freqs.weight: expected {half} F32 values, found {:?} {}",
+                    t.ne, t.ggml_type
+                ),
+            ));
+        }
+        let mut raw = vec![0u8; 4 * half];
+        g.read(t, 0, &mut raw)?;
+        let factors: heapless::Vec<f32, { mote::format::config::MAX_ROPE_FACTORS }> = raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if factors.iter().any(|v| !v.is_finite() || *v <= 0.0) {
+            return Err(gguf_err(
+                &g.paths[t.file],
+                t.offset,
+                "rope_freqs.weight holds a non-positive or non-finite divisor".into(),
+            ));
+        }
+        // Per-frequency divisors with no mscale, for any context length.
+        config.rope_scaling = RopeScaling::LongRope {
+            original_max_position: u32::MAX,
+            short_mscale: 1.0,
+            long_mscale: 1.0,
+        };
+        config.rope_short_factor = factors.clone();
+        config.rope_long_factor = factors;
+    }
+    let family = Family {
+        permuted_qk: arch == "llama",
+    };
+    Ok((config, family))
+}

@@ -1,0 +1,159 @@
+//! Which GGUF tensor each mote tensor is: llama.cpp's names (`blk.N.attn_q`,
+//! experts stacked in `ffn_{gate,up,down}_exps`), the expert's slice of a
+//! stacked tensor, and the row order to undo where the converter permuted
+//! Q and K rows for interleaved rope.
+
+use mote::format::config::expected_shape;
+use mote::{Architecture, ModelConfig, TensorId, TensorKind};
+
+use super::config::Family;
+use super::{Gguf, TensorInfo};
+use crate::error::QuantizeError;
+
+/// The GGUF rows of one mote tensor.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// GGUF tensor name (with `[expert]` for a slice of stacked experts).
+    pub name: String,
+    /// Its directory entry.
+    pub info: TensorInfo,
+    /// First row used (an expert's slice of a stacked tensor).
+    pub first_row: usize,
+    /// Rows used.
+    pub rows: usize,
+    /// Row length.
+    pub cols: usize,
+    /// Heads of `head_dim` rows whose halves the converter interleaved:
+    /// mote's row `h·d + s·d/2 + i` is the file's row `h·d + 2i + s`.
+    pub unpermute_heads: Option<usize>,
+}
+
+impl Source {
+    /// The file row holding mote's row `r`.
+    pub fn file_row(&self, r: usize) -> usize {
+        let within = match self.unpermute_heads {
+            None => r,
+            Some(_) => {
+                let d = self.rows / self.unpermute_heads.unwrap_or(1);
+                let (h, k) = (r / d, r % d);
+                let (s, i) = (k / (d / 2), k % (d / 2));
+                h * d + 2 * i + s
+            }
+        };
+        self.first_row + within
+    }
+}
+
+fn names(config: &ModelConfig, id: TensorId) -> Vec<String> {
+    let l = id.layer;
+    let b = |s: &str| vec![format!("blk.{l}.{s}")];
+    let dense = config.architecture == Architecture::Llama;
+    match id.kind {
+        TensorKind::TokenEmbedding => vec!["token_embd.weight".into()],
+        TensorKind::OutputNorm => vec!["output_norm.weight".into()],
+        TensorKind::OutputNormBias => vec!["output_norm.bias".into()],
+        TensorKind::LmHead => vec!["output.weight".into()],
+        TensorKind::LmHeadBias => vec!["output.bias".into()],
+        TensorKind::AttnNorm => b("attn_norm.weight"),
+        TensorKind::AttnNormBias => b("attn_norm.bias"),
+        TensorKind::AttnQ => b("attn_q.weight"),
+        TensorKind::AttnK => b("attn_k.weight"),
+        TensorKind::AttnV => b("attn_v.weight"),
+        TensorKind::AttnO => b("attn_output.weight"),
+        TensorKind::AttnOBias => b("attn_output.bias"),
+        TensorKind::AttnQBias => b("attn_q.bias"),
+        TensorKind::AttnKBias => b("attn_k.bias"),
+        TensorKind::AttnVBias => b("attn_v.bias"),
+        TensorKind::AttnQNorm => b("attn_q_norm.weight"),
+        TensorKind::AttnKNorm => b("attn_k_norm.weight"),
+        TensorKind::FfnNorm => b("ffn_norm.weight"),
+        TensorKind::FfnNormBias => b("ffn_norm.bias"),
+        TensorKind::Router => b("ffn_gate_inp.weight"),
+        TensorKind::RouterBias => b("ffn_gate_inp.bias"),
+        TensorKind::RouterCorrection => b("exp_probs_b.bias"),
+        TensorKind::SharedExpertGate => b("ffn_gate_inp_shexp.weight"),
+        TensorKind::SharedGate => b("ffn_gate_shexp.weight"),
+        TensorKind::SharedUp => b("ffn_up_shexp.weight"),
+        TensorKind::SharedDown => b("ffn_down_shexp.weight"),
+        TensorKind::ExpertGate if dense => b("ffn_gate.weight"),
+        TensorKind::ExpertUp if dense => b("ffn_up.weight"),
+        TensorKind::ExpertDown if dense => b("ffn_down.weight"),
+        TensorKind::ExpertGate => b("ffn_gate_exps.weight"),
+        TensorKind::ExpertUp => b("ffn_up_exps.weight"),
+        TensorKind::ExpertDown => b("ffn_down_exps.weight"),
+        TensorKind::AttnSinks => b("attn_sinks.weight"),
+        TensorKind::ExpertGateBias => b("ffn_gate_exps.bias"),
+        TensorKind::ExpertUpBias => b("ffn_up_exps.bias"),
+        TensorKind::ExpertDownBias => b("ffn_down_exps.bias"),
+        TensorKind::AttnQA => b("attn_q_a.weight"),
+        TensorKind::AttnQANorm => b("attn_q_a_norm.weight"),
+        TensorKind::AttnKvA => b("attn_kv_a_mqa.weight"),
+        TensorKind::AttnKvANorm => b("attn_kv_a_norm.weight"),
+        TensorKind::AttnKvB => b("attn_kv_b.weight"),
+    }
+}
+
+/// Finds the GGUF rows of `id` and checks their shape against the config.
+pub fn find(
+    g: &Gguf,
+    config: &ModelConfig,
+    family: Family,
+    id: TensorId,
+) -> Result<Source, QuantizeError> {
+    let [rows, cols] = expected_shape(config, id).map(|d| d as usize);
+    let cands = names(config, id);
+    let Some((name, info)) = cands.iter().find_map(|n| g.tensors.get(n).map(|t| (n, t))) else {
+        return Err(QuantizeError::MissingTensor {
+            name: id.to_string(),
+            looked_for: cands.join(", "),
+        });
+    };
+    let stacked = id.kind.is_expert() && config.architecture != Architecture::Llama;
+    let experts = config.n_experts as u64;
+    // The PyTorch-order shape config.json implies, for messages.
+    let expected: Vec<u64> = match (stacked, rows) {
+        (true, _) => vec![cols as u64, rows as u64, experts],
+        (false, 1) => vec![cols as u64],
+        (false, _) => vec![cols as u64, rows as u64],
+    };
+    // A one-row tensor may be stored 1-D or as [cols, 1].
+    let ok = info.ne == expected || (rows == 1 && !stacked && info.ne == [cols as u64, 1]);
+    if !ok {
+        return Err(QuantizeError::Shape {
+            tensor: name.clone(),
+            expected: expected.iter().rev().map(|&d| d as usize).collect(),
+            found: info.torch_shape(),
+        });
+    }
+    let heads = match id.kind {
+        TensorKind::AttnQ | TensorKind::AttnQBias if family.permuted_qk => {
+            Some(config.n_heads as usize)
+        }
+        TensorKind::AttnK | TensorKind::AttnKBias if family.permuted_qk => {
+            Some(config.n_kv_heads as usize)
+        }
+        _ => None,
+    };
+    // A bias is one row in mote but one value a head row in the file: its
+    // permutation is of columns, not rows; no family here has Q/K biases
+    // with permuted rows.
+    if heads.is_some() && rows == 1 {
+        return Err(QuantizeError::GgufType {
+            tensor: name.clone(),
+            ggml_type: info.ggml_type.name().into(),
+            message: "a Q/K bias of an interleaved-rope family is not supported".into(),
+        });
+    }
+    let (name, first_row) = match stacked {
+        true => (format!("{name}[{}]", id.expert), id.expert as usize * rows),
+        false => (name.clone(), 0),
+    };
+    Ok(Source {
+        name,
+        info: info.clone(),
+        first_row,
+        rows,
+        cols,
+        unpermute_heads: heads,
+    })
+}

@@ -1,0 +1,303 @@
+#!/usr/bin/env python3
+"""GGUF fixtures: the tiny transformers fixtures written as llama.cpp writes
+them, quantized by llama.cpp, and llama.cpp's logits and tokens on each file.
+
+Run from the repo root (needs numpy, safetensors, gguf and llama-cpp-python;
+see tools/reference/requirements.txt):
+
+    python3 tools/reference/make_gguf_fixtures.py [--out tests/fixtures/gguf]
+
+For each family (llama-tiny, mixtral-tiny, qwen3moe-tiny, qwen2moe-tiny)
+it writes <out>/<family>-{q8_0,q4_0}.gguf (and uses, then deletes, an f32
+GGUF, which would only double the fixtures' size):
+
+  - f32: the f32 fixture's weights under llama.cpp's names and metadata
+    keys, as convert_hf_to_gguf.py writes them: experts stacked in
+    ffn_{gate,up,down}_exps, Q and K rows permuted for interleaved rope for
+    the `llama` architecture (Mixtral included), Llama 3 rope scaling as a
+    `rope_freqs` tensor of divisors, and a byte-level BPE tokenizer (`gpt2`
+    model, `qwen2` pre-tokenizer) trained here on a short text to fill the
+    fixtures' 256-token vocabulary;
+  - q8_0 / q4_0: that file through llama.cpp's own quantizer
+    (`llama_model_quantize`, MOSTLY_Q8_0 / MOSTLY_Q4_0; tensors whose rows
+    are not whole blocks fall back as llama.cpp decides);
+
+<out>/llama-tiny-q4_0-split-0000{1,2,3}-of-00003.gguf: the q4_0 file's
+tensors as a split set; llama-tiny also as q4_1, q5_0 and q5_1 (types mote
+re-quantizes with --dtype); <out>/blocks.json: random blocks of every type
+mote decodes with gguf-py's values for them; and <out>/reference.json: per file, llama.cpp's logits for every position
+of the family's prompt (its reference.json prompt), the ggml type of every
+tensor, and llama.cpp's tokens for a few texts.
+"""
+import argparse
+import ctypes
+import json
+import os
+from collections import Counter
+
+import numpy as np
+from safetensors.numpy import load_file
+import gguf
+import llama_cpp
+
+# olmoe-tiny has grouped-query attention (k_norm over 2 of 4 heads), which
+# llama.cpp's olmoe graph does not take (its k_norm is hidden_size wide).
+FAMILIES = ["llama-tiny", "mixtral-tiny", "qwen3moe-tiny", "qwen2moe-tiny"]
+ARCH = {"LlamaForCausalLM": "llama", "MixtralForCausalLM": "llama", "Qwen3MoeForCausalLM": "qwen3moe",
+        "OlmoeForCausalLM": "olmoe", "Qwen2MoeForCausalLM": "qwen2moe"}
+TEXTS = ["In the beginning God created the heaven and the earth.",
+         "And the earth was without form, and void; 1234 and 56.\n\nAmen  !"]
+TRAIN = (TEXTS[0] + " And God said, Let there be light: and there was light. And God saw the light, "
+         "that it was good: and God divided the light from the darkness. ") * 4
+
+
+def byte_chars():
+    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+def tokenizer(vocab_size):
+    """Byte-level BPE: printable ASCII + newline, then merges learned on
+    TRAIN, then unused tokens up to the vocabulary size."""
+    bc = byte_chars()
+    tokens = [bc[b] for b in [10] + list(range(32, 127))]
+    tokens.insert(0, "<|endoftext|>")
+    words = [[bc[b] for b in w.encode()] for w in TRAIN.replace(" ", "\0 ").split("\0")]
+    merges = []
+    while len(tokens) < vocab_size:
+        pairs = Counter()
+        for w in words:
+            for a, b in zip(w, w[1:]):
+                pairs[(a, b)] += 1
+        if not pairs:
+            break
+        (a, b), _ = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))
+        merges.append(f"{a} {b}")
+        tokens.append(a + b)
+        for w in words:
+            i = 0
+            while i < len(w) - 1:
+                if w[i] == a and w[i + 1] == b:
+                    w[i:i + 2] = [a + b]
+                i += 1
+    types = [3] + [1] * (len(tokens) - 1)
+    # llama.cpp wants one token an embedding row: the rest are unused (type 5).
+    while len(tokens) < vocab_size:
+        tokens.append(f"[UNUSED_{len(tokens)}]")
+        types.append(5)
+    return tokens, types, merges
+
+
+def permute(w, n_head):
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def llama3_factors(c):
+    rs = c["rope_scaling"]
+    base, dim = c.get("rope_theta", 10000.0), c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
+    factor, low, high, old = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"], rs["original_max_position_embeddings"]
+    freqs = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    low_wavelen, high_wavelen = old / low, old / high
+    out = []
+    for f in freqs:
+        wavelen = 2 * np.pi / f
+        if wavelen < high_wavelen:
+            out.append(1.0)
+        elif wavelen > low_wavelen:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def write_f32(family, path):
+    src = f"tests/fixtures/{family}/f32"
+    c = json.load(open(f"{src}/config.json"))
+    t = load_file(f"{src}/model.safetensors")
+    cls = c["architectures"][0]
+    arch = ARCH[cls]
+    heads, kv = c["num_attention_heads"], c.get("num_key_value_heads") or c["num_attention_heads"]
+    head_dim = c.get("head_dim") or c["hidden_size"] // heads
+    experts = c.get("num_local_experts") or c.get("num_experts") or 0
+    w = gguf.GGUFWriter(path, arch)
+    w.add_context_length(c["max_position_embeddings"])
+    w.add_embedding_length(c["hidden_size"])
+    w.add_block_count(c["num_hidden_layers"])
+    w.add_feed_forward_length(c["intermediate_size"])
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv)
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_rope_dimension_count(head_dim)
+    w.add_layer_norm_rms_eps(c["rms_norm_eps"])
+    w.add_rope_freq_base(c.get("rope_theta", 10000.0))
+    w.add_file_type(0)
+    if experts:
+        w.add_expert_count(experts)
+        w.add_expert_used_count(c["num_experts_per_tok"])
+        if c.get("moe_intermediate_size"):
+            w.add_expert_feed_forward_length(c["moe_intermediate_size"])
+        if c.get("shared_expert_intermediate_size"):
+            w.add_expert_shared_feed_forward_length(c["shared_expert_intermediate_size"])
+    tokens, types, merges = tokenizer(c["vocab_size"])
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("qwen2")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(0)
+    w.add_eos_token_id(0)
+    w.add_add_bos_token(False)
+
+    def add(name, a):
+        w.add_tensor(name, np.ascontiguousarray(a, dtype=np.float32))
+
+    if (c.get("rope_scaling") or {}).get("rope_type") == "llama3":
+        add("rope_freqs.weight", llama3_factors(c))
+    add("token_embd.weight", t["model.embed_tokens.weight"])
+    add("output_norm.weight", t["model.norm.weight"])
+    if "lm_head.weight" in t:
+        add("output.weight", t["lm_head.weight"])
+    for l in range(c["num_hidden_layers"]):
+        p, b = f"model.layers.{l}.", f"blk.{l}."
+        q, k = t[p + "self_attn.q_proj.weight"], t[p + "self_attn.k_proj.weight"]
+        if arch == "llama":
+            q, k = permute(q, heads), permute(k, kv)
+        add(b + "attn_norm.weight", t[p + "input_layernorm.weight"])
+        add(b + "attn_q.weight", q)
+        add(b + "attn_k.weight", k)
+        add(b + "attn_v.weight", t[p + "self_attn.v_proj.weight"])
+        add(b + "attn_output.weight", t[p + "self_attn.o_proj.weight"])
+        for x in "qkv":
+            if p + f"self_attn.{x}_proj.bias" in t:
+                add(b + f"attn_{x}.bias", t[p + f"self_attn.{x}_proj.bias"])
+        for x in "qk":
+            if p + f"self_attn.{x}_norm.weight" in t:
+                add(b + f"attn_{x}_norm.weight", t[p + f"self_attn.{x}_norm.weight"])
+        add(b + "ffn_norm.weight", t[p + "post_attention_layernorm.weight"])
+        if not experts:
+            for x in ["gate", "up", "down"]:
+                add(b + f"ffn_{x}.weight", t[p + f"mlp.{x}_proj.weight"])
+            continue
+        moe = "block_sparse_moe." if p + "block_sparse_moe.gate.weight" in t else "mlp."
+        add(b + "ffn_gate_inp.weight", t[p + moe + "gate.weight"])
+        for x, wx in [("gate", "w1"), ("up", "w3"), ("down", "w2")]:
+            names = [p + moe + f"experts.{e}.{x}_proj.weight" for e in range(experts)]
+            if names[0] not in t:
+                names = [p + moe + f"experts.{e}.{wx}.weight" for e in range(experts)]
+            add(b + f"ffn_{x}_exps.weight", np.stack([t[n] for n in names]))
+        if p + "mlp.shared_expert.gate_proj.weight" in t:
+            for x in ["gate", "up", "down"]:
+                add(b + f"ffn_{x}_shexp.weight", t[p + f"mlp.shared_expert.{x}_proj.weight"])
+            add(b + "ffn_gate_inp_shexp.weight", t[p + "mlp.shared_expert_gate.weight"].reshape(-1))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def quantize(src, dst, ftype):
+    p = llama_cpp.llama_model_quantize_default_params()
+    p.nthread = 1
+    p.ftype = ftype
+    rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(p))
+    assert rc == 0, f"llama_model_quantize {dst}: {rc}"
+
+
+def split(src, dst, parts):
+    """Rewrites `src` as a split set `dst-0000k-of-0000n.gguf` (gguf-py's
+    splitting, as llama-gguf-split writes them: split.* keys, metadata in
+    the first file)."""
+    r = gguf.GGUFReader(src)
+    arch = r.fields["general.architecture"].contents()
+    per = -(-len(r.tensors) // parts)
+    w = gguf.GGUFWriter(dst + ".gguf", arch, split_max_tensors=per)
+    for name, f in r.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        sub = f.types[-1] if f.types[0] == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(name, f.contents(), f.types[0], sub_type=sub)
+    for t in r.tensors:
+        w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def logits(path, prompt):
+    m = llama_cpp.Llama(path, logits_all=True, n_ctx=64, n_batch=64, n_threads=1, n_threads_batch=1, verbose=False)
+    m.reset()
+    m.eval(prompt)
+    out = np.array(m.scores[: m.n_tokens], dtype=np.float64)
+    toks = [m.tokenize(s.encode(), add_bos=False, special=False) for s in TEXTS]
+    return out, toks
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="tests/fixtures/gguf")
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    llama_cpp.llama_backend_init()
+    ref = {"texts": TEXTS, "files": {}}
+    for family in FAMILIES:
+        prompt = json.load(open(f"tests/fixtures/{family}/reference.json"))["prompt"]
+        f32 = f"{a.out}/{family}-f32.gguf"
+        write_f32(family, f32)
+        kinds = [("q8_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0), ("q4_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0)]
+        if family == "llama-tiny":
+            # Types mote re-quantizes (--dtype): ggml's dequantizers checked end to end.
+            kinds += [("q4_1", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_1), ("q5_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_0),
+                      ("q5_1", llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_1)]
+        for kind, ftype in kinds:
+            quantize(f32, f"{a.out}/{family}-{kind}.gguf", ftype)
+        for kind, _ in kinds:
+            path = f"{a.out}/{family}-{kind}.gguf"
+            lg, toks = logits(path, prompt)
+            r = gguf.GGUFReader(path)
+            ref["files"][os.path.basename(path)] = {
+                "prompt": prompt,
+                "logits": lg.round(6).tolist(),
+                "types": {t.name: t.tensor_type.name for t in r.tensors},
+                "tokens": toks,
+            }
+            print(path, os.path.getsize(path), "bytes", Counter(t.tensor_type.name for t in r.tensors))
+        os.remove(f32)
+    # One split set: the same tensors as llama-tiny-q4_0.gguf in three files.
+    split(f"{a.out}/llama-tiny-q4_0.gguf", f"{a.out}/llama-tiny-q4_0-split", 3)
+    json.dump(ref, open(f"{a.out}/reference.json", "w"))
+    blocks(f"{a.out}/blocks.json")
+
+
+def blocks(path):
+    """Random blocks of the super-block types (their rows need 256 values,
+    wider than the tiny models) with gguf-py's dequantized values."""
+    rng = np.random.default_rng(0)
+    out = {}
+    T = gguf.GGMLQuantizationType
+    for t in [T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_NL, T.IQ4_XS, T.Q4_1, T.Q5_0, T.Q5_1, T.MXFP4]:
+        n, size = gguf.GGML_QUANT_SIZES[t]
+        raw = rng.integers(0, 256, size=(3, size), dtype=np.uint8)
+        # f16 scales: small and finite wherever the layout keeps them.
+        scale_at = {T.Q2_K: [80, 82], T.Q3_K: [108], T.Q4_K: [0, 2], T.Q5_K: [0, 2], T.Q6_K: [208],
+                    T.IQ4_NL: [0], T.IQ4_XS: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2], T.MXFP4: []}[t]
+        for at in scale_at:
+            raw[:, at:at + 2] = np.frombuffer(np.float16(rng.uniform(0.001, 0.1, 3)).tobytes(), np.uint8).reshape(3, 2)
+        if t == T.MXFP4:
+            raw[:, 0] = rng.integers(110, 140, 3)
+        values = gguf.quants.dequantize(raw.reshape(1, -1), t).reshape(-1)
+        out[t.name] = {"bytes": raw.tobytes().hex(), "values": [float(v) for v in values]}
+    json.dump(out, open(path, "w"))
+
+
+if __name__ == "__main__":
+    main()
