@@ -15,9 +15,10 @@ GGUF, which would only double the fixtures' size):
     keys, as convert_hf_to_gguf.py writes them: experts stacked in
     ffn_{gate,up,down}_exps, Q and K rows permuted for interleaved rope for
     the `llama` architecture (Mixtral included), Llama 3 rope scaling as a
-    `rope_freqs` tensor of divisors, and a byte-level BPE tokenizer (`gpt2`
-    model, `qwen2` pre-tokenizer) trained here on a short text to fill the
-    fixtures' 256-token vocabulary;
+    `rope_freqs` tensor of divisors, and a tokenizer trained here on a short
+    text to fill the fixtures' 256-token vocabulary: SentencePiece-style
+    (`llama` model, scores) for Mixtral, byte-level BPE (`gpt2` model,
+    `qwen2` pre-tokenizer) for the others;
   - q8_0 / q4_0: that file through llama.cpp's own quantizer
     (`llama_model_quantize`, MOSTLY_Q8_0 / MOSTLY_Q4_0; tensors whose rows
     are not whole blocks fall back as llama.cpp decides);
@@ -95,6 +96,38 @@ def tokenizer(vocab_size):
     return tokens, types, merges
 
 
+def spm_tokenizer(vocab_size):
+    """SentencePiece-style (`llama` model): <unk> <s> </s>, a <0x0A> byte
+    token, `▁` and printable ASCII, then pieces merged on TRAIN (spaces as
+    `▁`), scored so that earlier merges win, then unused tokens."""
+    tokens = ["<unk>", "<s>", "</s>", "<0x0A>", "\u2581"] + [chr(b) for b in range(33, 127)]
+    types = [2, 3, 3, 6] + [1] * (len(tokens) - 4)
+    scores = [0.0] * 4 + [-1000.0] * (len(tokens) - 4)
+    words = [list(w) for w in ("\u2581" + TRAIN.replace(" ", "\0\u2581")).split("\0")]
+    while len(tokens) < vocab_size:
+        pairs = Counter()
+        for w in words:
+            for a, b in zip(w, w[1:]):
+                pairs[(a, b)] += 1
+        if not pairs:
+            break
+        (a, b), _ = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))
+        tokens.append(a + b)
+        types.append(1)
+        scores.append(-float(len(tokens)))
+        for w in words:
+            i = 0
+            while i < len(w) - 1:
+                if w[i] == a and w[i + 1] == b:
+                    w[i:i + 2] = [a + b]
+                i += 1
+    while len(tokens) < vocab_size:
+        tokens.append(f"[UNUSED_{len(tokens)}]")
+        types.append(5)
+        scores.append(-1e9)
+    return tokens, types, scores
+
+
 def permute(w, n_head):
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
@@ -147,14 +180,25 @@ def write_f32(family, path):
             w.add_expert_feed_forward_length(c["moe_intermediate_size"])
         if c.get("shared_expert_intermediate_size"):
             w.add_expert_shared_feed_forward_length(c["shared_expert_intermediate_size"])
-    tokens, types, merges = tokenizer(c["vocab_size"])
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("qwen2")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(0)
-    w.add_eos_token_id(0)
+    if family == "mixtral-tiny":
+        # Mixtral's own kind of tokenizer.
+        tokens, types, scores = spm_tokenizer(c["vocab_size"])
+        w.add_tokenizer_model("llama")
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        w.add_token_scores(scores)
+        w.add_bos_token_id(1)
+        w.add_eos_token_id(2)
+        w.add_unk_token_id(0)
+    else:
+        tokens, types, merges = tokenizer(c["vocab_size"])
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("qwen2")
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        w.add_token_merges(merges)
+        w.add_bos_token_id(0)
+        w.add_eos_token_id(0)
     w.add_add_bos_token(False)
 
     def add(name, a):
