@@ -43,9 +43,11 @@ import llama_cpp
 
 # olmoe-tiny has grouped-query attention (k_norm over 2 of 4 heads), which
 # llama.cpp's olmoe graph does not take (its k_norm is hidden_size wide).
-FAMILIES = ["llama-tiny", "mixtral-tiny", "qwen3moe-tiny", "qwen2moe-tiny"]
+FAMILIES = ["llama-tiny", "mixtral-tiny", "qwen3moe-tiny", "qwen2moe-tiny", "granitemoe-tiny",
+            "granitemoeshared-tiny"]
 ARCH = {"LlamaForCausalLM": "llama", "MixtralForCausalLM": "llama", "Qwen3MoeForCausalLM": "qwen3moe",
-        "OlmoeForCausalLM": "olmoe", "Qwen2MoeForCausalLM": "qwen2moe"}
+        "OlmoeForCausalLM": "olmoe", "Qwen2MoeForCausalLM": "qwen2moe", "GraniteMoeForCausalLM": "granitemoe",
+        "GraniteMoeSharedForCausalLM": "granitemoe"}
 TEXTS = ["In the beginning God created the heaven and the earth.",
          "And the earth was without form, and void; 1234 and 56.\n\nAmen  !"]
 TRAIN = (TEXTS[0] + " And God said, Let there be light: and there was light. And God saw the light, "
@@ -178,8 +180,14 @@ def write_f32(family, path):
         w.add_expert_used_count(c["num_experts_per_tok"])
         if c.get("moe_intermediate_size"):
             w.add_expert_feed_forward_length(c["moe_intermediate_size"])
-        if c.get("shared_expert_intermediate_size"):
-            w.add_expert_shared_feed_forward_length(c["shared_expert_intermediate_size"])
+        shared = c.get("shared_expert_intermediate_size") or c.get("shared_intermediate_size")
+        if shared:
+            w.add_expert_shared_feed_forward_length(shared)
+    if arch == "granitemoe":
+        w.add_embedding_scale(c["embedding_multiplier"])
+        w.add_residual_scale(c["residual_multiplier"])
+        w.add_logit_scale(c["logits_scaling"])
+        w.add_attention_scale(c["attention_multiplier"])
     if family == "mixtral-tiny":
         # Mixtral's own kind of tokenizer.
         tokens, types, scores = spm_tokenizer(c["vocab_size"])
@@ -213,7 +221,7 @@ def write_f32(family, path):
     for l in range(c["num_hidden_layers"]):
         p, b = f"model.layers.{l}.", f"blk.{l}."
         q, k = t[p + "self_attn.q_proj.weight"], t[p + "self_attn.k_proj.weight"]
-        if arch == "llama":
+        if arch in ("llama", "granitemoe"):
             q, k = permute(q, heads), permute(k, kv)
         add(b + "attn_norm.weight", t[p + "input_layernorm.weight"])
         add(b + "attn_q.weight", q)
@@ -230,6 +238,21 @@ def write_f32(family, path):
         if not experts:
             for x in ["gate", "up", "down"]:
                 add(b + f"ffn_{x}.weight", t[p + f"mlp.{x}_proj.weight"])
+            continue
+        if p + "block_sparse_moe.input_linear.weight" in t:
+            # Granite: gate and up fused in input_linear (gate first).
+            gu = t[p + "block_sparse_moe.input_linear.weight"]
+            ff = gu.shape[1] // 2
+            add(b + "ffn_gate_inp.weight", t[p + "block_sparse_moe.router.layer.weight"])
+            add(b + "ffn_gate_exps.weight", gu[:, :ff])
+            add(b + "ffn_up_exps.weight", gu[:, ff:])
+            add(b + "ffn_down_exps.weight", t[p + "block_sparse_moe.output_linear.weight"])
+            if p + "shared_mlp.input_linear.weight" in t:
+                sgu = t[p + "shared_mlp.input_linear.weight"]
+                sf = sgu.shape[0] // 2
+                add(b + "ffn_gate_shexp.weight", sgu[:sf])
+                add(b + "ffn_up_shexp.weight", sgu[sf:])
+                add(b + "ffn_down_shexp.weight", t[p + "shared_mlp.output_linear.weight"])
             continue
         moe = "block_sparse_moe." if p + "block_sparse_moe.gate.weight" in t else "mlp."
         add(b + "ffn_gate_inp.weight", t[p + moe + "gate.weight"])

@@ -14,7 +14,8 @@ use super::{gguf_err, Gguf, Value};
 use crate::error::QuantizeError;
 
 /// llama.cpp architecture names imported from GGUF.
-pub const IMPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2moe", "qwen3moe", "olmoe"];
+pub const IMPORTED_ARCHITECTURES: &[&str] =
+    &["llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe"];
 
 /// The architecture name and how mote reads the file's tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,10 @@ pub fn read(g: &Gguf, warnings: &mut Vec<String>) -> Result<(ModelConfig, Family
         ("qwen2moe", _) => "Qwen2MoeForCausalLM",
         ("qwen3moe", _) => "Qwen3MoeForCausalLM",
         ("olmoe", _) => "OlmoeForCausalLM",
+        ("granitemoe", _) if u("expert_shared_feed_forward_length").is_some_and(|n| n > 0) => {
+            "GraniteMoeSharedForCausalLM"
+        }
+        ("granitemoe", _) => "GraniteMoeForCausalLM",
         (other, _) => {
             return Err(err(format!(
                 "GGUF architecture {other:?} is not imported yet (from GGUF mote imports {}); convert the Hugging Face checkpoint instead",
@@ -125,6 +130,7 @@ pub fn read(g: &Gguf, warnings: &mut Vec<String>) -> Result<(ModelConfig, Family
         );
         if let Some(s) = u("expert_shared_feed_forward_length") {
             c.insert("shared_expert_intermediate_size".into(), json!(s));
+            c.insert("shared_intermediate_size".into(), json!(s));
         }
         // llama.cpp's graphs: Qwen3-MoE renormalises the chosen experts'
         // weights, Qwen2-MoE and OLMoE do not (Mixtral always does).
@@ -139,6 +145,17 @@ pub fn read(g: &Gguf, warnings: &mut Vec<String>) -> Result<(ModelConfig, Family
                 .unwrap_or(false),
         };
         c.insert("norm_topk_prob".into(), json!(norm));
+    }
+    // Granite's scales.
+    for (k, hf) in [
+        ("embedding_scale", "embedding_multiplier"),
+        ("residual_scale", "residual_multiplier"),
+        ("logit_scale", "logits_scaling"),
+        ("attention.scale", "attention_multiplier"),
+    ] {
+        if let Some(v) = f(k) {
+            c.insert(hf.into(), json!(v));
+        }
     }
     c.insert(
         "tie_word_embeddings".into(),
@@ -228,7 +245,7 @@ pub fn read(g: &Gguf, warnings: &mut Vec<String>) -> Result<(ModelConfig, Family
         config.rope_long_factor = factors;
     }
     let family = Family {
-        permuted_qk: arch == "llama",
+        permuted_qk: arch == "llama" || arch == "granitemoe",
     };
     Ok((config, family))
 }
