@@ -2,8 +2,10 @@
 //! then each tensor either copied (its ggml type is a mote type: Q4_0,
 //! Q8_0, MXFP4, F16, F32 — the same numbers) or, with `--dtype`, decoded and
 //! re-quantized. Norms, routers and biases are decoded to f32 as mote keeps
-//! them. A type mote has no kernel for is an error naming the tensor,
-//! unless `--dtype` asks for re-quantization.
+//! them. A type mote has no kernel for yet (the K-quants, IQ4, Q4_1, Q5_x)
+//! is decoded and re-quantized to int8, the mote type closest to it, and
+//! the report's warnings name every such tensor: the file converts, and
+//! says exactly what did not stay as it was.
 
 use std::path::Path;
 use std::time::Instant;
@@ -44,6 +46,7 @@ pub fn import(
     let mut records = Vec::new();
     let mut sources: Vec<Source> = Vec::new();
     let mut padded = Vec::new();
+    let mut requantized: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
     for id in TensorIds::new(&config) {
         let src = find(&g, &config, family, id)?;
         let ty = src.info.ggml_type;
@@ -54,13 +57,10 @@ pub fn import(
         } else if let Some(d) = ty.mote_dtype() {
             d
         } else {
-            return Err(QuantizeError::GgufType {
-                tensor: src.name.clone(),
-                ggml_type: ty.name().into(),
-                message: "not a mote weight type yet (kept as they are: F32, F16, Q4_0, Q8_0, \
-                          MXFP4); re-quantize with --dtype int8 (or int4)"
-                    .into(),
-            });
+            // No kernel for this type yet: int8 holds its numbers closest.
+            let names = requantized.entry(ty.name()).or_default();
+            names.push(src.name.clone());
+            DType::Q8
         };
         if !ty.decodes() && ty.mote_dtype() != Some(dtype) {
             return Err(QuantizeError::GgufType {
@@ -79,6 +79,14 @@ pub fn import(
         }
         records.push(record(id, dtype, options.layout, src.rows, src.cols));
         sources.push(src);
+    }
+    for (ty, names) in &requantized {
+        warnings.push(format!(
+            "{} tensor(s) of {ty} re-quantized to int8 (mote has no {ty} kernels yet; \
+             --dtype chooses one type for all), e.g. {}",
+            names.len(),
+            names[..names.len().min(3)].join(", ")
+        ));
     }
     let names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
     let mut source_bytes = 0u64;

@@ -227,11 +227,17 @@ impl<'a> Tokenizer<'a> {
     }
 
     /// Output slots `encode` may need for a text of `text_len` bytes (with
-    /// an NFC normalizer, also room for the normalized text).
+    /// an NFC normalizer, also room for the normalized text). SentencePiece
+    /// writes each space as the 3-byte `▁` and may put one in front, and
+    /// byte fallback can give a token a byte.
     pub fn max_tokens(&self, text_len: usize) -> usize {
+        let bytes = match self.header.kind {
+            TokenizerKind::SentencePiece => 3 * text_len + 3,
+            _ => text_len,
+        };
         match self.header.options & OPT_NFC {
-            0 => text_len + 5,
-            _ => 3 * text_len + 5 + nfc_scratch_slots(text_len),
+            0 => bytes + 5,
+            _ => 3 * bytes + 5 + nfc_scratch_slots(text_len),
         }
     }
 
