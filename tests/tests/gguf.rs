@@ -256,6 +256,12 @@ fn bad_ggufs_get_errors_naming_the_problem_and_write_nothing() {
         b[at..at + 4].copy_from_slice(&12u32.to_le_bytes());
     });
     check(&p, "blk.1.attn_v.weight");
+    // A type mote does not read (I8 here; the IQ1-IQ3 and TQ types too).
+    let (_d, p) = edited(name, |b| {
+        let at = type_field(b, "blk.1.attn_v.weight");
+        b[at..at + 4].copy_from_slice(&24u32.to_le_bytes());
+    });
+    check(&p, "blk.1.attn_v.weight: I8: mote cannot read this type");
     // A tensor the model needs, renamed away.
     let (_d, p) = edited(name, |b| {
         let t = b"blk.2.attn_output.weight";
