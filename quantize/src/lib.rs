@@ -1,6 +1,7 @@
 //! mote-quantize: converts a Hugging Face checkpoint folder (`config.json`
 //! plus `model.safetensors` or a sharded `model.safetensors.index.json`) into
-//! a `.mote` file, with the tokenizer from `tokenizer.json` when there is one.
+//! a `.mote` file, with the tokenizer from `tokenizer.json` when there is one;
+//! or a GGUF file (`gguf`), keeping the types mote has.
 //!
 //! It streams tensor by tensor, so peak memory stays near the largest tensor,
 //! and writes to a temporary file that is renamed into place only when
