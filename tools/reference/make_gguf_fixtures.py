@@ -41,10 +41,8 @@ from safetensors.numpy import load_file
 import gguf
 import llama_cpp
 
-# olmoe-tiny has grouped-query attention (k_norm over 2 of 4 heads), which
-# llama.cpp's olmoe graph does not take (its k_norm is hidden_size wide).
 FAMILIES = ["llama-tiny", "mixtral-tiny", "qwen3moe-tiny", "qwen2moe-tiny", "granitemoe-tiny",
-            "granitemoeshared-tiny"]
+            "granitemoeshared-tiny", "olmoe-tiny"]
 ARCH = {"LlamaForCausalLM": "llama", "MixtralForCausalLM": "llama", "Qwen3MoeForCausalLM": "qwen3moe",
         "OlmoeForCausalLM": "olmoe", "Qwen2MoeForCausalLM": "qwen2moe", "GraniteMoeForCausalLM": "granitemoe",
         "GraniteMoeSharedForCausalLM": "granitemoe"}
@@ -161,6 +159,18 @@ def write_f32(family, path):
     arch = ARCH[cls]
     heads, kv = c["num_attention_heads"], c.get("num_key_value_heads") or c["num_attention_heads"]
     head_dim = c.get("head_dim") or c["hidden_size"] // heads
+    if arch == "olmoe" and kv != heads:
+        # llama.cpp's olmoe graph takes one key/value head a query head (its
+        # k_norm is hidden_size wide): the same model with each key/value
+        # head repeated for the query heads that share it (the RMS over the
+        # whole k projection is unchanged by the repetition).
+        rep = heads // kv
+        for l in range(c["num_hidden_layers"]):
+            p = f"model.layers.{l}.self_attn."
+            for n in ["k_proj.weight", "v_proj.weight", "k_norm.weight"]:
+                w0 = t[p + n]
+                t[p + n] = np.repeat(w0.reshape(kv, head_dim, *w0.shape[1:]), rep, axis=0).reshape(heads * head_dim, *w0.shape[1:])
+        kv = heads
     experts = c.get("num_local_experts") or c.get("num_experts") or 0
     w = gguf.GGUFWriter(path, arch)
     w.add_context_length(c["max_position_embeddings"])
