@@ -42,10 +42,13 @@ import gguf
 import llama_cpp
 
 FAMILIES = ["llama-tiny", "mixtral-tiny", "qwen3moe-tiny", "qwen2moe-tiny", "granitemoe-tiny",
-            "granitemoeshared-tiny", "olmoe-tiny"]
+            "granitemoeshared-tiny", "olmoe-tiny", "deepseekv3-tiny"]
+# deepseekv2-tiny has no query compression (q_lora_rank null), which
+# llama.cpp's deepseek2 loader takes only from 27-layer files (V2-Lite).
 ARCH = {"LlamaForCausalLM": "llama", "MixtralForCausalLM": "llama", "Qwen3MoeForCausalLM": "qwen3moe",
         "OlmoeForCausalLM": "olmoe", "Qwen2MoeForCausalLM": "qwen2moe", "GraniteMoeForCausalLM": "granitemoe",
-        "GraniteMoeSharedForCausalLM": "granitemoe"}
+        "GraniteMoeSharedForCausalLM": "granitemoe", "DeepseekV2ForCausalLM": "deepseek2",
+        "DeepseekV3ForCausalLM": "deepseek2"}
 TEXTS = ["In the beginning God created the heaven and the earth.",
          "And the earth was without form, and void; 1234 and 56.\n\nAmen  !"]
 TRAIN = (TEXTS[0] + " And God said, Let there be light: and there was light. And God saw the light, "
@@ -171,17 +174,46 @@ def write_f32(family, path):
                 w0 = t[p + n]
                 t[p + n] = np.repeat(w0.reshape(kv, head_dim, *w0.shape[1:]), rep, axis=0).reshape(heads * head_dim, *w0.shape[1:])
         kv = heads
-    experts = c.get("num_local_experts") or c.get("num_experts") or 0
+    experts = c.get("num_local_experts") or c.get("num_experts") or c.get("n_routed_experts") or 0
     w = gguf.GGUFWriter(path, arch)
     w.add_context_length(c["max_position_embeddings"])
     w.add_embedding_length(c["hidden_size"])
     w.add_block_count(c["num_hidden_layers"])
     w.add_feed_forward_length(c["intermediate_size"])
     w.add_head_count(heads)
-    w.add_head_count_kv(kv)
-    w.add_key_length(head_dim)
-    w.add_value_length(head_dim)
-    w.add_rope_dimension_count(head_dim)
+    if arch == "deepseek2":
+        # As llama.cpp's converter writes DeepSeek: MLA as one key/value
+        # head of the latent, kv_b split into attn_k_b / attn_v_b.
+        nope, rope, vdim, lora = c["qk_nope_head_dim"], c["qk_rope_head_dim"], c["v_head_dim"], c["kv_lora_rank"]
+        w.add_head_count_kv(1)
+        w.add_key_length(lora + rope)
+        w.add_value_length(lora)
+        w.add_key_length_mla(nope + rope)
+        w.add_value_length_mla(vdim)
+        w.add_rope_dimension_count(rope)
+        w.add_kv_lora_rank(lora)
+        if c.get("q_lora_rank"):
+            w.add_q_lora_rank(c["q_lora_rank"])
+        w.add_leading_dense_block_count(c["first_k_dense_replace"])
+        w.add_expert_shared_count(c["n_shared_experts"])
+        w.add_expert_weights_scale(c["routed_scaling_factor"])
+        w.add_expert_weights_norm(bool(c["norm_topk_prob"]))
+        sig = c.get("scoring_func") == "sigmoid"
+        w.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID if sig else gguf.ExpertGatingFuncType.SOFTMAX)
+        if c.get("topk_method") in ("group_limited_greedy", "noaux_tc"):
+            w.add_uint32(f"{arch}.expert_group_count", c["n_group"])
+            w.add_uint32(f"{arch}.expert_group_used_count", c["topk_group"])
+        rs = c["rope_scaling"]
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(rs["factor"])
+        w.add_rope_scaling_orig_ctx_len(rs["original_max_position_embeddings"])
+        w.add_rope_scaling_yarn_log_mul(0.1 * rs["mscale_all_dim"])
+        experts = c["n_routed_experts"]
+    else:
+        w.add_head_count_kv(kv)
+        w.add_key_length(head_dim)
+        w.add_value_length(head_dim)
+        w.add_rope_dimension_count(head_dim)
     w.add_layer_norm_rms_eps(c["rms_norm_eps"])
     w.add_rope_freq_base(c.get("rope_theta", 10000.0))
     w.add_file_type(0)
@@ -230,6 +262,9 @@ def write_f32(family, path):
         add("output.weight", t["lm_head.weight"])
     for l in range(c["num_hidden_layers"]):
         p, b = f"model.layers.{l}.", f"blk.{l}."
+        if arch == "deepseek2":
+            write_mla_layer(add, t, c, p, b)
+            continue
         q, k = t[p + "self_attn.q_proj.weight"], t[p + "self_attn.k_proj.weight"]
         if arch in ("llama", "granitemoe"):
             q, k = permute(q, heads), permute(k, kv)
@@ -279,6 +314,39 @@ def write_f32(family, path):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def write_mla_layer(add, t, c, p, b):
+    """One DeepSeek layer: latent attention, then a dense MLP (the first
+    `first_k_dense_replace` layers) or routed + shared experts."""
+    a = p + "self_attn."
+    add(b + "attn_norm.weight", t[p + "input_layernorm.weight"])
+    if a + "q_a_proj.weight" in t:
+        add(b + "attn_q_a.weight", t[a + "q_a_proj.weight"])
+        add(b + "attn_q_a_norm.weight", t[a + "q_a_layernorm.weight"])
+        add(b + "attn_q_b.weight", t[a + "q_b_proj.weight"])
+    else:
+        add(b + "attn_q.weight", t[a + "q_proj.weight"])
+    add(b + "attn_kv_a_mqa.weight", t[a + "kv_a_proj_with_mqa.weight"])
+    add(b + "attn_kv_a_norm.weight", t[a + "kv_a_layernorm.weight"])
+    heads, nope, vdim = c["num_attention_heads"], c["qk_nope_head_dim"], c["v_head_dim"]
+    kv_b = t[a + "kv_b_proj.weight"].reshape(heads, nope + vdim, -1)
+    add(b + "attn_k_b.weight", kv_b[:, :nope].transpose(0, 2, 1))
+    add(b + "attn_v_b.weight", kv_b[:, nope:])
+    add(b + "attn_output.weight", t[a + "o_proj.weight"])
+    add(b + "ffn_norm.weight", t[p + "post_attention_layernorm.weight"])
+    m = p + "mlp."
+    if m + "gate.weight" not in t:
+        for x in ["gate", "up", "down"]:
+            add(b + f"ffn_{x}.weight", t[m + f"{x}_proj.weight"])
+        return
+    add(b + "ffn_gate_inp.weight", t[m + "gate.weight"])
+    if m + "gate.e_score_correction_bias" in t:
+        add(b + "exp_probs_b.bias", t[m + "gate.e_score_correction_bias"])
+    n = c["n_routed_experts"]
+    for x in ["gate", "up", "down"]:
+        add(b + f"ffn_{x}_exps.weight", np.stack([t[m + f"experts.{e}.{x}_proj.weight"] for e in range(n)]))
+        add(b + f"ffn_{x}_shexp.weight", t[m + f"shared_experts.{x}_proj.weight"])
 
 
 def quantize(src, dst, ftype):

@@ -53,6 +53,8 @@ pub fn read(g: &Gguf, warnings: &mut Vec<String>) -> Result<(ModelConfig, Family
             "GraniteMoeSharedForCausalLM"
         }
         ("granitemoe", _) => "GraniteMoeForCausalLM",
+        ("deepseek2", _) if u("expert_gating_func") == Some(2) => "DeepseekV3ForCausalLM",
+        ("deepseek2", _) => "DeepseekV2ForCausalLM",
         (other, _) => {
             return Err(err(format!(
                 "GGUF architecture {other:?} is not imported yet (from GGUF mote imports {}); convert the Hugging Face checkpoint instead",
@@ -80,7 +82,10 @@ pub fn read(g: &Gguf, warnings: &mut Vec<String>) -> Result<(ModelConfig, Family
         "num_key_value_heads".into(),
         json!(u("attention.head_count_kv").unwrap_or(heads)),
     );
-    if let Some(d) = u("attention.key_length") {
+    let mla = arch == "deepseek2";
+    if mla {
+        deepseek2(&mut c, &u, &f, &key, &err)?;
+    } else if let Some(d) = u("attention.key_length") {
         if u("attention.value_length").is_some_and(|v| v != d) {
             return Err(err(format!(
                 "{} differs from {} (mote's heads have one width)",
@@ -90,7 +95,7 @@ pub fn read(g: &Gguf, warnings: &mut Vec<String>) -> Result<(ModelConfig, Family
         }
         c.insert("head_dim".into(), json!(d));
     }
-    if let Some(r) = u("rope.dimension_count") {
+    if let Some(r) = u("rope.dimension_count").filter(|_| !mla) {
         let d = u("attention.key_length").unwrap_or(hidden / heads.max(1));
         if r != d {
             return Err(err(format!(
@@ -203,6 +208,14 @@ pub fn read(g: &Gguf, warnings: &mut Vec<String>) -> Result<(ModelConfig, Family
             )))
         }
     }
+    if mla {
+        // DeepSeek's yarn keeps its mscale as 0.1·mscale_all_dim.
+        if let Some(y) = c.get_mut("rope_scaling").and_then(Json::as_object_mut) {
+            let m = f("rope.scaling.yarn_log_multiplier").map_or(0.0, |v| v / 0.1);
+            y.insert("mscale".into(), json!(m));
+            y.insert("mscale_all_dim".into(), json!(m));
+        }
+    }
     let json = Json::Object(c);
     let mut config = crate::hf_config::config_from_json(path, &json, warnings)?;
 
@@ -248,4 +261,77 @@ pub fn read(g: &Gguf, warnings: &mut Vec<String>) -> Result<(ModelConfig, Family
         permuted_qk: arch == "llama" || arch == "granitemoe",
     };
     Ok((config, family))
+}
+
+/// DeepSeek-V2/V3's latent attention and routing keys in config.json
+/// terms. Files from before llama.cpp split `attn_kv_b` keep the head
+/// widths in `key_length` / `value_length`; newer ones in the `_mla` keys.
+fn deepseek2(
+    c: &mut Map<String, Json>,
+    u: &dyn Fn(&str) -> Option<u64>,
+    f: &dyn Fn(&str) -> Option<f64>,
+    key: &dyn Fn(&str) -> String,
+    err: &dyn Fn(String) -> QuantizeError,
+) -> Result<(), QuantizeError> {
+    let need = |k: &str| u(k).ok_or_else(|| err(format!("missing {}", key(k))));
+    let rope = need("rope.dimension_count")?;
+    let (k_width, v_width) = match (
+        u("attention.key_length_mla"),
+        u("attention.value_length_mla"),
+    ) {
+        (Some(k), Some(v)) if k > 0 && v > 0 => (k, v),
+        _ => (
+            need("attention.key_length")?,
+            need("attention.value_length")?,
+        ),
+    };
+    let nope = k_width.checked_sub(rope).ok_or_else(|| {
+        err(format!(
+            "head width {k_width} is less than the rope width {rope}"
+        ))
+    })?;
+    c.insert("qk_rope_head_dim".into(), json!(rope));
+    c.insert("qk_nope_head_dim".into(), json!(nope));
+    c.insert("v_head_dim".into(), json!(v_width));
+    c.insert(
+        "kv_lora_rank".into(),
+        json!(need("attention.kv_lora_rank")?),
+    );
+    if let Some(q) = u("attention.q_lora_rank").filter(|&q| q > 0) {
+        c.insert("q_lora_rank".into(), json!(q));
+    }
+    c.insert(
+        "n_routed_experts".into(),
+        json!(u("expert_count").unwrap_or(0)),
+    );
+    c.insert(
+        "n_shared_experts".into(),
+        json!(u("expert_shared_count").unwrap_or(0)),
+    );
+    c.insert(
+        "first_k_dense_replace".into(),
+        json!(u("leading_dense_block_count").unwrap_or(0)),
+    );
+    c.insert(
+        "routed_scaling_factor".into(),
+        json!(f("expert_weights_scale").unwrap_or(1.0)),
+    );
+    let sigmoid = u("expert_gating_func") == Some(2);
+    c.insert(
+        "scoring_func".into(),
+        json!(if sigmoid { "sigmoid" } else { "softmax" }),
+    );
+    let groups = u("expert_group_count").unwrap_or(1);
+    c.insert("n_group".into(), json!(groups));
+    c.insert(
+        "topk_group".into(),
+        json!(u("expert_group_used_count").unwrap_or(1)),
+    );
+    let method = match (sigmoid, groups > 1) {
+        (true, _) => "noaux_tc",
+        (false, true) => "group_limited_greedy",
+        (false, false) => "greedy",
+    };
+    c.insert("topk_method".into(), json!(method));
+    Ok(())
 }

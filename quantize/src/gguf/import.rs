@@ -15,7 +15,7 @@ use mote::quant::encode_row;
 use mote::DType;
 
 use super::blocks::{copy_row, dequantize_row};
-use super::tensors::{find, Source};
+use super::tensors::{find, Source, SplitKvB};
 use super::Gguf;
 use crate::convert::{
     check_vocab, record, with_no_tokenizer_hint, write_mote, Options, Progress, Report,
@@ -47,6 +47,7 @@ pub fn import(
     let mut sources: Vec<Source> = Vec::new();
     let mut padded = Vec::new();
     let mut requantized: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    let mut rebuilt = Vec::new();
     for id in TensorIds::new(&config) {
         let src = find(&g, &config, family, id)?;
         let ty = src.info.ggml_type;
@@ -77,6 +78,9 @@ pub fn import(
                 src.cols.next_multiple_of(mote::quant::BLOCK_LEN),
             ));
         }
+        if src.split_kv_b.is_some() {
+            rebuilt.push(src.name.clone());
+        }
         records.push(record(id, dtype, options.layout, src.rows, src.cols));
         sources.push(src);
     }
@@ -86,6 +90,13 @@ pub fn import(
              --dtype chooses one type for all), e.g. {}",
             names.len(),
             names[..names.len().min(3)].join(", ")
+        ));
+    }
+    if let Some(first) = rebuilt.first() {
+        warnings.push(format!(
+            "{} attn_kv_b tensor(s) rebuilt from the split attn_k_b / attn_v_b and re-quantized \
+             (mote expands keys and values from kv_b's rows), e.g. {first}",
+            rebuilt.len()
         ));
     }
     let names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
@@ -116,6 +127,9 @@ pub fn import(
 
 /// One mote tensor's planar `dtype` bytes from its GGUF rows.
 fn convert(g: &Gguf, src: &Source, dtype: DType) -> Result<Vec<u8>, QuantizeError> {
+    if let Some(split) = &src.split_kv_b {
+        return rebuild_kv_b(g, src, split, dtype);
+    }
     let ty = src.info.ggml_type;
     let in_row = ty.row_bytes(src.cols);
     let out_row = dtype.row_bytes(src.cols);
@@ -142,6 +156,58 @@ fn convert(g: &Gguf, src: &Source, dtype: DType) -> Result<Vec<u8>, QuantizeErro
             true => copy_row(ty, row, o),
             false => encode_row(dtype, &values, o),
         }
+    }
+    Ok(out)
+}
+
+/// Decodes a whole GGUF tensor to f32, rows of `ne[0]`.
+fn decode_all(g: &Gguf, t: &super::TensorInfo, name: &str) -> Result<Vec<f32>, QuantizeError> {
+    let mut raw = vec![0u8; t.bytes as usize];
+    g.read(t, 0, &mut raw)?;
+    let cols = t.ne[0] as usize;
+    let mut values = vec![0.0f32; cols * t.rows() as usize];
+    for (row, out) in raw
+        .chunks_exact(t.ggml_type.row_bytes(cols))
+        .zip(values.chunks_exact_mut(cols))
+    {
+        dequantize_row(t.ggml_type, row, out);
+    }
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(QuantizeError::NonFinite {
+            tensor: name.to_string(),
+            row: i / cols,
+            col: i % cols,
+            value: values[i],
+        });
+    }
+    Ok(values)
+}
+
+/// DeepSeek's `kv_b` rows (per head `nope` key rows, then `v` value rows,
+/// each `kv_lora` wide) from the split `attn_k_b` (per head `kv_lora` rows
+/// of `nope`: the key rows transposed) and `attn_v_b`.
+fn rebuild_kv_b(
+    g: &Gguf,
+    src: &Source,
+    s: &SplitKvB,
+    dtype: DType,
+) -> Result<Vec<u8>, QuantizeError> {
+    let lora = src.cols;
+    let k = decode_all(g, &s.k_b, &src.name)?;
+    let v = decode_all(g, &src.info, &src.name)?;
+    let out_row = dtype.row_bytes(lora);
+    let mut out = vec![0u8; out_row * src.rows];
+    let mut row = vec![0.0f32; lora];
+    for (r, o) in out.chunks_exact_mut(out_row).enumerate() {
+        let (h, i) = (r / (s.nope + s.v), r % (s.nope + s.v));
+        for (c, x) in row.iter_mut().enumerate() {
+            *x = match i < s.nope {
+                // k_b[h][c][i]: head h, row c (of kv_lora), column i.
+                true => k[(h * lora + c) * s.nope + i],
+                false => v[(h * s.v + (i - s.nope)) * lora + c],
+            };
+        }
+        encode_row(dtype, &row, o);
     }
     Ok(out)
 }

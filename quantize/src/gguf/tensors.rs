@@ -26,6 +26,22 @@ pub struct Source {
     /// Heads of `head_dim` rows whose halves the converter interleaved:
     /// mote's row `h·d + s·d/2 + i` is the file's row `h·d + 2i + s`.
     pub unpermute_heads: Option<usize>,
+    /// DeepSeek's `kv_b` as newer converters split it: `attn_k_b`
+    /// (`{nope, kv_lora, heads}`: each head's key rows transposed) and
+    /// `attn_v_b` (`{kv_lora, v, heads}`), rebuilt into `kv_b`'s rows
+    /// (per head, `nope` key rows then `v` value rows). `info` is `attn_v_b`.
+    pub split_kv_b: Option<SplitKvB>,
+}
+
+/// The two halves of a split `attn_kv_b`.
+#[derive(Debug, Clone)]
+pub struct SplitKvB {
+    /// `attn_k_b`.
+    pub k_b: TensorInfo,
+    /// Key (no-rope) width of a head.
+    pub nope: usize,
+    /// Value width of a head.
+    pub v: usize,
 }
 
 impl Source {
@@ -56,7 +72,10 @@ fn names(config: &ModelConfig, id: TensorId) -> Vec<String> {
         TensorKind::LmHeadBias => vec!["output.bias".into()],
         TensorKind::AttnNorm => b("attn_norm.weight"),
         TensorKind::AttnNormBias => b("attn_norm.bias"),
-        TensorKind::AttnQ => b("attn_q.weight"),
+        TensorKind::AttnQ => vec![
+            format!("blk.{l}.attn_q.weight"),
+            format!("blk.{l}.attn_q_b.weight"),
+        ],
         TensorKind::AttnK => b("attn_k.weight"),
         TensorKind::AttnV => b("attn_v.weight"),
         TensorKind::AttnO => b("attn_output.weight"),
@@ -72,6 +91,10 @@ fn names(config: &ModelConfig, id: TensorId) -> Vec<String> {
         TensorKind::RouterBias => b("ffn_gate_inp.bias"),
         TensorKind::RouterCorrection => b("exp_probs_b.bias"),
         TensorKind::SharedExpertGate => b("ffn_gate_inp_shexp.weight"),
+        // A DeepSeek dense layer's MLP is held as the shared expert.
+        TensorKind::SharedGate if !config.has_experts(l) => b("ffn_gate.weight"),
+        TensorKind::SharedUp if !config.has_experts(l) => b("ffn_up.weight"),
+        TensorKind::SharedDown if !config.has_experts(l) => b("ffn_down.weight"),
         TensorKind::SharedGate => b("ffn_gate_shexp.weight"),
         TensorKind::SharedUp => b("ffn_up_shexp.weight"),
         TensorKind::SharedDown => b("ffn_down_shexp.weight"),
@@ -102,6 +125,11 @@ pub fn find(
 ) -> Result<Source, QuantizeError> {
     let [rows, cols] = expected_shape(config, id).map(|d| d as usize);
     let cands = names(config, id);
+    if id.kind == TensorKind::AttnKvB && !g.tensors.contains_key(&cands[0]) {
+        if let Some(found) = split_kv_b(g, config, id, rows, cols) {
+            return found;
+        }
+    }
     let Some((name, info)) = cands.iter().find_map(|n| g.tensors.get(n).map(|t| (n, t))) else {
         return Err(QuantizeError::MissingTensor {
             name: id.to_string(),
@@ -155,5 +183,56 @@ pub fn find(
         rows,
         cols,
         unpermute_heads: heads,
+        split_kv_b: None,
     })
+}
+
+/// `attn_kv_b` from `attn_k_b` and `attn_v_b`, if the file has them.
+fn split_kv_b(
+    g: &Gguf,
+    config: &ModelConfig,
+    id: TensorId,
+    rows: usize,
+    cols: usize,
+) -> Option<Result<Source, QuantizeError>> {
+    let l = id.layer;
+    let (k_name, v_name) = (
+        format!("blk.{l}.attn_k_b.weight"),
+        format!("blk.{l}.attn_v_b.weight"),
+    );
+    let (k_b, v_b) = (g.tensors.get(&k_name)?, g.tensors.get(&v_name)?);
+    let m = config.mla?;
+    let (nope, v, heads) = (
+        m.qk_nope_dim as usize,
+        m.v_head_dim as usize,
+        config.n_heads as usize,
+    );
+    let shape_err = |name: &str, want: [usize; 3], t: &TensorInfo| {
+        Err(QuantizeError::Shape {
+            tensor: name.to_string(),
+            expected: want.iter().rev().copied().collect(),
+            found: t.torch_shape(),
+        })
+    };
+    let (kw, vw) = ([nope, cols, heads], [cols, v, heads]);
+    if k_b.ne.iter().map(|&d| d as usize).ne(kw) {
+        return Some(shape_err(&k_name, kw, k_b));
+    }
+    if v_b.ne.iter().map(|&d| d as usize).ne(vw) {
+        return Some(shape_err(&v_name, vw, v_b));
+    }
+    debug_assert_eq!(rows, heads * (nope + v));
+    Some(Ok(Source {
+        name: format!("{k_name} + {v_name}"),
+        info: v_b.clone(),
+        first_row: 0,
+        rows,
+        cols,
+        unpermute_heads: None,
+        split_kv_b: Some(SplitKvB {
+            k_b: k_b.clone(),
+            nope,
+            v,
+        }),
+    }))
 }
