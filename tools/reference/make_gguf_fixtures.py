@@ -42,13 +42,13 @@ import gguf
 import llama_cpp
 
 FAMILIES = ["llama-tiny", "mixtral-tiny", "qwen3moe-tiny", "qwen2moe-tiny", "granitemoe-tiny",
-            "granitemoeshared-tiny", "olmoe-tiny", "deepseekv3-tiny"]
+            "granitemoeshared-tiny", "olmoe-tiny", "deepseekv3-tiny", "hunyuanmoe-tiny"]
 # deepseekv2-tiny has no query compression (q_lora_rank null), which
 # llama.cpp's deepseek2 loader takes only from 27-layer files (V2-Lite).
 ARCH = {"LlamaForCausalLM": "llama", "MixtralForCausalLM": "llama", "Qwen3MoeForCausalLM": "qwen3moe",
         "OlmoeForCausalLM": "olmoe", "Qwen2MoeForCausalLM": "qwen2moe", "GraniteMoeForCausalLM": "granitemoe",
         "GraniteMoeSharedForCausalLM": "granitemoe", "DeepseekV2ForCausalLM": "deepseek2",
-        "DeepseekV3ForCausalLM": "deepseek2"}
+        "DeepseekV3ForCausalLM": "deepseek2", "HunYuanMoEV1ForCausalLM": "hunyuan-moe"}
 TEXTS = ["In the beginning God created the heaven and the earth.",
          "And the earth was without form, and void; 1234 and 56.\n\nAmen  !"]
 TRAIN = (TEXTS[0] + " And God said, Let there be light: and there was light. And God saw the light, "
@@ -219,12 +219,16 @@ def write_f32(family, path):
     w.add_file_type(0)
     if experts:
         w.add_expert_count(experts)
-        w.add_expert_used_count(c["num_experts_per_tok"])
+        w.add_expert_used_count(c.get("num_experts_per_tok") or c.get("moe_topk"))
         if c.get("moe_intermediate_size"):
             w.add_expert_feed_forward_length(c["moe_intermediate_size"])
         shared = c.get("shared_expert_intermediate_size") or c.get("shared_intermediate_size")
         if shared:
             w.add_expert_shared_feed_forward_length(shared)
+    if arch == "hunyuan-moe":
+        w.add_expert_feed_forward_length(c["intermediate_size"])
+        w.add_expert_shared_feed_forward_length(c["intermediate_size"])
+        w.add_expert_shared_count(1)
     if arch == "granitemoe":
         w.add_embedding_scale(c["embedding_multiplier"])
         w.add_residual_scale(c["residual_multiplier"])
@@ -276,9 +280,10 @@ def write_f32(family, path):
         for x in "qkv":
             if p + f"self_attn.{x}_proj.bias" in t:
                 add(b + f"attn_{x}.bias", t[p + f"self_attn.{x}_proj.bias"])
-        for x in "qk":
-            if p + f"self_attn.{x}_norm.weight" in t:
-                add(b + f"attn_{x}_norm.weight", t[p + f"self_attn.{x}_norm.weight"])
+        for x, hy in [("q", "query"), ("k", "key")]:
+            for n in [f"self_attn.{x}_norm.weight", f"self_attn.{hy}_layernorm.weight"]:
+                if p + n in t:
+                    add(b + f"attn_{x}_norm.weight", t[p + n])
         add(b + "ffn_norm.weight", t[p + "post_attention_layernorm.weight"])
         if not experts:
             for x in ["gate", "up", "down"]:
@@ -300,12 +305,16 @@ def write_f32(family, path):
                 add(b + "ffn_down_shexp.weight", t[p + "shared_mlp.output_linear.weight"])
             continue
         moe = "block_sparse_moe." if p + "block_sparse_moe.gate.weight" in t else "mlp."
-        add(b + "ffn_gate_inp.weight", t[p + moe + "gate.weight"])
+        router = p + moe + "gate.weight"
+        add(b + "ffn_gate_inp.weight", t[router] if router in t else t[p + "mlp.gate.wg.weight"])
         for x, wx in [("gate", "w1"), ("up", "w3"), ("down", "w2")]:
             names = [p + moe + f"experts.{e}.{x}_proj.weight" for e in range(experts)]
             if names[0] not in t:
                 names = [p + moe + f"experts.{e}.{wx}.weight" for e in range(experts)]
             add(b + f"ffn_{x}_exps.weight", np.stack([t[n] for n in names]))
+        if p + "mlp.shared_mlp.gate_proj.weight" in t:
+            for x in ["gate", "up", "down"]:
+                add(b + f"ffn_{x}_shexp.weight", t[p + f"mlp.shared_mlp.{x}_proj.weight"])
         if p + "mlp.shared_expert.gate_proj.weight" in t:
             for x in ["gate", "up", "down"]:
                 add(b + f"ffn_{x}_shexp.weight", t[p + f"mlp.shared_expert.{x}_proj.weight"])

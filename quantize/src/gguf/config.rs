@@ -55,6 +55,7 @@ pub fn read(g: &Gguf, warnings: &mut Vec<String>) -> Result<(ModelConfig, Family
         ("granitemoe", _) => "GraniteMoeForCausalLM",
         ("deepseek2", _) if u("expert_gating_func") == Some(2) => "DeepseekV3ForCausalLM",
         ("deepseek2", _) => "DeepseekV2ForCausalLM",
+        ("hunyuan-moe", _) => "HunYuanMoEV1ForCausalLM",
         (other, _) => {
             return Err(err(format!(
                 "GGUF architecture {other:?} is not imported yet (from GGUF mote imports {}); convert the Hugging Face checkpoint instead",
@@ -207,6 +208,20 @@ pub fn read(g: &Gguf, warnings: &mut Vec<String>) -> Result<(ModelConfig, Family
                 key("rope.scaling.type")
             )))
         }
+    }
+    if arch == "hunyuan-moe" {
+        // transformers' Hunyuan: one intermediate_size for the experts and
+        // the shared MLP, moe_topk for the experts chosen.
+        let e = u("expert_feed_forward_length").unwrap_or(ffn);
+        if u("expert_shared_feed_forward_length").is_some_and(|s| s != e) {
+            return Err(err(format!(
+                "{} differs from {} (mote's Hunyuan sizes its shared MLP like an expert)",
+                key("expert_shared_feed_forward_length"),
+                key("expert_feed_forward_length")
+            )));
+        }
+        c.insert("intermediate_size".into(), json!(e));
+        c.insert("moe_topk".into(), json!(need("expert_used_count")?));
     }
     if mla {
         // DeepSeek's yarn keeps its mscale as 0.1·mscale_all_dim.
