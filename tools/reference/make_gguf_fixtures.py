@@ -7,28 +7,30 @@ see tools/reference/requirements.txt):
 
     python3 tools/reference/make_gguf_fixtures.py [--out tests/fixtures/gguf]
 
-For each family (llama-tiny, mixtral-tiny, qwen3moe-tiny, qwen2moe-tiny)
-it writes <out>/<family>-{q8_0,q4_0}.gguf (and uses, then deletes, an f32
-GGUF, which would only double the fixtures' size):
+For each family in FAMILIES it builds an f32 GGUF (used, then deleted: it
+would only double the fixtures' size) and keeps what llama.cpp's quantizer
+makes of it:
 
   - f32: the f32 fixture's weights under llama.cpp's names and metadata
     keys, as convert_hf_to_gguf.py writes them: experts stacked in
-    ffn_{gate,up,down}_exps, Q and K rows permuted for interleaved rope for
-    the `llama` architecture (Mixtral included), Llama 3 rope scaling as a
-    `rope_freqs` tensor of divisors, and a tokenizer trained here on a short
-    text to fill the fixtures' 256-token vocabulary: SentencePiece-style
-    (`llama` model, scores) for Mixtral, byte-level BPE (`gpt2` model,
-    `qwen2` pre-tokenizer) for the others;
-  - q8_0 / q4_0: that file through llama.cpp's own quantizer
-    (`llama_model_quantize`, MOSTLY_Q8_0 / MOSTLY_Q4_0; tensors whose rows
-    are not whole blocks fall back as llama.cpp decides);
+    ffn_{gate,up,down}_exps, Q and K rows permuted for interleaved rope
+    (`llama`, Mixtral included, and `granitemoe`), Llama 3 rope scaling as
+    a `rope_freqs` tensor of divisors, DeepSeek's kv_b split into
+    attn_k_b / attn_v_b, and a tokenizer trained here on a short text to
+    fill the fixtures' 256-token vocabulary: SentencePiece-style (`llama`
+    model, scores) for Mixtral, byte-level BPE (`gpt2` model, `qwen2`
+    pre-tokenizer) for the others;
+  - <out>/<family>-q4_0.gguf (and -q8_0.gguf for Q8_FAMILIES): that file
+    through llama.cpp's own quantizer (`llama_model_quantize`; tensors
+    whose rows are not whole blocks fall back as llama.cpp decides);
+  - llama-tiny also as q4_1, q5_0 and q5_1 (types mote re-quantizes).
 
-<out>/llama-tiny-q4_0-split-0000{1,2,3}-of-00003.gguf: the q4_0 file's
-tensors as a split set; llama-tiny also as q4_1, q5_0 and q5_1 (types mote
-re-quantizes with --dtype); <out>/blocks.json: random blocks of every type
-mote decodes with gguf-py's values for them; and <out>/reference.json: per file, llama.cpp's logits for every position
-of the family's prompt (its reference.json prompt), the ggml type of every
-tensor, and llama.cpp's tokens for a few texts.
+Also <out>/llama-tiny-q4_0-split-0000{1,2,3}-of-00003.gguf (the q4_0
+file's tensors as a split set), <out>/blocks.json (random blocks of every
+type mote decodes, with gguf-py's values for them) and <out>/reference.json:
+per file, llama.cpp's logits at every position of the family's prompt (its
+reference.json prompt), the ggml type of every tensor, and llama.cpp's
+tokens for a few texts.
 """
 import argparse
 import ctypes
@@ -45,6 +47,9 @@ FAMILIES = ["llama-tiny", "mixtral-tiny", "qwen3moe-tiny", "qwen2moe-tiny", "gra
             "granitemoeshared-tiny", "olmoe-tiny", "deepseekv3-tiny", "hunyuanmoe-tiny"]
 # deepseekv2-tiny has no query compression (q_lora_rank null), which
 # llama.cpp's deepseek2 loader takes only from 27-layer files (V2-Lite).
+# Q8_0 files for a few families only (the type's copy is the same for all;
+# the fixtures stay small).
+Q8_FAMILIES = ["llama-tiny", "qwen3moe-tiny", "deepseekv3-tiny"]
 ARCH = {"LlamaForCausalLM": "llama", "MixtralForCausalLM": "llama", "Qwen3MoeForCausalLM": "qwen3moe",
         "OlmoeForCausalLM": "olmoe", "Qwen2MoeForCausalLM": "qwen2moe", "GraniteMoeForCausalLM": "granitemoe",
         "GraniteMoeSharedForCausalLM": "granitemoe", "DeepseekV2ForCausalLM": "deepseek2",
@@ -407,7 +412,9 @@ def main():
         prompt = json.load(open(f"tests/fixtures/{family}/reference.json"))["prompt"]
         f32 = f"{a.out}/{family}-f32.gguf"
         write_f32(family, f32)
-        kinds = [("q8_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0), ("q4_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0)]
+        kinds = [("q4_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0)]
+        if family in Q8_FAMILIES:
+            kinds.append(("q8_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0))
         if family == "llama-tiny":
             # Types mote re-quantizes (--dtype): ggml's dequantizers checked end to end.
             kinds += [("q4_1", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_1), ("q5_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_0),
