@@ -72,15 +72,11 @@ def byte_chars():
     return {b: chr(c) for b, c in zip(bs, cs)}
 
 
-def tokenizer(vocab_size):
-    """Byte-level BPE: printable ASCII + newline, then merges learned on
-    TRAIN, then unused tokens up to the vocabulary size."""
-    bc = byte_chars()
-    tokens = [bc[b] for b in [10] + list(range(32, 127))]
-    tokens.insert(0, "<|endoftext|>")
-    words = [[bc[b] for b in w.encode()] for w in TRAIN.replace(" ", "\0 ").split("\0")]
+def learn_merges(words, budget):
+    """Up to `budget` BPE merges learned on `words` (lists of symbols, merged
+    in place): the most frequent adjacent pair each time."""
     merges = []
-    while len(tokens) < vocab_size:
+    while len(merges) < budget:
         pairs = Counter()
         for w in words:
             for a, b in zip(w, w[1:]):
@@ -88,14 +84,26 @@ def tokenizer(vocab_size):
         if not pairs:
             break
         (a, b), _ = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))
-        merges.append(f"{a} {b}")
-        tokens.append(a + b)
+        merges.append((a, b))
         for w in words:
             i = 0
             while i < len(w) - 1:
                 if w[i] == a and w[i + 1] == b:
                     w[i:i + 2] = [a + b]
                 i += 1
+    return merges
+
+
+def tokenizer(vocab_size):
+    """Byte-level BPE: printable ASCII + newline, then merges learned on
+    TRAIN, then unused tokens up to the vocabulary size."""
+    bc = byte_chars()
+    tokens = [bc[b] for b in [10] + list(range(32, 127))]
+    tokens.insert(0, "<|endoftext|>")
+    words = [[bc[b] for b in w.encode()] for w in TRAIN.replace(" ", "\0 ").split("\0")]
+    pairs = learn_merges(words, vocab_size - len(tokens))
+    merges = [f"{a} {b}" for a, b in pairs]
+    tokens += [a + b for a, b in pairs]
     types = [3] + [1] * (len(tokens) - 1)
     # llama.cpp wants one token an embedding row: the rest are unused (type 5).
     while len(tokens) < vocab_size:
@@ -112,23 +120,10 @@ def spm_tokenizer(vocab_size):
     types = [2, 3, 3, 6] + [1] * (len(tokens) - 4)
     scores = [0.0] * 4 + [-1000.0] * (len(tokens) - 4)
     words = [list(w) for w in ("\u2581" + TRAIN.replace(" ", "\0\u2581")).split("\0")]
-    while len(tokens) < vocab_size:
-        pairs = Counter()
-        for w in words:
-            for a, b in zip(w, w[1:]):
-                pairs[(a, b)] += 1
-        if not pairs:
-            break
-        (a, b), _ = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))
+    for a, b in learn_merges(words, vocab_size - len(tokens)):
         tokens.append(a + b)
         types.append(1)
         scores.append(-float(len(tokens)))
-        for w in words:
-            i = 0
-            while i < len(w) - 1:
-                if w[i] == a and w[i + 1] == b:
-                    w[i:i + 2] = [a + b]
-                i += 1
     while len(tokens) < vocab_size:
         tokens.append(f"[UNUSED_{len(tokens)}]")
         types.append(5)
