@@ -304,3 +304,20 @@ fn a_split_set_imports_as_its_single_file_does() {
     .to_string();
     assert!(err.contains("not its first file"), "{err}");
 }
+
+#[test]
+fn an_architecture_not_imported_is_named() {
+    // general.architecture "llama" → "gemma" (same length) in the header.
+    let (_d, p) = edited("llama-tiny-q8_0.gguf", |b| {
+        let key = b"general.architecture";
+        let at = b.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+        // type (u32 8) + length (u64 5) + "llama"
+        assert_eq!(&b[at + 12..at + 17], b"llama");
+        b[at + 12..at + 17].copy_from_slice(b"gemma");
+    });
+    let err = import(&p, None).unwrap_err().to_string();
+    assert!(
+        err.contains("\"gemma\" is not imported yet") && err.contains("deepseek2"),
+        "{err}"
+    );
+}

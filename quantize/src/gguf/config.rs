@@ -14,10 +14,17 @@ use super::{gguf_err, Gguf, Value};
 use crate::error::QuantizeError;
 
 /// llama.cpp architecture names imported from GGUF.
-pub const IMPORTED_ARCHITECTURES: &[&str] =
-    &["llama", "qwen2moe", "qwen3moe", "olmoe", "granitemoe"];
+pub const IMPORTED_ARCHITECTURES: &[&str] = &[
+    "llama",
+    "qwen2moe",
+    "qwen3moe",
+    "olmoe",
+    "granitemoe",
+    "deepseek2",
+    "hunyuan-moe",
+];
 
-/// The architecture name and how mote reads the file's tensors.
+/// How mote reads a family's GGUF tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Family {
     /// True when the converter permuted Q and K rows for interleaved rope
