@@ -283,6 +283,9 @@ pub(crate) fn gguf_err(path: &Path, offset: u64, message: String) -> QuantizeErr
     }
 }
 
+/// Longest metadata string read (chat templates are kilobytes).
+const MAX_STRING: u64 = 64 << 20;
+
 struct ParsedFile {
     file: File,
     metadata: BTreeMap<String, Value>,
@@ -332,6 +335,9 @@ impl Cursor<'_> {
                 "{what}: string of {n} bytes past the end of the file"
             )));
         }
+        if n > MAX_STRING {
+            return Err(self.err(format!("{what}: a string of {n} bytes is implausible")));
+        }
         let mut b = vec![0u8; n as usize];
         self.r.read_exact(&mut b).map_err(io(self.path))?;
         self.pos += n;
@@ -366,7 +372,9 @@ impl Cursor<'_> {
                         "{what}: array of {n} elements past the end of the file"
                     )));
                 }
-                let mut a = Vec::with_capacity(n as usize);
+                // Grown as read: a corrupt count fails at the file's end, not
+                // in one huge allocation.
+                let mut a = Vec::with_capacity(n.min(1 << 16) as usize);
                 for _ in 0..n {
                     a.push(self.value(elem, what, depth + 1)?);
                 }
@@ -445,7 +453,7 @@ fn parse_file(path: &Path, index: usize) -> Result<ParsedFile, QuantizeError> {
             _ => return Err(c.err(format!("general.alignment {v:?} is not a power of two"))),
         },
     };
-    let mut infos = Vec::with_capacity(n_tensors as usize);
+    let mut infos = Vec::with_capacity(n_tensors.min(1 << 16) as usize);
     for i in 0..n_tensors {
         let name = c.string(&format!("tensor {i}'s name"))?;
         let n_dims = c.u32(&name)?;
