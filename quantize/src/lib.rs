@@ -18,6 +18,7 @@ mod tokenizer;
 
 pub use convert::{quantize, Options, Progress, Report};
 pub use error::QuantizeError;
+pub use gguf::is_gguf;
 pub use hf_config::{read_config, SUPPORTED_ARCHITECTURES};
 pub use safetensors::{Checkpoint, SourceDType};
 pub use tokenizer::read_tokenizer;

@@ -131,7 +131,8 @@ pub struct QuantizeArgs {
 /// Options shared by the commands that load a model.
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
-    /// The .mote file (default: the small model built into this binary).
+    /// The .mote file, or a .gguf (converted once into the cache directory)
+    /// (default: the small model built into this binary).
     pub model: Option<PathBuf>,
     /// Most bytes the session may use (e.g. 64MiB, 1.5GiB, 300000). The
     /// file is then read with pread (not mapped; expert reads bypass the

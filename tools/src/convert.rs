@@ -91,3 +91,54 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// The `.mote` conversion of the GGUF file `gguf`, made once into the cache
+/// directory (`$MOTE_CACHE_DIR`, else `$XDG_CACHE_HOME/mote`, else
+/// `~/.cache/mote`) and reused while the GGUF's path, size and modification
+/// time stay the same. Says on stderr what it converted or reused.
+pub fn gguf_cache(gguf: &std::path::Path) -> Result<std::path::PathBuf> {
+    use std::hash::{Hash, Hasher};
+    let meta = std::fs::metadata(gguf).with_context(|| format!("{}", gguf.display()))?;
+    let dir = match (
+        std::env::var_os("MOTE_CACHE_DIR"),
+        std::env::var_os("XDG_CACHE_HOME"),
+    ) {
+        (Some(d), _) => std::path::PathBuf::from(d),
+        (None, Some(x)) => std::path::PathBuf::from(x).join("mote"),
+        (None, None) => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/mote"),
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::fs::canonicalize(gguf)
+        .unwrap_or_else(|_| gguf.to_path_buf())
+        .hash(&mut h);
+    meta.len().hash(&mut h);
+    meta.modified().ok().hash(&mut h);
+    let stem = gguf
+        .file_stem()
+        .map_or("model".into(), |s| s.to_string_lossy());
+    let out = dir.join(format!("{stem}-{:016x}.mote", h.finish()));
+    if out.exists() {
+        eprintln!("{}: using its conversion {}", gguf.display(), out.display());
+        return Ok(out);
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cache directory {}", dir.display()))?;
+    let options = mote_quantize::Options {
+        dtype: None,
+        layout: mote::Layout::Planar,
+        threads: 0,
+        no_tokenizer: false,
+    };
+    let report = mote_quantize::quantize(gguf, &out, &options, |_| {})
+        .with_context(|| format!("convert {}", gguf.display()))?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    eprintln!(
+        "{}: converted once into {} ({:.2} s; `mote quantize` chooses other types)",
+        gguf.display(),
+        out.display(),
+        report.seconds
+    );
+    Ok(out)
+}

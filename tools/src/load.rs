@@ -1,5 +1,5 @@
-//! Opening a model the way every command does: a .mote file or the
-//! built-in model, memory-mapped or (with a memory budget) read with
+//! Opening a model the way every command does: a .mote file (or a GGUF,
+//! converted once into a cache directory) or the built-in model, memory-mapped or (with a memory budget) read with
 //! `pread` (expert reads past the page cache, `O_DIRECT`, where the
 //! filesystem allows: else a warning on stderr), its CRCs checked unless
 //! `--no-verify`; and the limits a command's load flags ask for.
@@ -15,7 +15,7 @@ pub type AnyStorage = Box<dyn Storage + Sync>;
 
 /// Opens the model `load` names, or the built-in one.
 pub fn open(load: &LoadArgs) -> Result<Model<AnyStorage>> {
-    let Some(path) = &load.model else {
+    let Some(given) = &load.model else {
         if crate::builtin::MODEL.is_empty() {
             anyhow::bail!("this build has no built-in model (feature builtin-model is off): name a .mote file");
         }
@@ -29,6 +29,14 @@ pub fn open(load: &LoadArgs) -> Result<Model<AnyStorage>> {
             model.verify_checksums().context("built-in model")?;
         }
         return Ok(model);
+    };
+    // A GGUF is converted once into the cache, then opened like any file.
+    let converted;
+    let path = if mote_quantize::is_gguf(given) {
+        converted = crate::convert::gguf_cache(given)?;
+        &converted
+    } else {
+        given
     };
     let storage: AnyStorage = if load.memory_budget.is_some() {
         let file = FileStorage::open_direct(path).with_context(|| format!("{}", path.display()))?;

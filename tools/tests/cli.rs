@@ -564,3 +564,40 @@ fn sampling_is_seeded_and_greedy_by_default() {
     let k1 = ok_json(&[&args[..], &["--top-k", "1"]].concat());
     assert_eq!(as_u32s(&k1["tokens"]), r.greedy[..12], "top-k 1 is greedy");
 }
+
+#[test]
+fn a_gguf_is_converted_once_into_the_cache_then_reused() {
+    let cache = tempfile::tempdir().unwrap();
+    let gguf = fixture("gguf").join("llama-tiny-q8_0.gguf");
+    let gguf = gguf.to_str().unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_mote"))
+            .env("MOTE_CACHE_DIR", cache.path())
+            .args(["tokenize", "--text", "In the beginning", gguf])
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stderr).contains("converted once into"));
+    let files: Vec<_> = std::fs::read_dir(cache.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "one conversion in the cache");
+    let second = run();
+    assert!(String::from_utf8_lossy(&second.stderr).contains("using its conversion"));
+    assert_eq!(first.stdout, second.stdout);
+    // The same file `mote quantize` makes of it.
+    let out = cache.path().join("explicit.mote");
+    let q = mote(&["quantize", gguf, "-o", out.to_str().unwrap(), "-q"]);
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let direct = mote(&[
+        "tokenize",
+        "--text",
+        "In the beginning",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(first.stdout, direct.stdout);
+}
