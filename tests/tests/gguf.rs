@@ -321,3 +321,12 @@ fn an_architecture_not_imported_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn unstacked_experts_import_as_stacked_ones_do() {
+    // One tensor an expert (`blk.N.ffn_gate.E.weight`), as Mixtral GGUFs
+    // were before llama.cpp stacked them: the same numbers, the same file.
+    let stacked = import(&gguf_dir().join("mixtral-tiny-q4_0.gguf"), None).unwrap();
+    let unstacked = import(&gguf_dir().join("mixtral-tiny-q4_0-unstacked.gguf"), None).unwrap();
+    assert!(stacked == unstacked, "unstacked experts import differently");
+}

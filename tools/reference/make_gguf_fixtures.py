@@ -26,7 +26,8 @@ makes of it:
   - llama-tiny also as q4_1, q5_0 and q5_1 (types mote re-quantizes).
 
 Also <out>/llama-tiny-q4_0-split-0000{1,2,3}-of-00003.gguf (the q4_0
-file's tensors as a split set), <out>/blocks.json (random blocks of every
+file's tensors as a split set), <out>/mixtral-tiny-q4_0-unstacked.gguf (one
+tensor an expert, as Mixtral GGUFs were before llama.cpp stacked them), <out>/blocks.json (random blocks of every
 type mote decodes, with gguf-py's values for them) and <out>/reference.json:
 per file, llama.cpp's logits at every position of the family's prompt (its
 reference.json prompt), the ggml type of every tensor, and llama.cpp's
@@ -371,16 +372,26 @@ def split(src, dst, parts):
     splitting, as llama-gguf-split writes them: split.* keys, metadata in
     the first file)."""
     r = gguf.GGUFReader(src)
+    rewrite(src, dst + ".gguf", split_max_tensors=-(-len(r.tensors) // parts))
+
+
+def rewrite(src, dst, unstack=False, **writer_args):
+    """Copies `src`'s metadata and tensors to `dst`; with `unstack`, each
+    stacked `ffn_*_exps` tensor as one `ffn_*.E` tensor an expert."""
+    r = gguf.GGUFReader(src)
     arch = r.fields["general.architecture"].contents()
-    per = -(-len(r.tensors) // parts)
-    w = gguf.GGUFWriter(dst + ".gguf", arch, split_max_tensors=per)
+    w = gguf.GGUFWriter(dst, arch, **writer_args)
     for name, f in r.fields.items():
         if name.startswith("GGUF.") or name == "general.architecture":
             continue
         sub = f.types[-1] if f.types[0] == gguf.GGUFValueType.ARRAY else None
         w.add_key_value(name, f.contents(), f.types[0], sub_type=sub)
     for t in r.tensors:
-        w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
+        if unstack and "_exps." in t.name:
+            for e in range(t.data.shape[0]):
+                w.add_tensor(t.name.replace("_exps.", f".{e}."), t.data[e], raw_dtype=t.tensor_type)
+        else:
+            w.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -430,6 +441,11 @@ def main():
         os.remove(f32)
     # One split set: the same tensors as llama-tiny-q4_0.gguf in three files.
     split(f"{a.out}/llama-tiny-q4_0.gguf", f"{a.out}/llama-tiny-q4_0-split", 3)
+    # Mixtral as GGUFs from before llama.cpp stacked the experts.
+    legacy = f"{a.out}/mixtral-tiny-q4_0-unstacked.gguf"
+    # (llama.cpp 0.3.36 no longer loads these: the test checks that mote
+    # imports it to the same .mote as the stacked file.)
+    rewrite(f"{a.out}/mixtral-tiny-q4_0.gguf", legacy, unstack=True)
     json.dump(ref, open(f"{a.out}/reference.json", "w"))
     blocks(f"{a.out}/blocks.json")
 

@@ -101,9 +101,19 @@ fn names(config: &ModelConfig, id: TensorId) -> Vec<String> {
         TensorKind::ExpertGate if dense => b("ffn_gate.weight"),
         TensorKind::ExpertUp if dense => b("ffn_up.weight"),
         TensorKind::ExpertDown if dense => b("ffn_down.weight"),
-        TensorKind::ExpertGate => b("ffn_gate_exps.weight"),
-        TensorKind::ExpertUp => b("ffn_up_exps.weight"),
-        TensorKind::ExpertDown => b("ffn_down_exps.weight"),
+        // Stacked, or one tensor an expert (Mixtral GGUFs from before
+        // llama.cpp stacked them).
+        TensorKind::ExpertGate | TensorKind::ExpertUp | TensorKind::ExpertDown => {
+            let w = match id.kind {
+                TensorKind::ExpertGate => "gate",
+                TensorKind::ExpertUp => "up",
+                _ => "down",
+            };
+            vec![
+                format!("blk.{l}.ffn_{w}_exps.weight"),
+                format!("blk.{l}.ffn_{w}.{}.weight", id.expert),
+            ]
+        }
         TensorKind::AttnSinks => b("attn_sinks.weight"),
         TensorKind::ExpertGateBias => b("ffn_gate_exps.bias"),
         TensorKind::ExpertUpBias => b("ffn_up_exps.bias"),
@@ -136,7 +146,7 @@ pub fn find(
             looked_for: cands.join(", "),
         });
     };
-    let stacked = id.kind.is_expert() && config.architecture != Architecture::Llama;
+    let stacked = id.kind.is_expert() && name.ends_with("_exps.weight");
     let experts = config.n_experts as u64;
     // The PyTorch-order shape config.json implies, for messages.
     let expected: Vec<u64> = match (stacked, rows) {
