@@ -86,6 +86,7 @@ fn kept(ggml: &str) -> Option<DType> {
         "F16" => Some(DType::F16),
         "Q8_0" => Some(DType::Q8),
         "Q4_0" => Some(DType::Q4),
+        "MXFP4" => Some(DType::Mxfp4),
         _ => None,
     }
 }

@@ -45,7 +45,7 @@ import gguf
 import llama_cpp
 
 FAMILIES = ["llama-tiny", "mixtral-tiny", "qwen3moe-tiny", "qwen2moe-tiny", "granitemoe-tiny",
-            "granitemoeshared-tiny", "olmoe-tiny", "deepseekv3-tiny", "hunyuanmoe-tiny"]
+            "granitemoeshared-tiny", "olmoe-tiny", "deepseekv3-tiny", "hunyuanmoe-tiny", "gptoss-tiny"]
 # deepseekv2-tiny has no query compression (q_lora_rank null), which
 # llama.cpp's deepseek2 loader takes only from 27-layer files (V2-Lite).
 # Q8_0 files for a few families only (the type's copy is the same for all;
@@ -54,7 +54,8 @@ Q8_FAMILIES = ["llama-tiny", "qwen3moe-tiny", "deepseekv3-tiny"]
 ARCH = {"LlamaForCausalLM": "llama", "MixtralForCausalLM": "llama", "Qwen3MoeForCausalLM": "qwen3moe",
         "OlmoeForCausalLM": "olmoe", "Qwen2MoeForCausalLM": "qwen2moe", "GraniteMoeForCausalLM": "granitemoe",
         "GraniteMoeSharedForCausalLM": "granitemoe", "DeepseekV2ForCausalLM": "deepseek2",
-        "DeepseekV3ForCausalLM": "deepseek2", "HunYuanMoEV1ForCausalLM": "hunyuan-moe"}
+        "DeepseekV3ForCausalLM": "deepseek2", "HunYuanMoEV1ForCausalLM": "hunyuan-moe",
+        "GptOssForCausalLM": "gpt-oss"}
 TEXTS = ["In the beginning God created the heaven and the earth.",
          "And the earth was without form, and void; 1234 and 56.\n\nAmen  !"]
 TRAIN = (TEXTS[0] + " And God said, Let there be light: and there was light. And God saw the light, "
@@ -226,6 +227,13 @@ def write_f32(family, path):
         shared = c.get("shared_expert_intermediate_size") or c.get("shared_intermediate_size")
         if shared:
             w.add_expert_shared_feed_forward_length(shared)
+    if arch == "gpt-oss":
+        w.add_expert_feed_forward_length(c["intermediate_size"])
+        w.add_sliding_window(c["sliding_window"])
+        rs = c["rope_scaling"]
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(rs["factor"])
+        w.add_rope_scaling_orig_ctx_len(rs["original_max_position_embeddings"])
     if arch == "hunyuan-moe":
         w.add_expert_feed_forward_length(c["intermediate_size"])
         w.add_expert_shared_feed_forward_length(c["intermediate_size"])
@@ -267,6 +275,9 @@ def write_f32(family, path):
         add("output.weight", t["lm_head.weight"])
     for l in range(c["num_hidden_layers"]):
         p, b = f"model.layers.{l}.", f"blk.{l}."
+        if arch == "gpt-oss":
+            write_gpt_oss_layer(add, t, p, b)
+            continue
         if arch == "deepseek2":
             write_mla_layer(add, t, c, p, b)
             continue
@@ -324,6 +335,28 @@ def write_f32(family, path):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def write_gpt_oss_layer(add, t, p, b):
+    """One gpt-oss layer: biased attention with sinks, then experts whose
+    gate and up are interleaved along gate_up_proj's last axis (input-major)."""
+    a = p + "self_attn."
+    add(b + "attn_norm.weight", t[p + "input_layernorm.weight"])
+    for x, o in [("q", "q"), ("k", "k"), ("v", "v"), ("o", "output")]:
+        add(b + f"attn_{o}.weight", t[a + f"{x}_proj.weight"])
+        add(b + f"attn_{o}.bias", t[a + f"{x}_proj.bias"])
+    add(b + "attn_sinks.weight", t[a + "sinks"])
+    add(b + "post_attention_norm.weight", t[p + "post_attention_layernorm.weight"])
+    m = p + "mlp."
+    add(b + "ffn_gate_inp.weight", t[m + "router.weight"])
+    add(b + "ffn_gate_inp.bias", t[m + "router.bias"])
+    gu, gub = t[m + "experts.gate_up_proj"], t[m + "experts.gate_up_proj_bias"]
+    add(b + "ffn_gate_exps.weight", gu[:, :, 0::2].transpose(0, 2, 1))
+    add(b + "ffn_up_exps.weight", gu[:, :, 1::2].transpose(0, 2, 1))
+    add(b + "ffn_down_exps.weight", t[m + "experts.down_proj"].transpose(0, 2, 1))
+    add(b + "ffn_gate_exps.bias", gub[:, 0::2])
+    add(b + "ffn_up_exps.bias", gub[:, 1::2])
+    add(b + "ffn_down_exps.bias", t[m + "experts.down_proj_bias"])
 
 
 def write_mla_layer(add, t, c, p, b):
@@ -421,6 +454,9 @@ def main():
         kinds = [("q4_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0)]
         if family in Q8_FAMILIES:
             kinds.append(("q8_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0))
+        if family == "gptoss-tiny":
+            # gpt-oss's own kind of file: MXFP4 experts (llama.cpp's MXFP4_MOE).
+            kinds.append(("mxfp4", llama_cpp.LLAMA_FTYPE_MOSTLY_MXFP4_MOE))
         if family == "llama-tiny":
             # Types mote re-quantizes (--dtype): ggml's dequantizers checked end to end.
             kinds += [("q4_1", llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_1), ("q5_0", llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_0),

@@ -22,6 +22,7 @@ pub const IMPORTED_ARCHITECTURES: &[&str] = &[
     "granitemoe",
     "deepseek2",
     "hunyuan-moe",
+    "gpt-oss",
 ];
 
 /// How mote reads a family's GGUF tensors.
@@ -63,6 +64,7 @@ pub fn read(g: &Gguf, warnings: &mut Vec<String>) -> Result<(ModelConfig, Family
         ("deepseek2", _) if u("expert_gating_func") == Some(2) => "DeepseekV3ForCausalLM",
         ("deepseek2", _) => "DeepseekV2ForCausalLM",
         ("hunyuan-moe", _) => "HunYuanMoEV1ForCausalLM",
+        ("gpt-oss", _) => "GptOssForCausalLM",
         (other, _) => {
             return Err(err(format!(
                 "GGUF architecture {other:?} is not imported yet (from GGUF mote imports {}); convert the Hugging Face checkpoint instead",
@@ -229,6 +231,22 @@ pub fn read(g: &Gguf, warnings: &mut Vec<String>) -> Result<(ModelConfig, Family
         }
         c.insert("intermediate_size".into(), json!(e));
         c.insert("moe_topk".into(), json!(need("expert_used_count")?));
+    }
+    if arch == "gpt-oss" {
+        // llama.cpp's gpt-oss graph: biases everywhere, every other layer
+        // (from the first) sliding, the SwiGLU clamped at 7.
+        c.insert("attention_bias".into(), json!(true));
+        if let Some(w) = u("attention.sliding_window") {
+            c.insert("sliding_window".into(), json!(w));
+        }
+        c.insert(
+            "intermediate_size".into(),
+            json!(u("expert_feed_forward_length").unwrap_or(ffn)),
+        );
+        // gpt-oss's yarn keeps the correction range unrounded.
+        if let Some(y) = c.get_mut("rope_scaling").and_then(Json::as_object_mut) {
+            y.insert("truncate".into(), json!(false));
+        }
     }
     if mla {
         // DeepSeek's yarn keeps its mscale as 0.1·mscale_all_dim.

@@ -85,7 +85,11 @@ fn names(config: &ModelConfig, id: TensorId) -> Vec<String> {
         TensorKind::AttnVBias => b("attn_v.bias"),
         TensorKind::AttnQNorm => b("attn_q_norm.weight"),
         TensorKind::AttnKNorm => b("attn_k_norm.weight"),
-        TensorKind::FfnNorm => b("ffn_norm.weight"),
+        // gpt-oss names its pre-FFN norm post_attention_norm.
+        TensorKind::FfnNorm => vec![
+            format!("blk.{l}.ffn_norm.weight"),
+            format!("blk.{l}.post_attention_norm.weight"),
+        ],
         TensorKind::FfnNormBias => b("ffn_norm.bias"),
         TensorKind::Router => b("ffn_gate_inp.weight"),
         TensorKind::RouterBias => b("ffn_gate_inp.bias"),
