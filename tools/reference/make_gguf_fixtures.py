@@ -44,6 +44,8 @@ from safetensors.numpy import load_file
 import gguf
 import llama_cpp
 
+from make_tokenizer_fixtures import bytes_to_unicode  # GPT-2's byte alphabet
+
 FAMILIES = ["llama-tiny", "mixtral-tiny", "qwen3moe-tiny", "qwen2moe-tiny", "granitemoe-tiny",
             "granitemoeshared-tiny", "olmoe-tiny", "deepseekv3-tiny", "hunyuanmoe-tiny", "gptoss-tiny"]
 # deepseekv2-tiny has no query compression (q_lora_rank null), which
@@ -60,18 +62,6 @@ TEXTS = ["In the beginning God created the heaven and the earth.",
          "And the earth was without form, and void; 1234 and 56.\n\nAmen  !"]
 TRAIN = (TEXTS[0] + " And God said, Let there be light: and there was light. And God saw the light, "
          "that it was good: and God divided the light from the darkness. ") * 4
-
-
-def byte_chars():
-    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs)}
 
 
 def learn_merges(words, budget):
@@ -99,7 +89,7 @@ def learn_merges(words, budget):
 def tokenizer(vocab_size):
     """Byte-level BPE: printable ASCII + newline, then merges learned on
     TRAIN, then unused tokens up to the vocabulary size."""
-    bc = byte_chars()
+    bc = bytes_to_unicode()
     tokens = [bc[b] for b in [10] + list(range(32, 127))]
     tokens.insert(0, "<|endoftext|>")
     words = [[bc[b] for b in w.encode()] for w in TRAIN.replace(" ", "\0 ").split("\0")]
