@@ -159,7 +159,7 @@ pub fn quantize(
 }
 
 /// Worker threads for `threads` (0: all cores).
-pub(crate) fn worker_threads(threads: usize) -> usize {
+fn worker_threads(threads: usize) -> usize {
     match threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
